@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+// llama-adapter-swift: LLaMA-Adapter V2 in Swift, CPU-first. Targets follow the layers of DESIGN.md section 1.
+import PackageDescription
+
+let package = Package(
+    name: "llama-adapter-swift",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "llama-adapter", targets: ["llama-adapter"]),
+        .library(name: "AdapterModel", targets: ["AdapterModel"]),
+        .library(name: "AdapterGeneration", targets: ["AdapterGeneration"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // OpenBLAS on Linux; on macOS the CBLAS module is unused and Accelerate is imported instead.
+        .systemLibrary(
+            name: "CBLAS",
+            path: "Sources/CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // SIMD kernels that need F16C/AVX2/AVX-512: selected per function with target attributes
+        // and runtime CPU dispatch, so no unsafe compiler flags are needed.
+        .target(name: "CKernels", path: "Sources/CKernels"),
+        .target(
+            name: "AdapterCore",
+            dependencies: [
+                "CKernels",
+                .target(name: "CBLAS", condition: .when(platforms: [.linux])),
+            ]
+        ),
+        .target(name: "AdapterFormats", dependencies: ["AdapterCore"]),
+        .target(name: "AdapterTokenizers", dependencies: []),
+        .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats"]),
+        .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterModel", "AdapterTokenizers"]),
+        .executableTarget(
+            name: "llama-adapter",
+            dependencies: [
+                "AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterModel", "AdapterGeneration",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "AdapterTests",
+            dependencies: ["AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterModel", "AdapterGeneration"],
+            path: "Tests/AdapterTests"
+        ),
+    ],
+    // Swift 5 mode: the kernels share raw buffers across threads on purpose; strict Sendable checking adds noise there.
+    swiftLanguageModes: [.v5]
+)

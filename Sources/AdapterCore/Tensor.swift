@@ -1,0 +1,97 @@
+/// A dense, row-major tensor: a shape, an element type and a byte range of a `Storage`.
+/// Value type; copies share storage. Mutation goes through `mutableData` and is only meant for
+/// tensors the caller allocated (weights from mapped files are read-only).
+public struct Tensor: @unchecked Sendable {
+    /// Dimensions, outermost first (PyTorch order).
+    public var shape: [Int]
+    /// Element type of the stored bytes.
+    public var dtype: DType
+    /// Backing bytes.
+    public let storage: Storage
+    /// Byte offset of the first element inside `storage`.
+    public let byteOffset: Int
+
+    /// Wraps existing storage; checks the byte range fits.
+    public init(shape: [Int], dtype: DType, storage: Storage, byteOffset: Int = 0) throws {
+        let count = shape.reduce(1, *)
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw AdapterError.shape("negative dimension in shape \(shape)") }
+        if dtype.isQuantized {
+            guard let last = shape.last, last % dtype.blockSize == 0 else {
+                throw AdapterError.shape("\(dtype.rawValue) tensor of shape \(shape): last dimension must be a multiple of \(dtype.blockSize)")
+            }
+        }
+        let bytes = dtype.byteCount(elements: count)
+        guard byteOffset >= 0, byteOffset + bytes <= storage.byteCount else {
+            throw AdapterError.format("tensor of shape \(shape) (\(dtype.rawValue)) needs \(bytes) bytes at offset \(byteOffset) but its storage has \(storage.byteCount)")
+        }
+        self.shape = shape
+        self.dtype = dtype
+        self.storage = storage
+        self.byteOffset = byteOffset
+    }
+
+    /// A new zero-filled tensor.
+    public init(zeros shape: [Int], dtype: DType = .f32) {
+        let count = shape.reduce(1, *)
+        self.shape = shape
+        self.dtype = dtype
+        self.storage = Storage(zeroedBytes: dtype.byteCount(elements: count))
+        self.byteOffset = 0
+    }
+
+    /// A new f32 tensor holding `values`.
+    public init(_ values: [Float], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *), "value count does not match shape")
+        self.init(zeros: shape, dtype: .f32)
+        values.withUnsafeBufferPointer { src in
+            mutableData.copyMemory(from: src.baseAddress!, byteCount: values.count * 4)
+        }
+    }
+
+    /// Number of elements.
+    public var count: Int { shape.reduce(1, *) }
+    /// Number of stored bytes.
+    public var byteCount: Int { dtype.byteCount(elements: count) }
+    /// Pointer to the first stored byte.
+    public var data: UnsafeRawPointer { UnsafeRawPointer(storage.base + byteOffset) }
+    /// Mutable pointer to the first stored byte.
+    public var mutableData: UnsafeMutableRawPointer { storage.base + byteOffset }
+
+    /// f32 view; traps if the tensor is not f32 (an internal invariant, not user input).
+    public var floats: UnsafeMutablePointer<Float> {
+        precondition(dtype == .f32, "expected an f32 tensor, got \(dtype)")
+        return mutableData.assumingMemoryBound(to: Float.self)
+    }
+
+    /// The same bytes seen with another shape of equal element count.
+    public func reshaped(_ newShape: [Int]) throws -> Tensor {
+        guard newShape.reduce(1, *) == count else {
+            throw AdapterError.shape("cannot reshape \(shape) to \(newShape)")
+        }
+        return try Tensor(shape: newShape, dtype: dtype, storage: storage, byteOffset: byteOffset)
+    }
+
+    /// Row `i` of the outermost dimension as a tensor sharing storage.
+    public func slice(_ i: Int) -> Tensor {
+        let inner = Array(shape.dropFirst())
+        let rowBytes = dtype.byteCount(elements: inner.reduce(1, *))
+        return try! Tensor(shape: inner, dtype: dtype, storage: storage, byteOffset: byteOffset + i * rowBytes)
+    }
+
+    /// All elements converted to f32 (dequantized for block types).
+    public func toFloatArray() -> [Float] {
+        var out = [Float](repeating: 0, count: count)
+        out.withUnsafeMutableBufferPointer { dst in
+            convertToFloat(dtype: dtype, src: data, dst: dst.baseAddress!, count: count)
+        }
+        return out
+    }
+
+    /// A new f32 tensor with the same values.
+    public func toF32() -> Tensor {
+        if dtype == .f32 { return self }
+        let out = Tensor(zeros: shape, dtype: .f32)
+        convertToFloat(dtype: dtype, src: data, dst: out.floats, count: count)
+        return out
+    }
+}

@@ -1,0 +1,1 @@
+// AdapterFormats: see DESIGN.md section 1.

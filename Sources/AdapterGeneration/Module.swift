@@ -1,0 +1,1 @@
+// AdapterGeneration: see DESIGN.md section 1.

@@ -1,0 +1,1 @@
+// AdapterModel: see DESIGN.md section 1.

@@ -1,0 +1,1 @@
+// AdapterTokenizers: see DESIGN.md section 1.

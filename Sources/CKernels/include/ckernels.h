@@ -1,0 +1,30 @@
+// Small C kernels for the parts Swift cannot express portably without compiler flags:
+// F16C/AVX2/AVX-512 code selected per function with target attributes and runtime CPU checks.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Converts `n` IEEE half floats to f32.
+void ck_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+/// Converts `n` f32 values to IEEE half floats (round to nearest even).
+void ck_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+/// Converts `n` bfloat16 values to f32.
+void ck_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+
+/// y[r] = dot(W[r, :], x) for rows r in [r0, r1); W is f16 row-major with `k` columns.
+void ck_matvec_f16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
+/// y[r] = dot(W[r, :], x) for rows r in [r0, r1); W is f32 row-major with `k` columns.
+void ck_matvec_f32(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
+/// y[r] = dot(W[r, :], x) for rows r in [r0, r1); W is bf16 row-major with `k` columns.
+void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
+
+/// Dot product of two f32 vectors.
+float ck_dot_f32(const float *a, const float *b, size_t n);
+/// y += a * x over n elements.
+void ck_axpy_f32(float a, const float *x, float *y, size_t n);
+
+/// Returns a short name of the SIMD level the kernels dispatch to ("avx512", "avx2", "generic").
+const char *ck_simd_level(void);
+
+#endif

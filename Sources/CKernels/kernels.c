@@ -1,0 +1,337 @@
+// Kernels with per-function target attributes; one copy per SIMD level, picked at run time.
+#include "ckernels.h"
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CK_X86 1
+#include <immintrin.h>
+#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#endif
+
+// ---------------------------------------------------------------- scalar helpers
+
+static inline float half_to_float_sw(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else {  // subnormal: normalise
+            exp = 127 - 15 + 1;
+            while ((mant & 0x400) == 0) { mant <<= 1; exp--; }
+            mant &= 0x3ff;
+            bits = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t float_to_half_sw(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0));
+    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);  // overflow after rounding
+    if (absx < 0x38800000u) {                                    // subnormal or zero in half
+        if (absx < 0x33000000u) return (uint16_t)sign;
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e;  // 14 + (113 - e) ... places the value as a half subnormal
+        uint32_t r = m >> (shift - 10 + 0);
+        (void)r;
+        // exact round-to-nearest-even via float arithmetic
+        float v;
+        memcpy(&v, &absx, 4);
+        float scaled = v * 16777216.0f;  // 2^24: half subnormal unit is 2^-24
+        uint32_t q = (uint32_t)scaled;
+        float rem = scaled - (float)q;
+        if (rem > 0.5f || (rem == 0.5f && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t e = ((absx >> 23) - 127 + 15);
+    uint32_t m = absx & 0x7fffff;
+    uint32_t h = (e << 10) | (m >> 13);
+    uint32_t rest = m & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// ---------------------------------------------------------------- generic versions
+
+static void f16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = half_to_float_sw(src[i]);
+}
+
+static void matvec_f16_generic(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *row = w + r * k;
+        float acc = 0;
+        for (size_t i = 0; i < k; i++) acc += half_to_float_sw(row[i]) * x[i];
+        y[r] = acc;
+    }
+}
+
+static float dot_f32_generic(const float *a, const float *b, size_t n) {
+    float acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        acc0 += a[i] * b[i];
+        acc1 += a[i + 1] * b[i + 1];
+        acc2 += a[i + 2] * b[i + 2];
+        acc3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) acc0 += a[i] * b[i];
+    return (acc0 + acc1) + (acc2 + acc3);
+}
+
+static void matvec_f32_generic(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) y[r] = dot_f32_generic(w + r * k, x, k);
+}
+
+static void matvec_bf16_generic(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *row = w + r * k;
+        float acc = 0;
+        for (size_t i = 0; i < k; i++) acc += bf16_to_float(row[i]) * x[i];
+        y[r] = acc;
+    }
+}
+
+static void axpy_f32_generic(float a, const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#ifdef CK_X86
+// ---------------------------------------------------------------- AVX2 + F16C + FMA
+
+TGT_AVX2 static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 sh = _mm_movehdup_ps(lo);
+    __m128 s = _mm_add_ps(lo, sh);
+    sh = _mm_movehl_ps(sh, s);
+    s = _mm_add_ss(s, sh);
+    return _mm_cvtss_f32(s);
+}
+
+TGT_AVX2 static void f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = half_to_float_sw(src[i]);
+}
+
+TGT_AVX2 static void f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = float_to_half_sw(src[i]);
+}
+
+TGT_AVX2 static float dot_f32_avx2(const float *a, const float *b, size_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float acc = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+TGT_AVX2 static void matvec_f32_avx2(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) y[r] = dot_f32_avx2(w + r * k, x, k);
+}
+
+TGT_AVX2 static void matvec_f16_avx2(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *row = w + r * k;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+        size_t i = 0;
+        for (; i + 32 <= k; i += 32) {
+            s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))), _mm256_loadu_ps(x + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
+            s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 16))), _mm256_loadu_ps(x + i + 16), s2);
+            s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 24))), _mm256_loadu_ps(x + i + 24), s3);
+        }
+        for (; i + 8 <= k; i += 8)
+            s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))), _mm256_loadu_ps(x + i), s0);
+        float acc = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (; i < k; i++) acc += half_to_float_sw(row[i]) * x[i];
+        y[r] = acc;
+    }
+}
+
+TGT_AVX2 static void matvec_bf16_avx2(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *row = w + r * k;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        size_t i = 0;
+        for (; i + 16 <= k; i += 16) {
+            __m256 a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + i))), 16));
+            __m256 b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + i + 8))), 16));
+            s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), s0);
+            s1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + i + 8), s1);
+        }
+        float acc = hsum256(_mm256_add_ps(s0, s1));
+        for (; i < k; i++) acc += bf16_to_float(row[i]) * x[i];
+        y[r] = acc;
+    }
+}
+
+TGT_AVX2 static void axpy_f32_avx2(float a, const float *x, float *y, size_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+// ---------------------------------------------------------------- AVX-512
+
+TGT_AVX512 static void matvec_f16_avx512(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    size_t r = r0;
+    // Two rows at a time: each x load feeds two FMAs, which keeps the loads of W the only stream.
+    for (; r + 2 <= r1; r += 2) {
+        const uint16_t *ra = w + r * k, *rb = ra + k;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+        size_t i = 0;
+        for (; i + 32 <= k; i += 32) {
+            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+            a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ra + i))), x0, a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ra + i + 16))), x1, a1);
+            b0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rb + i))), x0, b0);
+            b1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rb + i + 16))), x1, b1);
+        }
+        float sa = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        float sb = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
+        for (; i < k; i++) {
+            sa += half_to_float_sw(ra[i]) * x[i];
+            sb += half_to_float_sw(rb[i]) * x[i];
+        }
+        y[r] = sa;
+        y[r + 1] = sb;
+    }
+    if (r < r1) matvec_f16_avx2(w, x, y, k, r, r1);
+}
+
+TGT_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    float acc = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+TGT_AVX512 static void matvec_f32_avx512(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) y[r] = dot_f32_avx512(w + r * k, x, k);
+}
+#endif
+
+// ---------------------------------------------------------------- dispatch
+
+enum { LEVEL_UNKNOWN = -1, LEVEL_GENERIC = 0, LEVEL_AVX2 = 1, LEVEL_AVX512 = 2 };
+static int g_level = LEVEL_UNKNOWN;
+
+static int level(void) {
+    if (g_level != LEVEL_UNKNOWN) return g_level;
+    int l = LEVEL_GENERIC;
+#ifdef CK_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = LEVEL_AVX2;
+    if (l == LEVEL_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = LEVEL_AVX512;
+#endif
+    g_level = l;
+    return l;
+}
+
+const char *ck_simd_level(void) {
+    switch (level()) {
+    case LEVEL_AVX512: return "avx512";
+    case LEVEL_AVX2: return "avx2";
+    default: return "generic";
+    }
+}
+
+void ck_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
+#ifdef CK_X86
+    if (level() >= LEVEL_AVX2) { f16_to_f32_avx2(src, dst, n); return; }
+#endif
+    f16_to_f32_generic(src, dst, n);
+}
+
+void ck_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
+#ifdef CK_X86
+    if (level() >= LEVEL_AVX2) { f32_to_f16_avx2(src, dst, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = float_to_half_sw(src[i]);
+}
+
+void ck_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
+}
+
+void ck_matvec_f16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    int l = level();
+    if (l >= LEVEL_AVX512) { matvec_f16_avx512(w, x, y, k, r0, r1); return; }
+    if (l >= LEVEL_AVX2) { matvec_f16_avx2(w, x, y, k, r0, r1); return; }
+#endif
+    matvec_f16_generic(w, x, y, k, r0, r1);
+}
+
+void ck_matvec_f32(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    int l = level();
+    if (l >= LEVEL_AVX512) { matvec_f32_avx512(w, x, y, k, r0, r1); return; }
+    if (l >= LEVEL_AVX2) { matvec_f32_avx2(w, x, y, k, r0, r1); return; }
+#endif
+    matvec_f32_generic(w, x, y, k, r0, r1);
+}
+
+void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    if (level() >= LEVEL_AVX2) { matvec_bf16_avx2(w, x, y, k, r0, r1); return; }
+#endif
+    matvec_bf16_generic(w, x, y, k, r0, r1);
+}
+
+float ck_dot_f32(const float *a, const float *b, size_t n) {
+#ifdef CK_X86
+    int l = level();
+    if (l >= LEVEL_AVX512) return dot_f32_avx512(a, b, n);
+    if (l >= LEVEL_AVX2) return dot_f32_avx2(a, b, n);
+#endif
+    return dot_f32_generic(a, b, n);
+}
+
+void ck_axpy_f32(float a, const float *x, float *y, size_t n) {
+#ifdef CK_X86
+    if (level() >= LEVEL_AVX2) { axpy_f32_avx2(a, x, y, n); return; }
+#endif
+    axpy_f32_generic(a, x, y, n);
+}
