@@ -25,6 +25,14 @@ public final class Storage: @unchecked Sendable {
         ownsMemory = true
     }
 
+    /// Allocates 64-byte aligned memory of `byteCount` bytes without clearing it (for buffers about to be filled).
+    public init(uninitializedBytes byteCount: Int) {
+        base = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        self.byteCount = byteCount
+        owner = nil
+        ownsMemory = true
+    }
+
     /// Wraps bytes owned by `owner` (for example a `MappedFile`); they are not copied.
     public init(borrowing base: UnsafeRawPointer, byteCount: Int, owner: AnyObject) {
         self.base = UnsafeMutableRawPointer(mutating: base)

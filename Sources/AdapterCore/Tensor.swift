@@ -39,6 +39,14 @@ public struct Tensor: @unchecked Sendable {
         self.byteOffset = 0
     }
 
+    /// A new tensor whose bytes the caller fills.
+    public init(uninitialized shape: [Int], dtype: DType) {
+        self.shape = shape
+        self.dtype = dtype
+        self.storage = Storage(uninitializedBytes: dtype.byteCount(elements: shape.reduce(1, *)))
+        self.byteOffset = 0
+    }
+
     /// A new f32 tensor holding `values`.
     public init(_ values: [Float], shape: [Int]) {
         precondition(values.count == shape.reduce(1, *), "value count does not match shape")

@@ -1,1 +1,34 @@
-print("llama-adapter")
+// llama-adapter: the command-line tool. Every failure ends as one `error:` line on stderr and exit status 1
+// (DESIGN.md section 3), including argument errors, which swift-argument-parser would otherwise exit 64 for.
+import ArgumentParser
+import Foundation
+import AdapterCore
+
+/// The root command.
+struct LlamaAdapter: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "llama-adapter",
+        abstract: "LLaMA-Adapter V2 in Swift: run, score and inspect LLaMA models and adapters on the CPU.",
+        subcommands: [Generate.self, Score.self, Tokenize.self, Inspect.self, Bench.self])
+}
+
+/// Prints one line to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
+}
+
+do {
+    var command = try LlamaAdapter.parseAsRoot()
+    try command.run()
+} catch let error as AdapterError {
+    printError(error.description)
+    exit(1)
+} catch {
+    if LlamaAdapter.exitCode(for: error) == .success {
+        print(LlamaAdapter.fullMessage(for: error))
+        exit(0)
+    }
+    let message = LlamaAdapter.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+    printError(message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message)
+    exit(1)
+}

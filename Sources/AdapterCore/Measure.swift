@@ -1,0 +1,59 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Process and machine measurements used by the bench.
+public enum Measure {
+    /// Monotonic time in seconds.
+    public static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// Peak resident set size of this process in bytes (VmHWM on Linux, ru_maxrss on macOS).
+    public static func peakResidentBytes() -> Int {
+        #if os(Linux)
+        if let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) {
+            for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+                let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0
+                return kb * 1024
+            }
+        }
+        return 0
+        #else
+        var usage = rusage()
+        getrusage(RUSAGE_SELF, &usage)
+        return Int(usage.ru_maxrss)
+        #endif
+    }
+
+    /// Read bandwidth in bytes/s: the best of `repeats` passes over a `bytes`-sized buffer, split over the pool.
+    public static func readBandwidth(bytes: Int = 1 << 30, repeats: Int = 5, pool: ThreadPool = .shared) -> Double {
+        let n = bytes / 4
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { buf.deallocate() }
+        // Touch every page so the timing sees memory, not page faults.
+        buf.initialize(repeating: 1, count: n)
+        var best = 0.0
+        var sink: Float = 0
+        let sinks = UnsafeMutablePointer<Float>.allocate(capacity: 256)
+        defer { sinks.deallocate() }
+        for _ in 0..<repeats {
+            let t0 = now()
+            pool.run { i, t in
+                let lo = n * i / t, hi = n * (i + 1) / t
+                sinks[i] = readSum(buf + lo, hi - lo)
+            }
+            let dt = now() - t0
+            sink += sinks[0]
+            best = max(best, Double(bytes) / dt)
+        }
+        if sink == -1 { print(sink) }
+        return best
+    }
+
+    private static func readSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        // A dot of the buffer with itself streams it once (the second operand hits the same cache lines).
+        dot(p, p, n)
+    }
+}

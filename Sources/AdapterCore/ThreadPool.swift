@@ -1,0 +1,108 @@
+import Foundation
+import Synchronization
+
+/// A persistent pool of worker threads that spin briefly between jobs, then sleep.
+/// Decoding issues hundreds of small parallel operations per token; waking fresh threads or going
+/// through a dispatch queue for each costs more than the work itself on small models.
+public final class ThreadPool: @unchecked Sendable {
+    /// The process-wide pool, sized to the machine's cores (override with `LLAMA_ADAPTER_THREADS`).
+    public static let shared: ThreadPool = {
+        let env = ProcessInfo.processInfo.environment["LLAMA_ADAPTER_THREADS"].flatMap(Int.init)
+        return ThreadPool(threads: env ?? ProcessInfo.processInfo.activeProcessorCount)
+    }()
+
+    /// Number of threads that take part in a job, the calling thread included.
+    public private(set) var threadCount: Int
+
+    /// Job counter times 256 plus the number of threads taking part, published as one word so a
+    /// worker that wakes late never pairs one job's closure with another job's thread count.
+    private let generation = Atomic<Int>(0)
+    private let pending = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private let condition = NSCondition()
+    private var job: ((Int, Int) -> Void)?
+    private var activeThreads: Int
+    private var workers: [Thread] = []
+
+    /// Creates a pool that runs jobs on `threads` threads (the caller plus `threads - 1` workers).
+    public init(threads: Int) {
+        threadCount = min(max(1, threads), 255)
+        activeThreads = threadCount
+        for index in 1..<threadCount {
+            let t = Thread { [unowned self] in self.workerLoop(index: index) }
+            t.stackSize = 1 << 20
+            t.start()
+            workers.append(t)
+        }
+    }
+
+    /// Limits jobs to the first `n` threads (1...threadCount); used by the bench's `--threads`.
+    public func setActiveThreads(_ n: Int) {
+        activeThreads = min(max(1, n), threadCount)
+    }
+
+    /// Number of threads jobs currently use.
+    public var activeThreadCount: Int { activeThreads }
+
+    /// Runs `body(threadIndex, threadCount)` once on each active thread and returns when all are done.
+    public func run(_ body: (Int, Int) -> Void) {
+        run(threads: activeThreads, body)
+    }
+
+    private func run(threads n: Int, _ body: (Int, Int) -> Void) {
+        if n == 1 { body(0, 1); return }
+        withoutActuallyEscaping(body) { escaping in
+            job = escaping
+            pending.store(n - 1, ordering: .releasing)
+            let next = ((generation.load(ordering: .relaxed) >> 8) + 1) << 8 | n
+            generation.store(next, ordering: .sequentiallyConsistent)
+            // Sequentially consistent with the worker's increment-then-check, so a wake-up is never lost.
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                condition.lock(); condition.broadcast(); condition.unlock()
+            }
+            escaping(0, n)
+            while pending.load(ordering: .acquiring) > 0 {}
+            job = nil
+        }
+    }
+
+    /// Splits `0..<count` into one contiguous chunk per active thread and runs `body` on each chunk.
+    public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        let n = min(activeThreads, max(1, count / max(1, minChunk)))
+        if n <= 1 || count <= 1 { body(0..<count); return }
+        run(threads: n) { i, t in
+            let lo = count * i / t, hi = count * (i + 1) / t
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+
+    private func workerLoop(index: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            var current = generation.load(ordering: .acquiring)
+            while current == seen {
+                spins += 1
+                if spins > 200_000 {
+                    condition.lock()
+                    sleepers.add(1, ordering: .sequentiallyConsistent)
+                    current = generation.load(ordering: .sequentiallyConsistent)
+                    while current == seen {
+                        condition.wait()
+                        current = generation.load(ordering: .acquiring)
+                    }
+                    sleepers.subtract(1, ordering: .relaxed)
+                    condition.unlock()
+                    break
+                }
+                current = generation.load(ordering: .acquiring)
+            }
+            seen = current
+            let n = current & 255
+            if index < n {
+                job!(index, n)
+                pending.subtract(1, ordering: .releasing)
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// AdapterGeneration: see DESIGN.md section 1.

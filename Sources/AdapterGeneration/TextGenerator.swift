@@ -1,0 +1,106 @@
+import Foundation
+import AdapterCore
+import AdapterModel
+import AdapterTokenizers
+
+/// What a generation produced.
+public struct GenerationResult: Sendable {
+    /// The tokenizer's decode of `tokens`.
+    public var text: String
+    /// Generated ids, EOS excluded.
+    public var tokens: [Int]
+    /// Number of prompt tokens (BOS included).
+    public var promptTokenCount: Int
+    /// Why generation stopped: "eos" or "length".
+    public var stopReason: String
+    /// Seconds spent on the prompt (prefill).
+    public var prefillSeconds: Double
+    /// Seconds spent generating after the prompt.
+    public var decodeSeconds: Double
+}
+
+/// Runs the decoding loop: prefill the prompt, then sample one token at a time with the KV cache.
+public final class TextGenerator {
+    /// The model.
+    public let model: LlamaModel
+    /// The tokenizer matching the model.
+    public let tokenizer: any Tokenizer
+
+    /// Pairs a model with its tokenizer.
+    public init(model: LlamaModel, tokenizer: any Tokenizer) {
+        self.model = model
+        self.tokenizer = tokenizer
+    }
+
+    /// Tokens for `text` with BOS prepended when `addBOS` and the tokenizer has one.
+    public func promptTokens(_ text: String, addBOS: Bool) -> [Int] {
+        var ids: [Int] = []
+        if addBOS, let bos = tokenizer.bosId { ids.append(bos) }
+        ids += tokenizer.encode(text)
+        return ids
+    }
+
+    /// Generates up to `maxNewTokens` after `prompt`, stopping at EOS. `onText` receives text as it
+    /// becomes final: the growing sequence is decoded and only the new suffix is emitted, so spaces and
+    /// multi-byte characters split across tokens come out right.
+    public func generate(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters,
+                         cache: KVCache? = nil, onText: ((String) -> Void)? = nil) throws -> GenerationResult {
+        guard !prompt.isEmpty else { throw AdapterError.invalidArgument("the prompt is empty") }
+        let capacity = min(model.config.maxSeqLen, model.rope.maxPos)
+        guard prompt.count < capacity else {
+            throw AdapterError.invalidArgument("the prompt has \(prompt.count) tokens but the context holds \(capacity)")
+        }
+        let cache = cache ?? model.makeCache(capacity: min(capacity, prompt.count + maxNewTokens))
+        var sampler = Sampler(sampling)
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var logits = try model.forward(tokens: prompt, cache: cache)
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        var generated: [Int] = []
+        var emitted = ""
+        var stopReason = "length"
+        while generated.count < maxNewTokens {
+            let next = sampler.sample(logits)
+            if let eos = tokenizer.eosId, next == eos { stopReason = "eos"; break }
+            generated.append(next)
+            if let onText {
+                let text = tokenizer.decode(generated)
+                // Hold back a trailing U+FFFD: it may be the first bytes of a character still arriving.
+                if !text.hasSuffix("\u{FFFD}"), text.hasPrefix(emitted), text.count > emitted.count {
+                    onText(String(text.dropFirst(emitted.count)))
+                    emitted = text
+                }
+            }
+            if generated.count == maxNewTokens || cache.length >= cache.capacity {
+                if cache.length >= cache.capacity && generated.count < maxNewTokens { stopReason = "context" }
+                break
+            }
+            logits = try model.forward(tokens: [next], cache: cache)
+        }
+        let t2 = DispatchTime.now().uptimeNanoseconds
+        let text = tokenizer.decode(generated)
+        if let onText, text.hasPrefix(emitted), text.count > emitted.count {
+            onText(String(text.dropFirst(emitted.count)))
+        }
+        return GenerationResult(text: text, tokens: generated, promptTokenCount: prompt.count, stopReason: stopReason,
+                                prefillSeconds: Double(t1 - t0) / 1e9, decodeSeconds: Double(t2 - t1) / 1e9)
+    }
+
+    /// Sum of log-probabilities of `continuation` tokens given everything before them, and their count.
+    /// `tokens` is the whole sequence; positions `from..<tokens.count` are scored.
+    public func score(tokens: [Int], from: Int) throws -> (logprob: Double, count: Int) {
+        guard from >= 1, from <= tokens.count else {
+            throw AdapterError.invalidArgument("nothing to score: the continuation adds no tokens")
+        }
+        let cache = model.makeCache(capacity: tokens.count)
+        let logits = try model.forward(tokens: tokens, cache: cache, allLogits: true)
+        let V = model.config.vocabSize
+        var total = 0.0
+        for pos in from..<tokens.count {
+            let row = logits[(pos - 1) * V ..< pos * V]
+            let m = Double(row.max()!)
+            let lse = m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) })
+            total += Double(row[row.startIndex + tokens[pos]]) - lse
+        }
+        return (total, tokens.count - from)
+    }
+}

@@ -1,0 +1,249 @@
+// LLaMA transformer (Touvron et al. 2023) as the official LLaMA-Adapter code runs it
+// (llama_adapter_v2_multimodal7b/llama/llama.py): pre-norm RMSNorm blocks, RoPE on adjacent
+// pairs, causal attention with a KV cache, SwiGLU feed-forward. Weights are bound by their
+// official names; other formats are renamed to these names by their loaders.
+import Foundation
+import AdapterCore
+
+// MARK: - Weights
+
+/// One transformer block's weights, named as in Meta's checkpoints.
+public struct LlamaLayerWeights: @unchecked Sendable {
+    /// `layers.N.attention_norm.weight`, converted to f32.
+    public var attentionNorm: Tensor
+    /// `layers.N.attention.wq.weight` [dim, dim].
+    public var wq: Tensor
+    /// `layers.N.attention.wk.weight` [kvDim, dim].
+    public var wk: Tensor
+    /// `layers.N.attention.wv.weight` [kvDim, dim].
+    public var wv: Tensor
+    /// `layers.N.attention.wo.weight` [dim, dim].
+    public var wo: Tensor
+    /// `layers.N.ffn_norm.weight`, converted to f32.
+    public var ffnNorm: Tensor
+    /// `layers.N.feed_forward.w1.weight` [hidden, dim] (gate).
+    public var w1: Tensor
+    /// `layers.N.feed_forward.w2.weight` [dim, hidden] (down).
+    public var w2: Tensor
+    /// `layers.N.feed_forward.w3.weight` [hidden, dim] (up).
+    public var w3: Tensor
+}
+
+/// All weights of a LLaMA model.
+public struct LlamaWeights: @unchecked Sendable {
+    /// `tok_embeddings.weight` [vocab, dim], in its stored dtype.
+    public var tokEmbeddings: Tensor
+    /// Blocks in order.
+    public var layers: [LlamaLayerWeights]
+    /// `norm.weight`, converted to f32.
+    public var norm: Tensor
+    /// `output.weight` [vocab, dim] (the embedding when tied).
+    public var output: Tensor
+
+    /// Binds weights from a name → tensor lookup using official names, checking every shape against `config`.
+    public static func bind(config c: LlamaConfig, source: String, lookup: (String) throws -> Tensor?) throws -> LlamaWeights {
+        func get(_ name: String, _ shape: [Int]) throws -> Tensor {
+            guard let t = try lookup(name) else { throw AdapterError.format("\(source): missing tensor '\(name)'") }
+            guard t.shape == shape else {
+                throw AdapterError.shape("\(source): tensor '\(name)' has shape \(t.shape) but the model configuration expects \(shape)")
+            }
+            return t
+        }
+        func norm(_ name: String) throws -> Tensor { try get(name, [c.dim]).toF32() }
+        var layers: [LlamaLayerWeights] = []
+        for i in 0..<c.nLayers {
+            let p = "layers.\(i)."
+            layers.append(LlamaLayerWeights(
+                attentionNorm: try norm(p + "attention_norm.weight"),
+                wq: try get(p + "attention.wq.weight", [c.dim, c.dim]),
+                wk: try get(p + "attention.wk.weight", [c.kvDim, c.dim]),
+                wv: try get(p + "attention.wv.weight", [c.kvDim, c.dim]),
+                wo: try get(p + "attention.wo.weight", [c.dim, c.dim]),
+                ffnNorm: try norm(p + "ffn_norm.weight"),
+                w1: try get(p + "feed_forward.w1.weight", [c.hiddenDim, c.dim]),
+                w2: try get(p + "feed_forward.w2.weight", [c.dim, c.hiddenDim]),
+                w3: try get(p + "feed_forward.w3.weight", [c.hiddenDim, c.dim])))
+        }
+        let emb = try get("tok_embeddings.weight", [c.vocabSize, c.dim])
+        let output = c.tiedEmbeddings ? emb : try get("output.weight", [c.vocabSize, c.dim])
+        return LlamaWeights(tokEmbeddings: emb, layers: layers, norm: try norm("norm.weight"), output: output)
+    }
+
+    /// Bytes of weights read per decoded token (every matrix once), for the bandwidth bound.
+    public var bytesPerToken: Int {
+        var b = output.byteCount + norm.byteCount
+        for l in layers {
+            b += l.wq.byteCount + l.wk.byteCount + l.wv.byteCount + l.wo.byteCount
+            b += l.w1.byteCount + l.w2.byteCount + l.w3.byteCount + l.attentionNorm.byteCount + l.ffnNorm.byteCount
+        }
+        return b
+    }
+}
+
+// MARK: - KV cache
+
+/// Keys and values of past positions, f32, laid out [layer][position][kvDim].
+public final class KVCache: @unchecked Sendable {
+    /// Positions the cache can hold.
+    public let capacity: Int
+    /// Positions filled so far.
+    public var length: Int = 0
+    let kvDim: Int
+    let keys: [UnsafeMutablePointer<Float>]
+    let values: [UnsafeMutablePointer<Float>]
+
+    /// Allocates a cache for `capacity` positions of a model with `config`.
+    public init(config: LlamaConfig, capacity: Int) {
+        self.capacity = capacity
+        kvDim = config.kvDim
+        keys = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
+        values = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
+    }
+
+    /// Forgets all positions (keeps the memory).
+    public func reset() { length = 0 }
+
+    deinit {
+        keys.forEach { $0.deallocate() }
+        values.forEach { $0.deallocate() }
+    }
+}
+
+// MARK: - Model
+
+/// A LLaMA model ready for inference: weights, rotary tables and reusable scratch buffers.
+public final class LlamaModel: @unchecked Sendable {
+    /// Shapes and numerics.
+    public let config: LlamaConfig
+    /// Bound weights.
+    public let weights: LlamaWeights
+    /// Rotary tables for `2 * maxSeqLen` positions, as the official code precomputes.
+    public let rope: RopeTable
+    let pool: ThreadPool
+    private var scratch: Scratch?
+
+    /// Wraps bound weights.
+    public init(config: LlamaConfig, weights: LlamaWeights, pool: ThreadPool = .shared) throws {
+        try config.validate()
+        self.config = config
+        self.weights = weights
+        self.pool = pool
+        rope = RopeTable(headDim: config.headDim, maxPos: 2 * config.maxSeqLen, theta: config.ropeTheta)
+        BLAS.useSingleThread()
+    }
+
+    /// A new KV cache for up to `capacity` positions (default: the model's maximum sequence length).
+    public func makeCache(capacity: Int? = nil) -> KVCache {
+        KVCache(config: config, capacity: min(capacity ?? config.maxSeqLen, rope.maxPos))
+    }
+
+    /// Activation buffers for up to `T` positions, reused across calls to avoid allocating per token.
+    final class Scratch {
+        let T: Int
+        let x, xb, q, k, v, att, ffA, ffB, logits: UnsafeMutablePointer<Float>
+        let scores: UnsafeMutablePointer<Float>
+        let scoreStride: Int
+        init(config c: LlamaConfig, T: Int, maxPos: Int, threads: Int) {
+            self.T = T
+            x = .allocate(capacity: T * c.dim)
+            xb = .allocate(capacity: T * c.dim)
+            q = .allocate(capacity: T * c.dim)
+            k = .allocate(capacity: T * c.kvDim)
+            v = .allocate(capacity: T * c.kvDim)
+            att = .allocate(capacity: T * c.dim)
+            ffA = .allocate(capacity: T * c.hiddenDim)
+            ffB = .allocate(capacity: T * c.hiddenDim)
+            logits = .allocate(capacity: T * c.vocabSize)
+            scoreStride = maxPos
+            scores = .allocate(capacity: max(threads, 1) * maxPos)
+        }
+        deinit {
+            for p in [x, xb, q, k, v, att, ffA, ffB, logits, scores] { p.deallocate() }
+        }
+    }
+
+    private func scratch(for T: Int, cache: KVCache) -> Scratch {
+        if let s = scratch, s.T >= T, s.scoreStride >= cache.capacity { return s }
+        let s = Scratch(config: config, T: max(T, scratch?.T ?? 0), maxPos: max(cache.capacity, scratch?.scoreStride ?? 0),
+                        threads: pool.threadCount)
+        scratch = s
+        return s
+    }
+
+    /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends their keys and
+    /// values to `cache`, and returns logits [vocab] of the last position (or of all positions when `allLogits`).
+    public func forward(tokens: [Int], cache: KVCache, allLogits: Bool = false) throws -> [Float] {
+        let c = config
+        let T = tokens.count
+        let startPos = cache.length
+        guard T > 0 else { throw AdapterError.invalidArgument("forward called with no tokens") }
+        guard startPos + T <= cache.capacity else {
+            throw AdapterError.invalidArgument("sequence of \(startPos + T) tokens exceeds the context of \(cache.capacity)")
+        }
+        for t in tokens where t < 0 || t >= c.vocabSize {
+            throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(c.vocabSize)")
+        }
+        let s = scratch(for: T, cache: cache)
+        let dim = c.dim
+        let rowBytes = weights.tokEmbeddings.dtype.byteCount(elements: dim)
+        for (t, id) in tokens.enumerated() {
+            convertToFloat(dtype: weights.tokEmbeddings.dtype, src: weights.tokEmbeddings.data + id * rowBytes, dst: s.x + t * dim, count: dim)
+        }
+        for (l, layer) in weights.layers.enumerated() {
+            attentionBlock(layer: layer, index: l, s: s, T: T, startPos: startPos, cache: cache)
+            feedForwardBlock(layer: layer, s: s, T: T)
+        }
+        cache.length = startPos + T
+        let rows = allLogits ? T : 1
+        let first = allLogits ? 0 : T - 1
+        rmsnormForward(out: s.xb, inp: s.x + first * dim, weight: weights.norm.floats, T: rows, C: dim, eps: c.normEps)
+        linearForward(out: s.logits, inp: s.xb, weight: weights.output, T: rows, pool: pool)
+        return Array(UnsafeBufferPointer(start: s.logits, count: rows * c.vocabSize))
+    }
+
+    private func attentionBlock(layer: LlamaLayerWeights, index l: Int, s: Scratch, T: Int, startPos: Int, cache: KVCache) {
+        let c = config
+        let dim = c.dim, kvDim = c.kvDim, hd = c.headDim
+        rmsnormForward(out: s.xb, inp: s.x, weight: layer.attentionNorm.floats, T: T, C: dim, eps: c.normEps)
+        linearForward(out: s.q, inp: s.xb, weight: layer.wq, T: T, pool: pool)
+        linearForward(out: s.k, inp: s.xb, weight: layer.wk, T: T, pool: pool)
+        linearForward(out: s.v, inp: s.xb, weight: layer.wv, T: T, pool: pool)
+        ropeForward(s.q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
+        ropeForward(s.k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
+        let kc = cache.keys[l], vc = cache.values[l]
+        (kc + startPos * kvDim).update(from: s.k, count: T * kvDim)
+        (vc + startPos * kvDim).update(from: s.v, count: T * kvDim)
+        let scale = 1 / Float(hd).squareRoot()
+        let group = c.nHeads / c.nKVHeads
+        let nHeads = c.nHeads
+        // Parallel over (position, head) pairs; each worker has its own score row.
+        pool.run { ti, tn in
+            let scores = s.scores + ti * s.scoreStride
+            let total = T * nHeads
+            let lo = total * ti / tn, hi = total * (ti + 1) / tn
+            for job in lo..<hi {
+                let t = job / nHeads, h = job % nHeads
+                let kvh = h / group
+                let q = s.q + t * dim + h * hd
+                let n = startPos + t + 1
+                for p in 0..<n { scores[p] = dot(q, kc + p * kvDim + kvh * hd, hd) * scale }
+                softmaxInPlace(scores, n)
+                let out = s.att + t * dim + h * hd
+                out.initialize(repeating: 0, count: hd)
+                for p in 0..<n { axpy(scores[p], vc + p * kvDim + kvh * hd, out, hd) }
+            }
+        }
+        linearForward(out: s.xb, inp: s.att, weight: layer.wo, T: T, pool: pool)
+        addInPlace(s.x, s.xb, T * dim)
+    }
+
+    private func feedForwardBlock(layer: LlamaLayerWeights, s: Scratch, T: Int) {
+        let c = config
+        rmsnormForward(out: s.xb, inp: s.x, weight: layer.ffnNorm.floats, T: T, C: c.dim, eps: c.normEps)
+        linearForward(out: s.ffA, inp: s.xb, weight: layer.w1, T: T, pool: pool)
+        linearForward(out: s.ffB, inp: s.xb, weight: layer.w3, T: T, pool: pool)
+        swigluForward(out: s.ffA, a: s.ffA, b: s.ffB, n: T * c.hiddenDim)
+        linearForward(out: s.xb, inp: s.ffA, weight: layer.w2, T: T, pool: pool)
+        addInPlace(s.x, s.xb, T * c.dim)
+    }
+}

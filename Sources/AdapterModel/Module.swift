@@ -1,1 +1,0 @@
-// AdapterModel: see DESIGN.md section 1.

@@ -1,0 +1,5 @@
+import ArgumentParser
+struct Generate: ParsableCommand {}
+struct Score: ParsableCommand {}
+struct Tokenize: ParsableCommand {}
+struct Inspect: ParsableCommand {}
