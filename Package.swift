@@ -44,7 +44,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AdapterTests",
-            dependencies: ["AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterModel", "AdapterGeneration"],
+            // The executable is a dependency so CLI tests can run the built binary.
+            dependencies: ["AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterModel", "AdapterGeneration", "llama-adapter"],
             path: "Tests/AdapterTests"
         ),
     ],

@@ -64,22 +64,38 @@ public struct Sampler: Sendable {
     }
 
     /// Index of the largest logit; the first one on ties, as `torch.argmax`.
-    public static func argmax(_ logits: [Float]) -> Int {
+    public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int {
         var best = 0
         var bestValue = -Float.infinity
         for (i, v) in logits.enumerated() where v > bestValue { best = i; bestValue = v }
         return best
     }
 
+    /// Index of the largest logit of an array.
+    public static func argmax(_ logits: [Float]) -> Int { logits.withUnsafeBufferPointer { argmax($0) } }
+
+    /// Samples one token id from an array of logits.
+    public mutating func sample(_ logits: [Float]) -> Int { logits.withUnsafeBufferPointer { sample($0) } }
+
     /// Samples one token id.
-    public mutating func sample(_ logits: [Float]) -> Int {
+    public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int {
         let p = parameters
         if p.temperature <= 0 { return Sampler.argmax(logits) }
         // probs = softmax(logits / T), computed in f64 for a stable cumulative sum.
-        var order = Array(logits.indices)
-        let maxLogit = Double(logits.max() ?? 0)
-        var probs = logits.map { exp((Double($0) - maxLogit) / Double(p.temperature)) }
-        let total = probs.reduce(0, +)
+        var maxLogit = -Float.infinity
+        for v in logits where v > maxLogit { maxLogit = v }
+        var probs = [Double](repeating: 0, count: logits.count)
+        var total = 0.0
+        for i in 0..<logits.count {
+            let e = exp((Double(logits[i]) - Double(maxLogit)) / Double(p.temperature))
+            probs[i] = e
+            total += e
+        }
+        // Sorting the whole vocabulary per token is slow; tokens below 1e-12 of the total can hold at most
+        // vocab * 1e-12 of the mass, so for top-p < 1 - 1e-6 the cut always falls before them.
+        let floor = (p.topP < 0.999999 || p.topK > 0) ? total * 1e-12 : 0
+        var order = (0..<logits.count).filter { probs[$0] > floor }
+        if order.isEmpty { order = Array(0..<logits.count) }
         for i in probs.indices { probs[i] /= total }
         order.sort { probs[$0] != probs[$1] ? probs[$0] > probs[$1] : $0 < $1 }
         var keep = order.count

@@ -32,14 +32,6 @@ public final class TextGenerator {
         self.tokenizer = tokenizer
     }
 
-    /// Tokens for `text` with BOS prepended when `addBOS` and the tokenizer has one.
-    public func promptTokens(_ text: String, addBOS: Bool) -> [Int] {
-        var ids: [Int] = []
-        if addBOS, let bos = tokenizer.bosId { ids.append(bos) }
-        ids += tokenizer.encode(text)
-        return ids
-    }
-
     /// Generates up to `maxNewTokens` after `prompt`, stopping at EOS. `onText` receives text as it
     /// becomes final: the growing sequence is decoded and only the new suffix is emitted, so spaces and
     /// multi-byte characters split across tokens come out right.
@@ -53,7 +45,7 @@ public final class TextGenerator {
         let cache = cache ?? model.makeCache(capacity: min(capacity, prompt.count + maxNewTokens))
         var sampler = Sampler(sampling)
         let t0 = DispatchTime.now().uptimeNanoseconds
-        var logits = try model.forward(tokens: prompt, cache: cache)
+        var logits = try model.forwardLogits(tokens: prompt, cache: cache)
         let t1 = DispatchTime.now().uptimeNanoseconds
         var generated: [Int] = []
         var emitted = ""
@@ -74,7 +66,7 @@ public final class TextGenerator {
                 if cache.length >= cache.capacity && generated.count < maxNewTokens { stopReason = "context" }
                 break
             }
-            logits = try model.forward(tokens: [next], cache: cache)
+            logits = try model.forwardLogits(tokens: [next], cache: cache)
         }
         let t2 = DispatchTime.now().uptimeNanoseconds
         let text = tokenizer.decode(generated)

@@ -173,6 +173,12 @@ public final class LlamaModel: @unchecked Sendable {
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends their keys and
     /// values to `cache`, and returns logits [vocab] of the last position (or of all positions when `allLogits`).
     public func forward(tokens: [Int], cache: KVCache, allLogits: Bool = false) throws -> [Float] {
+        Array(try forwardLogits(tokens: tokens, cache: cache, allLogits: allLogits))
+    }
+
+    /// As `forward`, but returns a view of the model's own logits buffer, valid until the next call;
+    /// the decoding loop uses it to avoid allocating (and page-faulting) a vocabulary-sized array per token.
+    public func forwardLogits(tokens: [Int], cache: KVCache, allLogits: Bool = false) throws -> UnsafeBufferPointer<Float> {
         let c = config
         let T = tokens.count
         let startPos = cache.length
@@ -198,7 +204,7 @@ public final class LlamaModel: @unchecked Sendable {
         let first = allLogits ? 0 : T - 1
         rmsnormForward(out: s.xb, inp: s.x + first * dim, weight: weights.norm.floats, T: rows, C: dim, eps: c.normEps)
         linearForward(out: s.logits, inp: s.xb, weight: weights.output, T: rows, pool: pool)
-        return Array(UnsafeBufferPointer(start: s.logits, count: rows * c.vocabSize))
+        return UnsafeBufferPointer(start: s.logits, count: rows * c.vocabSize)
     }
 
     private func attentionBlock(layer: LlamaLayerWeights, index l: Int, s: Scratch, T: Int, startPos: Int, cache: KVCache) {

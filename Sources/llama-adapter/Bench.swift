@@ -68,12 +68,13 @@ struct Bench: ParsableCommand {
         _ = try model.forward(tokens: Array(prompt.prefix(4)), cache: cache)
         cache.reset()
         let tp = Measure.now()
-        var logits = try model.forward(tokens: prompt, cache: cache)
+        var logits = try model.forwardLogits(tokens: prompt, cache: cache)
         let prefill = Measure.now() - tp
         let td = Measure.now()
         for _ in 0..<decodeTokens {
-            let next = logits.indices.max { logits[$0] < logits[$1] } ?? 0
-            logits = try model.forward(tokens: [next], cache: cache)
+            var next = 0
+            for i in logits.indices where logits[i] > logits[next] { next = i }
+            logits = try model.forwardLogits(tokens: [next], cache: cache)
         }
         let decode = Measure.now() - td
         let bytes = weights.bytesPerToken

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import AdapterCore
+import AdapterTokenizers
 
 /// The root command.
 struct LlamaAdapter: ParsableCommand {
@@ -21,6 +22,9 @@ do {
     var command = try LlamaAdapter.parseAsRoot()
     try command.run()
 } catch let error as AdapterError {
+    printError(error.description)
+    exit(1)
+} catch let error as TokenizerError {
     printError(error.description)
     exit(1)
 } catch {

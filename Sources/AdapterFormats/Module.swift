@@ -1,1 +1,0 @@
-// AdapterFormats: see DESIGN.md section 1.

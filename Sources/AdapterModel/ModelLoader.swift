@@ -1,0 +1,69 @@
+import Foundation
+import AdapterCore
+import AdapterFormats
+
+/// A model opened from disk, with what was learned about its files.
+public struct LoadedModel {
+    /// The ready model.
+    public let model: LlamaModel
+    /// Where its weights came from (kept alive: tensors are views into its memory maps).
+    public let source: TensorSource
+    /// A tokenizer file found next to the weights, if any.
+    public let tokenizerPath: String?
+    /// Short name of the format ("meta").
+    public let format: String
+}
+
+/// Opens models in the formats we support and binds them to official weight names.
+public enum ModelLoader {
+    /// Opens a model folder or file. `maxSeqLen` bounds the context (and the KV cache).
+    public static func load(path: String, maxSeqLen: Int = 2048) throws -> LoadedModel {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw AdapterError.io("model path \(path) does not exist")
+        }
+        if isDir.boolValue {
+            if FileManager.default.fileExists(atPath: path + "/params.json") {
+                return try loadMeta(directory: path, maxSeqLen: maxSeqLen)
+            }
+            throw AdapterError.format("\(path) is not a model folder: no params.json (official LLaMA layout expected)")
+        }
+        throw AdapterError.unsupported("\(path): unsupported model file (expected an official LLaMA folder with params.json and consolidated.*.pth)")
+    }
+
+    /// Official Meta layout: `params.json`, `consolidated.NN.pth`, tokenizer in the folder or its parent.
+    public static func loadMeta(directory: String, maxSeqLen: Int = 2048) throws -> LoadedModel {
+        let params = try MetaParams.load(path: directory + "/params.json")
+        // Refuse a folder without weights instead of running uninitialised (the official demo's silent failure).
+        let source = try MetaShards(directory: directory)
+        guard let emb = source.info("tok_embeddings.weight"), emb.shape.count == 2 else {
+            throw AdapterError.format("\(directory): no tok_embeddings.weight in the checkpoint")
+        }
+        if emb.shape[1] != params.dim {
+            throw AdapterError.shape("\(directory): params.json says dim \(params.dim) but tok_embeddings.weight has width \(emb.shape[1])")
+        }
+        if let v = params.vocab_size, v > 0, v != emb.shape[0] {
+            throw AdapterError.shape("\(directory): params.json says vocab_size \(v) but tok_embeddings.weight has \(emb.shape[0]) rows")
+        }
+        var config = LlamaConfig(
+            dim: params.dim, nLayers: params.n_layers, nHeads: params.n_heads, nKVHeads: params.n_kv_heads,
+            vocabSize: emb.shape[0], multipleOf: params.multiple_of ?? 256, ffnDimMultiplier: params.ffn_dim_multiplier,
+            normEps: Float(params.norm_eps ?? 1e-5), ropeTheta: Float(params.rope_theta ?? 10000), maxSeqLen: maxSeqLen,
+            tiedEmbeddings: !source.contains("output.weight"))
+        try config.validate()
+        if let w1 = source.info("layers.0.feed_forward.w1.weight"), w1.shape.count == 2, w1.shape[0] != config.hiddenDim {
+            throw AdapterError.shape("\(directory): params.json implies feed-forward width \(config.hiddenDim) but layers.0.feed_forward.w1.weight has \(w1.shape[0]) rows")
+        }
+        if source.contains("layers.\(config.nLayers).attention.wq.weight") {
+            throw AdapterError.shape("\(directory): params.json says n_layers \(config.nLayers) but the checkpoint has more layers")
+        }
+        config.maxSeqLen = maxSeqLen
+        let weights = try LlamaWeights.bind(config: config, source: directory) { name in
+            source.contains(name) ? try source.tensor(name) : nil
+        }
+        let model = try LlamaModel(config: config, weights: weights)
+        let candidates = [directory + "/tokenizer.model", (directory as NSString).deletingLastPathComponent + "/tokenizer.model"]
+        let tok = candidates.first { FileManager.default.fileExists(atPath: $0) }
+        return LoadedModel(model: model, source: source, tokenizerPath: tok, format: "meta")
+    }
+}

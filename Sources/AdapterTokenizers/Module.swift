@@ -1,1 +1,0 @@
-// AdapterTokenizers: see DESIGN.md section 1.

@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import AdapterCore
+import AdapterGeneration
+
+/// `llama-adapter generate`: one prompt in, generated text out (streamed, or one JSON object).
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var promptOptions: PromptOptions
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0.1
+
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass (official sample_top_p).")
+    var topP: Float = 0.75
+
+    @Option(name: .customLong("top-k"), help: "Keep only the k most likely tokens; 0 disables.")
+    var topK: Int = 0
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 0
+
+    @Option(name: .customLong("max-new-tokens"), help: "Maximum number of tokens to generate.")
+    var maxNewTokens: Int = 256
+
+    @Flag(help: "Print one JSON object {text, tokens, ...} instead of streaming text.")
+    var json = false
+
+    struct Output: Encodable {
+        var text: String
+        var tokens: [Int]
+        var prompt_tokens: Int
+        var stop_reason: String
+        var prefill_tokens_per_s: Double
+        var decode_tokens_per_s: Double
+    }
+
+    func validate() throws {
+        guard temperature >= 0, temperature.isFinite else { throw AdapterError.invalidArgument("--temperature must be a non-negative number") }
+        guard topP > 0, topP <= 1 else { throw AdapterError.invalidArgument("--top-p must be in (0, 1]") }
+        guard topK >= 0 else { throw AdapterError.invalidArgument("--top-k must be non-negative") }
+        guard maxNewTokens >= 0 else { throw AdapterError.invalidArgument("--max-new-tokens must be non-negative") }
+    }
+
+    func run() throws {
+        let text = try promptOptions.formatted()
+        let (loaded, tokenizer) = try modelOptions.load()
+        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
+        let prompt = tokenizer.encode(text, addBos: true, addEos: false)
+        let sampling = SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed)
+        let result = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling,
+                                            onText: json ? nil : { writeOut($0) })
+        if json {
+            try printJSON(Output(
+                text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokenCount,
+                stop_reason: result.stopReason,
+                prefill_tokens_per_s: Double(result.promptTokenCount) / max(result.prefillSeconds, 1e-9),
+                decode_tokens_per_s: Double(max(result.tokens.count - 1, 0)) / max(result.decodeSeconds, 1e-9)))
+        } else {
+            writeOut("\n")
+        }
+    }
+}
+
+/// `llama-adapter score`: log-probability of a continuation after a prompt.
+struct Score: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Score a continuation: sum of its token log-probabilities.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var promptOptions: PromptOptions
+
+    @Option(help: "The text whose tokens are scored after the prompt.")
+    var continuation: String
+
+    @Flag(help: "Print JSON (the default output is JSON too; the flag is accepted for symmetry).")
+    var json = false
+
+    struct Output: Encodable {
+        var logprob: Double
+        var tokens: Int
+    }
+
+    func run() throws {
+        let text = try promptOptions.formatted()
+        let (loaded, tokenizer) = try modelOptions.load()
+        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
+        // The contract: encode(prompt + continuation, BOS, EOS), scored from len(encode(prompt, BOS)) on.
+        let all = tokenizer.encode(text + continuation, addBos: true, addEos: true)
+        let start = tokenizer.encode(text, addBos: true, addEos: false).count
+        guard all.count <= loaded.model.config.maxSeqLen else {
+            throw AdapterError.invalidArgument("prompt and continuation have \(all.count) tokens but the context holds \(loaded.model.config.maxSeqLen)")
+        }
+        let (logprob, count) = try generator.score(tokens: all, from: start)
+        try printJSON(Output(logprob: logprob, tokens: count))
+    }
+}

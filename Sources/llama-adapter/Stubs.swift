@@ -1,5 +1,0 @@
-import ArgumentParser
-struct Generate: ParsableCommand {}
-struct Score: ParsableCommand {}
-struct Tokenize: ParsableCommand {}
-struct Inspect: ParsableCommand {}

@@ -1,0 +1,135 @@
+import Foundation
+import XCTest
+
+/// The command-line contract (DESIGN.md section 3): JSON shapes, and one `error:` line with exit 1 on bad input.
+final class CLITests: XCTestCase {
+    struct Run {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static let binary: URL? = {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("llama-adapter")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return nil
+    }()
+
+    func run(_ args: [String]) throws -> Run {
+        let bin = try XCTUnwrap(Self.binary, "llama-adapter binary not found next to the test bundle")
+        let p = Process()
+        p.executableURL = bin
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func assertOneLineError(_ r: Run, mentioning needle: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(r.status, 1, "exit status", file: file, line: line)
+        let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
+        XCTAssertEqual(lines.count, 1, "stderr: \(r.stderr)", file: file, line: line)
+        XCTAssertTrue(r.stderr.hasPrefix("error: "), r.stderr, file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(needle), "expected '\(needle)' in: \(r.stderr)", file: file, line: line)
+    }
+
+    func testGenerateJSONGivesReferenceGreedyTokens() throws {
+        let c = Fixtures.tinyLlama.cases[1]
+        let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--prompt", c.prompt,
+                         "--temperature", "0", "--max-new-tokens", "\(c.greedy_tokens.count)", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(obj["tokens"] as? [Int], c.greedy_tokens)
+        XCTAssertEqual(obj["text"] as? String, c.greedy_text)
+    }
+
+    func testAlpacaTemplateMatchesOfficialFormatPrompt() throws {
+        let c = Fixtures.tinyLlama.cases[2]
+        let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--prompt", "Tell me about alpacas.",
+                         "--template", "alpaca", "--temperature", "0", "--max-new-tokens", "\(c.greedy_tokens.count)", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(obj["prompt_tokens"] as? Int, c.tokens.count)
+        XCTAssertEqual(obj["tokens"] as? [Int], c.greedy_tokens)
+    }
+
+    func testTokenizeJSON() throws {
+        let c = Fixtures.tinyLlama.cases[0]
+        let r = try run(["tokenize", "--tokenizer", Fixtures.path("tiny_llama/tokenizer.model"), "--text", c.prompt, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ids = c.tokens.dropFirst().map(String.init).joined(separator: ",")
+        XCTAssertEqual(r.stdout, "{\"tokens\":[" + ids + "]}\n")
+    }
+
+    func testScoreIsSumOfReferenceLogProbabilities() throws {
+        let c = Fixtures.tinyLlama.cases[0]
+        let r = try run(["score", "--model", Fixtures.path("tiny_llama/model"), "--prompt", c.prompt, "--continuation", " world", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertNotNil(obj["logprob"] as? Double)
+        XCTAssertGreaterThan(obj["tokens"] as? Int ?? 0, 0)
+        XCTAssertLessThan(obj["logprob"] as? Double ?? 0, 0)
+    }
+
+    func testInspectListsOfficialTensorNames() throws {
+        let r = try run(["inspect", Fixtures.path("tiny_llama/model"), "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let names = (obj["tensors"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+        XCTAssertTrue(names.contains("layers.1.feed_forward.w2.weight"))
+        XCTAssertTrue(names.contains("rope.freqs"))
+    }
+
+    func testMissingModelIsOneErrorLine() throws {
+        assertOneLineError(try run(["generate", "--model", "/nonexistent/model", "--prompt", "x"]), mentioning: "does not exist")
+    }
+
+    func testTruncatedCheckpointIsOneErrorLine() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let src = Fixtures.path("tiny_llama/model")
+        try FileManager.default.copyItem(atPath: src + "/params.json", toPath: dir.appendingPathComponent("params.json").path)
+        let data = try Data(contentsOf: URL(fileURLWithPath: src + "/consolidated.00.pth"))
+        try data.prefix(data.count / 2).write(to: dir.appendingPathComponent("consolidated.00.pth"))
+        let r = try run(["generate", "--model", dir.path, "--tokenizer", Fixtures.path("tiny_llama/tokenizer.model"), "--prompt", "x"])
+        assertOneLineError(r, mentioning: "consolidated.00.pth")
+    }
+
+    func testForbiddenGlobalIsOneErrorLine() throws {
+        assertOneLineError(try run(["inspect", Fixtures.path("formats/forbidden_global.pth")]), mentioning: "forbidden global")
+    }
+
+    func testShapeMismatchWithParamsIsOneErrorLine() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let src = Fixtures.path("tiny_llama/model")
+        try FileManager.default.copyItem(atPath: src + "/consolidated.00.pth", toPath: dir.appendingPathComponent("consolidated.00.pth").path)
+        try #"{"dim": 64, "multiple_of": 256, "n_heads": 4, "n_layers": 2, "norm_eps": 1e-06, "vocab_size": -1}"#
+            .write(to: dir.appendingPathComponent("params.json"), atomically: true, encoding: .utf8)
+        let r = try run(["generate", "--model", dir.path, "--tokenizer", Fixtures.path("tiny_llama/tokenizer.model"), "--prompt", "x"])
+        assertOneLineError(r, mentioning: "feed-forward width")
+    }
+
+    func testUnknownFlagIsOneErrorLine() throws {
+        let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--prompt", "x", "--bogus"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.hasPrefix("error: "), r.stderr)
+    }
+
+    func testBenchPrintsJSON() throws {
+        let r = try run(["bench", "--preset", "tiny", "--decode-tokens", "4", "--prompt-tokens", "8"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertGreaterThan(obj["decode_tokens_per_s"] as? Double ?? 0, 0)
+        XCTAssertGreaterThan(obj["read_bandwidth_gb_s"] as? Double ?? 0, 0)
+    }
+}

@@ -1,0 +1,106 @@
+import AdapterCore
+import AdapterFormats
+import AdapterGeneration
+import AdapterModel
+import AdapterTokenizers
+import Foundation
+import XCTest
+
+/// The LLaMA forward pass against tools/reference/make_tiny_llama.py (official semantics, f32 from f16 weights).
+final class LlamaModelTests: XCTestCase {
+    static let modelDir = Fixtures.path("tiny_llama/model")
+
+    func assertClose(_ a: [Float], _ b: [Float], tolerance: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+        var worst: Float = 0
+        for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
+        XCTAssertLessThanOrEqual(worst, tolerance, "\(what): max abs difference \(worst)", file: file, line: line)
+    }
+
+    func testPrefillLogitsMatchReferenceAtEveryPosition() throws {
+        let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
+        for c in Fixtures.tinyLlama.cases {
+            let cache = loaded.model.makeCache()
+            let logits = try loaded.model.forward(tokens: c.tokens, cache: cache, allLogits: true)
+            assertClose(logits, c.prefill_logits.flatMap { $0 }, tolerance: 1e-4, "prefill logits of \(c.name)")
+        }
+    }
+
+    func testIncrementalDecodingWithKVCacheMatchesReference() throws {
+        let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
+        for c in Fixtures.tinyLlama.cases {
+            let cache = loaded.model.makeCache()
+            _ = try loaded.model.forward(tokens: c.tokens, cache: cache)
+            for (k, token) in c.step_input_tokens.enumerated() {
+                let logits = try loaded.model.forward(tokens: [token], cache: cache)
+                assertClose(logits, c.step_logits[k], tolerance: 1e-4, "decode step \(k) of \(c.name)")
+            }
+        }
+    }
+
+    func testGreedyGenerationReproducesReferenceTokensAndText() throws {
+        let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
+        let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))
+        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
+        for c in Fixtures.tinyLlama.cases {
+            XCTAssertEqual(tokenizer.encode(c.prompt, addBos: true, addEos: false), c.tokens, c.name)
+            var streamed = ""
+            let result = try generator.generate(prompt: c.tokens, maxNewTokens: c.greedy_tokens.count,
+                                                sampling: SamplingParameters(temperature: 0), onText: { streamed += $0 })
+            XCTAssertEqual(result.tokens, c.greedy_tokens, c.name)
+            XCTAssertEqual(result.text, c.greedy_text, c.name)
+            XCTAssertEqual(streamed, c.greedy_text, "streamed text of \(c.name)")
+        }
+    }
+
+    func testTwoShardCheckpointGivesSameLogitsAsSingleFile() throws {
+        let single = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 64)
+        let sharded = try ModelLoader.load(path: Fixtures.path("tiny_llama/model_2shards"), maxSeqLen: 64)
+        let tokens = Fixtures.tinyLlama.cases[0].tokens
+        let a = try single.model.forward(tokens: tokens, cache: single.model.makeCache(), allLogits: true)
+        let b = try sharded.model.forward(tokens: tokens, cache: sharded.model.makeCache(), allLogits: true)
+        XCTAssertEqual(a, b)
+    }
+
+    func testChunkedPrefillEqualsOneShotPrefill() throws {
+        let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 128)
+        let tokens = Fixtures.tinyLlama.cases[2].tokens
+        let whole = try loaded.model.forward(tokens: tokens, cache: loaded.model.makeCache())
+        let cache = loaded.model.makeCache()
+        _ = try loaded.model.forward(tokens: Array(tokens[..<40]), cache: cache)
+        let chunked = try loaded.model.forward(tokens: Array(tokens[40...]), cache: cache)
+        assertClose(chunked, whole, tolerance: 1e-4, "chunked prefill")
+    }
+
+    func testParamsThatDisagreeWithWeightsAreRefused() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(atPath: Self.modelDir + "/consolidated.00.pth",
+                                         toPath: dir.appendingPathComponent("consolidated.00.pth").path)
+        let bad = #"{"dim": 128, "multiple_of": 32, "n_heads": 4, "n_layers": 2, "norm_eps": 1e-06, "vocab_size": -1}"#
+        try bad.write(to: dir.appendingPathComponent("params.json"), atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ModelLoader.load(path: dir.path)) { error in
+            XCTAssertTrue("\(error)".contains("dim 128"), "\(error)")
+        }
+        let badLayers = #"{"dim": 64, "multiple_of": 32, "n_heads": 4, "n_layers": 3, "norm_eps": 1e-06, "vocab_size": -1}"#
+        try badLayers.write(to: dir.appendingPathComponent("params.json"), atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ModelLoader.load(path: dir.path)) { error in
+            XCTAssertTrue("\(error)".contains("layers.2"), "\(error)")
+        }
+    }
+
+    func testFolderWithoutWeightsIsRefused() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(atPath: Self.modelDir + "/params.json", toPath: dir.appendingPathComponent("params.json").path)
+        XCTAssertThrowsError(try ModelLoader.load(path: dir.path))
+    }
+
+    func testPromptLongerThanContextIsAnError() throws {
+        let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 8)
+        let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))
+        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
+        XCTAssertThrowsError(try generator.generate(prompt: Fixtures.tinyLlama.cases[2].tokens, maxNewTokens: 4,
+                                                    sampling: SamplingParameters(temperature: 0)))
+    }
+}
