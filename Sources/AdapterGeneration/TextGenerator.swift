@@ -33,8 +33,8 @@ public final class TextGenerator {
     }
 
     /// Generates up to `maxNewTokens` after `prompt`, stopping at EOS. `onText` receives text as it
-    /// becomes final: the growing sequence is decoded and only the new suffix is emitted, so spaces and
-    /// multi-byte characters split across tokens come out right.
+    /// becomes final (through `StreamingDecoder`, so spaces and multi-byte characters split across
+    /// tokens come out right, and the chunks add up to the final text).
     public func generate(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters,
                          cache: KVCache? = nil, onText: ((String) -> Void)? = nil) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw AdapterError.invalidArgument("the prompt is empty") }
@@ -48,19 +48,15 @@ public final class TextGenerator {
         var logits = try model.forwardLogits(tokens: prompt, cache: cache)
         let t1 = DispatchTime.now().uptimeNanoseconds
         var generated: [Int] = []
-        var emitted = ""
+        var stream = StreamingDecoder(tokenizer: tokenizer)
         var stopReason = "length"
         while generated.count < maxNewTokens {
             let next = sampler.sample(logits)
             if let eos = tokenizer.eosId, next == eos { stopReason = "eos"; break }
             generated.append(next)
             if let onText {
-                let text = tokenizer.decode(generated)
-                // Hold back a trailing U+FFFD: it may be the first bytes of a character still arriving.
-                if !text.hasSuffix("\u{FFFD}"), text.hasPrefix(emitted), text.count > emitted.count {
-                    onText(String(text.dropFirst(emitted.count)))
-                    emitted = text
-                }
+                let piece = stream.add(next)
+                if !piece.isEmpty { onText(piece) }
             }
             if generated.count == maxNewTokens || cache.length >= cache.capacity {
                 if cache.length >= cache.capacity && generated.count < maxNewTokens { stopReason = "context" }
@@ -70,8 +66,9 @@ public final class TextGenerator {
         }
         let t2 = DispatchTime.now().uptimeNanoseconds
         let text = tokenizer.decode(generated)
-        if let onText, text.hasPrefix(emitted), text.count > emitted.count {
-            onText(String(text.dropFirst(emitted.count)))
+        if let onText {
+            let rest = stream.finish()
+            if !rest.isEmpty { onText(rest) }
         }
         return GenerationResult(text: text, tokens: generated, promptTokenCount: prompt.count, stopReason: stopReason,
                                 prefillSeconds: Double(t1 - t0) / 1e9, decodeSeconds: Double(t2 - t1) / 1e9)

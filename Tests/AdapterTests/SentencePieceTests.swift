@@ -104,24 +104,24 @@ private enum SentencePieceGolden {
     }
 }
 
-private typealias G = SentencePieceGolden
+private typealias SPGolden = SentencePieceGolden
 
 // MARK: - Tests
 
 final class SentencePieceTests: XCTestCase {
     func testFixtureWasMadeWithTheReferenceLibrary() {
-        XCTAssertEqual(G.file.sentencepiece_version, "0.1.97")
-        XCTAssertGreaterThanOrEqual(G.file.cases.count, 120)
-        XCTAssertGreaterThanOrEqual(G.file.decode_cases.count, 30)
+        XCTAssertEqual(SPGolden.file.sentencepiece_version, "0.1.97")
+        XCTAssertGreaterThanOrEqual(SPGolden.file.cases.count, 120)
+        XCTAssertGreaterThanOrEqual(SPGolden.file.decode_cases.count, 30)
     }
 
     func testModelFlagsAndSpecialIdsAreReadFromTheFile() throws {
-        let tok = try G.tokenizer()
-        XCTAssertEqual(tok.vocabSize, G.file.vocab_size)
-        XCTAssertEqual(tok.bosId, G.optionalId(G.file.bos_id))
-        XCTAssertEqual(tok.eosId, G.optionalId(G.file.eos_id))
-        XCTAssertEqual(tok.unkId, G.file.unk_id)
-        XCTAssertEqual(tok.padId, G.optionalId(G.file.pad_id))
+        let tok = try SPGolden.tokenizer()
+        XCTAssertEqual(tok.vocabSize, SPGolden.file.vocab_size)
+        XCTAssertEqual(tok.bosId, SPGolden.optionalId(SPGolden.file.bos_id))
+        XCTAssertEqual(tok.eosId, SPGolden.optionalId(SPGolden.file.eos_id))
+        XCTAssertEqual(tok.unkId, SPGolden.file.unk_id)
+        XCTAssertEqual(tok.padId, SPGolden.optionalId(SPGolden.file.pad_id))
         XCTAssertEqual(tok.model.trainerSpec.modelType, .bpe)
         XCTAssertTrue(tok.byteFallback)
         XCTAssertTrue(tok.addDummyPrefix)
@@ -137,44 +137,44 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testEveryPieceMatchesTheLibrary() throws {
-        let tok = try G.tokenizer()
-        XCTAssertEqual((0..<tok.vocabSize).map { tok.piece($0)! }, G.file.pieces)
-        for (id, piece) in G.file.pieces.enumerated() {
+        let tok = try SPGolden.tokenizer()
+        XCTAssertEqual((0..<tok.vocabSize).map { tok.piece($0)! }, SPGolden.file.pieces)
+        for (id, piece) in SPGolden.file.pieces.enumerated() {
             XCTAssertEqual(tok.pieceToId(piece), id, piece)
         }
         XCTAssertEqual(tok.pieceToId("not a piece"), tok.unkId)
     }
 
     func testEncodeMatchesSentencePieceOnEveryCase() throws {
-        let tok = try G.tokenizer()
-        for c in G.file.cases {
+        let tok = try SPGolden.tokenizer()
+        for c in SPGolden.file.cases {
             XCTAssertEqual(tok.encode(c.text), c.ids, "encode(\(c.text.debugDescription))")
             XCTAssertEqual(tok.encodeAsPieces(c.text), c.pieces, "encodeAsPieces(\(c.text.debugDescription))")
         }
     }
 
     func testDecodeOfEncodedTextMatchesSentencePiece() throws {
-        let tok = try G.tokenizer()
-        for c in G.file.cases {
+        let tok = try SPGolden.tokenizer()
+        for c in SPGolden.file.cases {
             XCTAssertEqual(tok.decode(c.ids), c.decoded, "decode(encode(\(c.text.debugDescription)))")
         }
     }
 
     func testDecodeOfArbitraryIdsMatchesSentencePiece() throws {
-        let tok = try G.tokenizer()
-        for c in G.file.decode_cases {
+        let tok = try SPGolden.tokenizer()
+        for c in SPGolden.file.decode_cases {
             XCTAssertEqual(tok.decode(c.ids), c.decoded, "decode(\(c.ids))")
         }
     }
 
     func testEmptyStringEncodesToNoIds() throws {
-        let tok = try G.tokenizer()
+        let tok = try SPGolden.tokenizer()
         XCTAssertEqual(tok.encode(""), [])
         XCTAssertEqual(tok.decode([]), "")
     }
 
     func testSpecialTokensWrittenInTextArePlainText() throws {
-        let tok = try G.tokenizer()
+        let tok = try SPGolden.tokenizer()
         let ids = tok.encode("</s><s>")
         XCTAssertFalse(ids.contains(tok.eosId!))
         XCTAssertFalse(ids.contains(tok.bosId!))
@@ -182,7 +182,7 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testEncodeWithBosAndEosAddsControlIds() throws {
-        let tok = try G.tokenizer()
+        let tok = try SPGolden.tokenizer()
         let ids = tok.encode("Hello", addBos: true, addEos: true)
         XCTAssertEqual(ids.first, tok.bosId)
         XCTAssertEqual(ids.last, tok.eosId)
@@ -191,20 +191,20 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testOutOfRangeIdsAreSkippedWhenDecoding() throws {
-        let tok = try G.tokenizer()
+        let tok = try SPGolden.tokenizer()
         let hello = tok.encode("Hello")
         XCTAssertEqual(tok.decode([-5] + hello + [tok.vocabSize, Int.max]), "Hello")
     }
 
     func testVariantModelsMatchSentencePiece() throws {
-        XCTAssertEqual(G.file.variants.count, 6)
-        for v in G.file.variants {
-            let tok = try SentencePieceTokenizer(data: G.bytes(base64: v.model_base64))
+        XCTAssertEqual(SPGolden.file.variants.count, 6)
+        for v in SPGolden.file.variants {
+            let tok = try SentencePieceTokenizer(data: SPGolden.bytes(base64: v.model_base64))
             XCTAssertEqual(tok.vocabSize, v.vocab_size, v.name)
-            XCTAssertEqual(tok.bosId, G.optionalId(v.bos_id), v.name)
-            XCTAssertEqual(tok.eosId, G.optionalId(v.eos_id), v.name)
+            XCTAssertEqual(tok.bosId, SPGolden.optionalId(v.bos_id), v.name)
+            XCTAssertEqual(tok.eosId, SPGolden.optionalId(v.eos_id), v.name)
             XCTAssertEqual(tok.unkId, v.unk_id, v.name)
-            XCTAssertEqual(tok.padId, G.optionalId(v.pad_id), v.name)
+            XCTAssertEqual(tok.padId, SPGolden.optionalId(v.pad_id), v.name)
             for c in v.cases {
                 XCTAssertEqual(tok.encode(c.text), c.ids, "\(v.name): encode(\(c.text.debugDescription))")
                 XCTAssertEqual(tok.encodeAsPieces(c.text), c.pieces, "\(v.name): encodeAsPieces(\(c.text.debugDescription))")
@@ -217,9 +217,9 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testUnsupportedModelsAreRefusedWithAClearError() {
-        XCTAssertEqual(G.file.invalid_models.count, 2)
-        for m in G.file.invalid_models {
-            XCTAssertThrowsError(try SentencePieceTokenizer(data: G.bytes(base64: m.model_base64)), m.name) { error in
+        XCTAssertEqual(SPGolden.file.invalid_models.count, 2)
+        for m in SPGolden.file.invalid_models {
+            XCTAssertThrowsError(try SentencePieceTokenizer(data: SPGolden.bytes(base64: m.model_base64)), m.name) { error in
                 let message = String(describing: error)
                 XCTAssertTrue(message.contains(m.error_contains), "\(m.name): \(message)")
                 XCTAssertFalse(message.contains("\n"), "\(m.name): message should be one line")
@@ -233,7 +233,7 @@ final class SentencePieceTests: XCTestCase {
             XCTAssertTrue(error is TokenizerError)
             XCTAssertEqual(String(describing: error), "tokenizer file not found: \(path)")
         }
-        XCTAssertThrowsError(try SentencePieceTokenizer(path: G.directory.path)) { error in
+        XCTAssertThrowsError(try SentencePieceTokenizer(path: SPGolden.directory.path)) { error in
             XCTAssertTrue(String(describing: error).contains("is a directory"))
         }
     }
@@ -249,7 +249,7 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testTruncatedModelIsRefused() throws {
-        let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: G.modelPath)))
+        let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: SPGolden.modelPath)))
         XCTAssertThrowsError(try SentencePieceTokenizer(data: Array(data.prefix(data.count / 2)))) { error in
             XCTAssertTrue(String(describing: error).contains("truncated protobuf"), String(describing: error))
         }
@@ -258,8 +258,8 @@ final class SentencePieceTests: XCTestCase {
     /// Random bytes, every truncation point and random bit flips of a real model must either load or
     /// throw a TokenizerError; whatever loads must encode and decode without trapping.
     func testFuzzedModelBytesThrowOrLoadButNeverTrap() throws {
-        let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: G.modelPath)))
-        var rng = G.SeededGenerator(state: 0x5EED)
+        let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: SPGolden.modelPath)))
+        var rng = SPGolden.SeededGenerator(state: 0x5EED)
         var inputs: [[UInt8]] = []
         for _ in 0..<300 {
             let n = Int.random(in: 0..<512, using: &rng)
@@ -289,26 +289,26 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testStreamingDecoderChunksAddUpToTheFullDecode() throws {
-        let tok = try G.tokenizer()
-        for c in G.file.cases where c.ids.count <= 300 {
-            G.assertStreamingMatchesDecode(tok, c.ids, "encode(\(c.text.debugDescription))")
+        let tok = try SPGolden.tokenizer()
+        for c in SPGolden.file.cases where c.ids.count <= 300 {
+            SPGolden.assertStreamingMatchesDecode(tok, c.ids, "encode(\(c.text.debugDescription))")
         }
-        for c in G.file.decode_cases {
-            G.assertStreamingMatchesDecode(tok, c.ids, "decode case \(c.ids)")
+        for c in SPGolden.file.decode_cases {
+            SPGolden.assertStreamingMatchesDecode(tok, c.ids, "decode case \(c.ids)")
         }
-        for v in G.file.variants {
-            let vt = try SentencePieceTokenizer(data: G.bytes(base64: v.model_base64))
+        for v in SPGolden.file.variants {
+            let vt = try SentencePieceTokenizer(data: SPGolden.bytes(base64: v.model_base64))
             for c in v.cases where c.ids.count <= 300 {
-                G.assertStreamingMatchesDecode(vt, c.ids, "\(v.name): \(c.text.debugDescription)")
+                SPGolden.assertStreamingMatchesDecode(vt, c.ids, "\(v.name): \(c.text.debugDescription)")
             }
             for c in v.decode_cases {
-                G.assertStreamingMatchesDecode(vt, c.ids, "\(v.name): decode case \(c.ids)")
+                SPGolden.assertStreamingMatchesDecode(vt, c.ids, "\(v.name): decode case \(c.ids)")
             }
         }
     }
 
     func testStreamingHoldsBackAnIncompleteCharacter() throws {
-        let tok = try G.tokenizer()
+        let tok = try SPGolden.tokenizer()
         let llama = [0xF0, 0x9F, 0xA6, 0x99].map { tok.pieceToId(String(format: "<0x%02X>", $0)) }
         var stream = StreamingDecoder(tokenizer: tok)
         XCTAssertEqual(stream.add(tok.pieceToId("▁a")), "a")
@@ -322,7 +322,7 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testStreamingWithContextKeepsTheLeadingSpace() throws {
-        let tok = try G.tokenizer()
+        let tok = try SPGolden.tokenizer()
         let prompt = tok.encode("The capital of France is")
         let answer = tok.encode("Paris.")  // the first piece carries the dummy-prefix `▁`
         var withContext = StreamingDecoder(tokenizer: tok, context: Array(prompt.suffix(2)))
@@ -340,7 +340,7 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testEncodingALongTextIsFast() throws {
-        let tok = try G.tokenizer()
+        let tok = try SPGolden.tokenizer()
         let text = String(repeating: "The quick brown fox jumps over the lazy dog. Café 🦙 日本語 1234567890\n", count: 2000)
         let start = Date()
         let ids = tok.encode(text)
