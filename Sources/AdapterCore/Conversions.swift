@@ -9,6 +9,12 @@ public func convertToFloat(dtype: DType, src: UnsafeRawPointer, dst: UnsafeMutab
         ck_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), dst, count)
     case .bf16:
         ck_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), dst, count)
+    case .q4_0:
+        ck_dequant_q4_0(src, dst, count)
+    case .q4_1:
+        ck_dequant_q4_1(src, dst, count)
+    case .q8_0:
+        ck_dequant_q8_0(src, dst, count)
     default:
         dequantize(dtype: dtype, src: src, dst: dst, count: count)
     }
@@ -17,9 +23,4 @@ public func convertToFloat(dtype: DType, src: UnsafeRawPointer, dst: UnsafeMutab
 /// Converts f32 values to IEEE half floats with round-to-nearest-even.
 public func convertToHalf(src: UnsafePointer<Float>, dst: UnsafeMutablePointer<UInt16>, count: Int) {
     ck_f32_to_f16(src, dst, count)
-}
-
-/// Dequantizes block-quantized data; the quantized formats arrive with the GGUF issue.
-public func dequantize(dtype: DType, src: UnsafeRawPointer, dst: UnsafeMutablePointer<Float>, count: Int) {
-    fatalError("dequantization of \(dtype) is not implemented yet")
 }

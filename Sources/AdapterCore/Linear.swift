@@ -7,7 +7,7 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
                           bias: UnsafePointer<Float>? = nil, T: Int, pool: ThreadPool = .shared) {
     precondition(weight.shape.count == 2, "linear weight must be 2-D")
     let N = weight.shape[0], K = weight.shape[1]
-    if T <= 2 || (weight.dtype.isQuantized) {
+    if T <= 2 {
         for t in 0..<T {
             matvec(out: out + t * N, x: inp + t * K, weight: weight, pool: pool)
         }
@@ -39,16 +39,33 @@ public func matvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, 
     }
 }
 
-/// Quantized mat-vec; the block kernels arrive with the GGUF issue.
+/// Quantized mat-vec: Q4_0/Q4_1/Q8_0 through SIMD block kernels with f32 activations; other block types
+/// (K-quants) dequantize one row at a time into a per-thread buffer, then take a SIMD dot product.
 public func quantizedMatvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, weight: Tensor, pool: ThreadPool) {
-    let K = weight.shape[1]
-    pool.parallelFor(weight.shape[0]) { r in
-        var row = [Float](repeating: 0, count: K)
-        row.withUnsafeMutableBufferPointer { rp in
-            let rowBytes = weight.dtype.byteCount(elements: K)
-            for i in r {
-                convertToFloat(dtype: weight.dtype, src: weight.data + i * rowBytes, dst: rp.baseAddress!, count: K)
-                y[i] = ck_dot_f32(rp.baseAddress!, x, K)
+    let N = weight.shape[0], K = weight.shape[1]
+    let w = weight.data
+    let minRows = max(1, 16384 / max(K, 1))
+    switch weight.dtype {
+    case .q4_0, .q4_1, .q8_0:
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: K / 32) { sums in
+            let xs = sums.baseAddress!
+            ck_block_sums32(x, xs, K)
+            let kernel: (UnsafeRawPointer?, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int, Int, Int) -> Void
+            switch weight.dtype {
+            case .q4_0: kernel = ck_matvec_q4_0
+            case .q4_1: kernel = ck_matvec_q4_1
+            default: kernel = ck_matvec_q8_0
+            }
+            pool.parallelFor(N, minChunk: minRows) { r in kernel(w, x, xs, y, K, r.lowerBound, r.upperBound) }
+        }
+    default:
+        let rowBytes = weight.dtype.byteCount(elements: K)
+        pool.parallelFor(N, minChunk: minRows) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: K) { row in
+                for i in r {
+                    convertToFloat(dtype: weight.dtype, src: w + i * rowBytes, dst: row.baseAddress!, count: K)
+                    y[i] = ck_dot_f32(row.baseAddress!, x, K)
+                }
             }
         }
     }

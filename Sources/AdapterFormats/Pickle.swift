@@ -493,7 +493,7 @@ struct Machine {
 
     mutating func reduce(_ callable: Node, _ argsNode: Node) throws -> Node {
         let (module, name, kind) = try callee(callable, "REDUCE")
-        let args = try tupleItems(argsNode, "\(module).\(name)")
+        let args = try tupleItems(argsNode, printable("\(module).\(name)"))
         switch kind {
         case .orderedDict:
             let d = make(.dict)

@@ -4,15 +4,23 @@ import AdapterCore
 /// appear: nothing is ever executed, and unknown classes are refused (or, in the opt-in TorchScript mode,
 /// kept as inert `.object`s holding their state).
 public indirect enum PickleValue {
+    /// Python's `None`.
     case none
+    /// `True` / `False`.
     case bool(Bool)
+    /// An integer that fits in `Int`.
     case int(Int)
     /// An integer too large for `Int`: little-endian two's-complement bytes, as pickle stores them.
     case bigInt([UInt8])
+    /// A Python float.
     case float(Double)
+    /// A Python str (also Python 2 byte strings, decoded as UTF-8).
     case string(String)
+    /// Python bytes.
     case bytes([UInt8])
+    /// A tuple.
     case tuple([PickleValue])
+    /// A list.
     case list([PickleValue])
     /// A set or frozenset, in pickle order.
     case set([PickleValue])

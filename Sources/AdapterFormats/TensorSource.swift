@@ -16,12 +16,19 @@ public struct TensorInfo: Equatable, Sendable {
 
 /// A non-tensor value stored in a weights file: configuration entries, integer buffers and the like.
 public indirect enum MetadataValue: Equatable, Sendable {
+    /// An integer.
     case int(Int)
+    /// A floating-point number.
     case double(Double)
+    /// A flag.
     case bool(Bool)
+    /// Text.
     case string(String)
+    /// A list, tuple or set; also a tensor converted to nested lists.
     case array([MetadataValue])
+    /// A mapping with keys rendered as strings.
     case dict([String: MetadataValue])
+    /// Python's `None`.
     case none
 
     /// The integer, if this is an `.int` (or a `.double` with an integral value).

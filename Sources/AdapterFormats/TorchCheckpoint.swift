@@ -20,26 +20,17 @@ public final class TorchCheckpoint: TensorSource {
     public let tensorNames: [String]
     private let tensors: [String: TorchTensor]
     private let otherTensors: [String: TorchTensor]
-    private let metadataEntries: [(String, PickleValue)]
 
-    /// Non-tensor entries, converted on first use. Integer/f64/bool tensors of the selected dict become
-    /// nested lists (up to 2^20 elements); tensors deeper inside (optimizer state and the like) only when
-    /// tiny, else a `<tensor ...>` description, so reading a config never converts megabytes.
-    public private(set) lazy var metadata: [String: MetadataValue] = {
-        var out: [String: MetadataValue] = [:]
-        for (k, v) in metadataEntries {
-            if case .tensor(let t) = v, t.count <= 1 << 20 {
-                out[k] = t.listValue()
-            } else {
-                out[k] = v.metadataValue(tensorElementLimit: 64)
-            }
-        }
-        return out
-    }()
+    /// Non-tensor entries. Integer/f64/bool tensors of the selected dict become nested lists (up to 2^20
+    /// elements); tensors deeper inside (optimizer state and the like) only when tiny, else a
+    /// `<tensor ...>` description, so reading a config never converts megabytes.
+    public let metadata: [String: MetadataValue]
 
-    /// Opens `path` and exposes the dict at `keyPath` (empty: the top-level object).
-    public convenience init(path: String, keyPath: [String] = [], options: PickleOptions = .checkpoint) throws {
-        try self.init(root: Self.load(path: path, options: options), keyPath: keyPath, path: path)
+    /// Opens `path` and exposes the dict at `keyPath` (empty: the top-level object; nil: chosen by
+    /// `defaultKeyPath(for:)`, which finds the weights of both plain state dicts and `{'model': ...}` files).
+    public convenience init(path: String, keyPath: [String]? = nil, options: PickleOptions = .checkpoint) throws {
+        let root = try Self.load(path: path, options: options)
+        try self.init(root: root, keyPath: keyPath ?? Self.defaultKeyPath(for: root), path: path)
     }
 
     /// Exposes the dict at `keyPath` of an already loaded object (see `load(path:options:)`), so several
@@ -79,7 +70,16 @@ public final class TorchCheckpoint: TensorSource {
         self.tensors = tensors
         self.otherTensors = other
         self.tensorNames = tensors.keys.sorted()
-        self.metadataEntries = meta
+        // Converted now rather than lazily so the source can be shared across threads.
+        var metadata: [String: MetadataValue] = [:]
+        for (k, v) in meta {
+            if case .tensor(let t) = v, t.count <= 1 << 20 {
+                metadata[k] = t.listValue()
+            } else {
+                metadata[k] = v.metadataValue(tensorElementLimit: 64)
+            }
+        }
+        self.metadata = metadata
     }
 
     /// Element type and shape of `name`, or nil when it is not an f32/f16/bf16 tensor.

@@ -2,7 +2,26 @@ import AdapterCore
 
 /// Element types of PyTorch storages, named after the `torch.*Storage` classes a pickle refers to.
 public enum TorchScalarType: String, Sendable, CaseIterable {
-    case float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8, bool
+    /// `FloatStorage`.
+    case float32
+    /// `HalfStorage`.
+    case float16
+    /// `BFloat16Storage`.
+    case bfloat16
+    /// `DoubleStorage`.
+    case float64
+    /// `LongStorage`.
+    case int64
+    /// `IntStorage`.
+    case int32
+    /// `ShortStorage`.
+    case int16
+    /// `CharStorage`.
+    case int8
+    /// `ByteStorage`.
+    case uint8
+    /// `BoolStorage`.
+    case bool
 
     /// Maps a storage class name (`FloatStorage`, `HalfStorage`, ...) to its element type.
     public init?(storageClass: String) {

@@ -15,12 +15,14 @@ Bad inputs:
   truncated.pth         first 60% of mixed.pth
   legacy.pth            torch.save(..., _use_new_zipfile_serialization=False)
   compressed.zip        a torch archive whose data.pkl is DEFLATED
+  big_endian.pth        mixed.pth with a `byteorder` entry saying 'big' (torch >= 2.1 writes this entry)
 """
 import collections
-import io
 import json
 import os
+import re
 import struct
+import sys
 import zipfile
 import zlib
 
@@ -204,9 +206,9 @@ def make_forbidden():
            + b"\x85" + b"q\x02" + b"R" + b"q\x03" + b".")
     path = os.path.join(OUT, "forbidden_global.pth")
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr("forbidden_global/data.pkl", pkl)
-        z.writestr("forbidden_global/byteorder", "little")
-        z.writestr("forbidden_global/version", "3\n")
+        z.writestr(zipfile.ZipInfo("forbidden_global/data.pkl"), pkl)
+        z.writestr(zipfile.ZipInfo("forbidden_global/byteorder"), "little")
+        z.writestr(zipfile.ZipInfo("forbidden_global/version"), "3\n")
 
 
 def make_truncated(mixed_path):
@@ -217,7 +219,24 @@ def make_truncated(mixed_path):
 
 
 def make_legacy():
-    save({"w": torch.arange(4, dtype=torch.float32)}, "legacy.pth", _use_new_zipfile_serialization=False)
+    path = save({"w": torch.arange(4, dtype=torch.float32)}, "legacy.pth", _use_new_zipfile_serialization=False)
+    # Legacy storage keys are memory addresses; renumber them (BINUNICODE 'X' + u32 length + digits) so the
+    # fixture is the same on every run.
+    with open(path, "rb") as f:
+        data = f.read()
+    keys = {}
+
+    def renumber(m):
+        digits = m.group(2)
+        if struct.unpack("<I", m.group(1))[0] != len(digits):
+            return m.group(0)
+        new = keys.setdefault(digits, str(len(keys)).encode())
+        return b"X" + struct.pack("<I", len(new)) + new
+
+    data = re.sub(rb"X(.{4})(\d{6,})", renumber, data, flags=re.S)
+    with open(path, "wb") as f:
+        f.write(data)
+    assert torch.equal(torch.load(path)["w"], torch.arange(4, dtype=torch.float32))
 
 
 def make_compressed(mixed_path):
@@ -229,7 +248,18 @@ def make_compressed(mixed_path):
             z.writestr(zipfile.ZipInfo(name), data, compress_type=kind)
 
 
+def make_big_endian(mixed_path):
+    path = os.path.join(OUT, "big_endian.pth")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, data in read_entries(mixed_path):
+            z.writestr(zipfile.ZipInfo("big_endian/" + name.split("/", 1)[1]), data)
+        z.writestr(zipfile.ZipInfo("big_endian/byteorder"), "big")
+
+
 def main():
+    # TorchScript code generation iterates sets of names: fix the hash seed so torchscript.pt is reproducible.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, PYTHONHASHSEED="0"))
     os.makedirs(OUT, exist_ok=True)
     mixed_path, mixed = make_mixed()
     expected = {
@@ -243,6 +273,7 @@ def main():
     make_truncated(mixed_path)
     make_legacy()
     make_compressed(mixed_path)
+    make_big_endian(mixed_path)
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -4,6 +4,7 @@
 #define CKERNELS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "ckquant.h"
 
 /// Converts `n` IEEE half floats to f32.
 void ck_f16_to_f32(const uint16_t *src, float *dst, size_t n);

@@ -1,0 +1,326 @@
+// Block-quantized kernels (ggml layouts, see ggml-common.h): AVX-512, AVX2 and portable versions.
+#include "ckquant.h"
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CQ_X86 1
+#include <immintrin.h>
+#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#endif
+
+typedef struct { uint16_t d; uint8_t qs[16]; } block_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } block_q4_1;
+typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;
+
+static inline float h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (mant == 0) bits = sign;
+        else {
+            exp = 113;
+            while ((mant & 0x400) == 0) { mant <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
+    else bits = sign | ((exp + 112) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// ---------------------------------------------------------------- portable
+
+void ck_block_sums32(const float *x, float *sums, size_t n) {
+    for (size_t b = 0; b < n / 32; b++) {
+        float s = 0;
+        for (int j = 0; j < 32; j++) s += x[b * 32 + j];
+        sums[b] = s;
+    }
+}
+
+static void matvec_q4_0_generic(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q4_0 *b = (const block_q4_0 *)w + r * nb;
+        float acc = 0;
+        for (size_t i = 0; i < nb; i++) {
+            float s = 0;
+            for (int j = 0; j < 16; j++) s += (float)(b[i].qs[j] & 15) * x[i * 32 + j] + (float)(b[i].qs[j] >> 4) * x[i * 32 + j + 16];
+            acc += h2f(b[i].d) * (s - 8.0f * xsum[i]);
+        }
+        y[r] = acc;
+    }
+}
+
+static void matvec_q4_1_generic(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q4_1 *b = (const block_q4_1 *)w + r * nb;
+        float acc = 0;
+        for (size_t i = 0; i < nb; i++) {
+            float s = 0;
+            for (int j = 0; j < 16; j++) s += (float)(b[i].qs[j] & 15) * x[i * 32 + j] + (float)(b[i].qs[j] >> 4) * x[i * 32 + j + 16];
+            acc += h2f(b[i].d) * s + h2f(b[i].m) * xsum[i];
+        }
+        y[r] = acc;
+    }
+}
+
+static void matvec_q8_0_generic(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    (void)xsum;
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q8_0 *b = (const block_q8_0 *)w + r * nb;
+        float acc = 0;
+        for (size_t i = 0; i < nb; i++) {
+            float s = 0;
+            for (int j = 0; j < 32; j++) s += (float)b[i].qs[j] * x[i * 32 + j];
+            acc += h2f(b[i].d) * s;
+        }
+        y[r] = acc;
+    }
+}
+
+static void dequant_q4_0_generic(const void *src, float *dst, size_t n) {
+    const block_q4_0 *b = src;
+    for (size_t i = 0; i < n / 32; i++) {
+        float d = h2f(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            dst[i * 32 + j] = ((int)(b[i].qs[j] & 15) - 8) * d;
+            dst[i * 32 + j + 16] = ((int)(b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void dequant_q4_1_generic(const void *src, float *dst, size_t n) {
+    const block_q4_1 *b = src;
+    for (size_t i = 0; i < n / 32; i++) {
+        float d = h2f(b[i].d), m = h2f(b[i].m);
+        for (int j = 0; j < 16; j++) {
+            dst[i * 32 + j] = (b[i].qs[j] & 15) * d + m;
+            dst[i * 32 + j + 16] = (b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+static void dequant_q8_0_generic(const void *src, float *dst, size_t n) {
+    const block_q8_0 *b = src;
+    for (size_t i = 0; i < n / 32; i++) {
+        float d = h2f(b[i].d);
+        for (int j = 0; j < 32; j++) dst[i * 32 + j] = b[i].qs[j] * d;
+    }
+}
+
+#ifdef CQ_X86
+// ---------------------------------------------------------------- AVX-512
+// Per block: expand nibbles (or int8) to f32 in registers, multiply with x, scale by the block's d with
+// one FMA into a vector accumulator; the horizontal sum happens once per row, not per block.
+
+TGT_AVX512 static inline __m512 nib_lo(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, _mm_set1_epi8(15)))); }
+TGT_AVX512 static inline __m512 nib_hi(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15)))); }
+
+TGT_AVX512 static void matvec_q4_1_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q4_1 *b = (const block_q4_1 *)w + r * nb;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        float moff = 0;
+        for (size_t i = 0; i < nb; i++) {
+            __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+            __m512 t = _mm512_mul_ps(nib_lo(q), _mm512_loadu_ps(x + i * 32));
+            t = _mm512_fmadd_ps(nib_hi(q), _mm512_loadu_ps(x + i * 32 + 16), t);
+            __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
+            if (i & 1) acc1 = _mm512_fmadd_ps(d, t, acc1); else acc0 = _mm512_fmadd_ps(d, t, acc0);
+            moff += _cvtsh_ss(b[i].m) * xsum[i];
+        }
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + moff;
+    }
+}
+
+TGT_AVX512 static void matvec_q4_0_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q4_0 *b = (const block_q4_0 *)w + r * nb;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        float off = 0;
+        for (size_t i = 0; i < nb; i++) {
+            __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+            __m512 t = _mm512_mul_ps(nib_lo(q), _mm512_loadu_ps(x + i * 32));
+            t = _mm512_fmadd_ps(nib_hi(q), _mm512_loadu_ps(x + i * 32 + 16), t);
+            float d = _cvtsh_ss(b[i].d);
+            __m512 dv = _mm512_set1_ps(d);
+            if (i & 1) acc1 = _mm512_fmadd_ps(dv, t, acc1); else acc0 = _mm512_fmadd_ps(dv, t, acc0);
+            off += d * xsum[i];
+        }
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - 8.0f * off;
+    }
+}
+
+TGT_AVX512 static void matvec_q8_0_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    (void)xsum;
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q8_0 *b = (const block_q8_0 *)w + r * nb;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (size_t i = 0; i < nb; i++) {
+            __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
+            __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
+            __m512 t = _mm512_mul_ps(lo, _mm512_loadu_ps(x + i * 32));
+            t = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + i * 32 + 16), t);
+            __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
+            if (i & 1) acc1 = _mm512_fmadd_ps(d, t, acc1); else acc0 = _mm512_fmadd_ps(d, t, acc0);
+        }
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
+}
+
+TGT_AVX512 static void dequant_q4_1_avx512(const void *src, float *dst, size_t n) {
+    const block_q4_1 *b = src;
+    for (size_t i = 0; i < n / 32; i++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d)), m = _mm512_set1_ps(_cvtsh_ss(b[i].m));
+        _mm512_storeu_ps(dst + i * 32, _mm512_fmadd_ps(nib_lo(q), d, m));
+        _mm512_storeu_ps(dst + i * 32 + 16, _mm512_fmadd_ps(nib_hi(q), d, m));
+    }
+}
+
+TGT_AVX512 static void dequant_q4_0_avx512(const void *src, float *dst, size_t n) {
+    const block_q4_0 *b = src;
+    __m512 eight = _mm512_set1_ps(8.0f);
+    for (size_t i = 0; i < n / 32; i++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
+        _mm512_storeu_ps(dst + i * 32, _mm512_mul_ps(_mm512_sub_ps(nib_lo(q), eight), d));
+        _mm512_storeu_ps(dst + i * 32 + 16, _mm512_mul_ps(_mm512_sub_ps(nib_hi(q), eight), d));
+    }
+}
+
+TGT_AVX512 static void dequant_q8_0_avx512(const void *src, float *dst, size_t n) {
+    const block_q8_0 *b = src;
+    for (size_t i = 0; i < n / 32; i++) {
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
+        _mm512_storeu_ps(dst + i * 32, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs))), d));
+        _mm512_storeu_ps(dst + i * 32 + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16)))), d));
+    }
+}
+
+// ---------------------------------------------------------------- AVX2
+
+TGT_AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+TGT_AVX2 static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+TGT_AVX2 static inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+// Sum over one block of 32 of nibble(q) * x, as 8 lanes.
+TGT_AVX2 static inline __m256 nib_dot_avx2(__m128i q, const float *x) {
+    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15));
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
+    __m256 t = _mm256_mul_ps(u8x8(lo), _mm256_loadu_ps(x));
+    t = _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), t);
+    t = _mm256_fmadd_ps(u8x8(hi), _mm256_loadu_ps(x + 16), t);
+    return _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), t);
+}
+
+TGT_AVX2 static void matvec_q4_1_avx2(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q4_1 *b = (const block_q4_1 *)w + r * nb;
+        __m256 acc = _mm256_setzero_ps();
+        float moff = 0;
+        for (size_t i = 0; i < nb; i++) {
+            __m256 t = nib_dot_avx2(_mm_loadu_si128((const __m128i *)b[i].qs), x + i * 32);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), t, acc);
+            moff += _cvtsh_ss(b[i].m) * xsum[i];
+        }
+        y[r] = hsum8(acc) + moff;
+    }
+}
+
+TGT_AVX2 static void matvec_q4_0_avx2(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q4_0 *b = (const block_q4_0 *)w + r * nb;
+        __m256 acc = _mm256_setzero_ps();
+        float off = 0;
+        for (size_t i = 0; i < nb; i++) {
+            __m256 t = nib_dot_avx2(_mm_loadu_si128((const __m128i *)b[i].qs), x + i * 32);
+            float d = _cvtsh_ss(b[i].d);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), t, acc);
+            off += d * xsum[i];
+        }
+        y[r] = hsum8(acc) - 8.0f * off;
+    }
+}
+
+TGT_AVX2 static void matvec_q8_0_avx2(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    (void)xsum;
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const block_q8_0 *b = (const block_q8_0 *)w + r * nb;
+        __m256 acc = _mm256_setzero_ps();
+        for (size_t i = 0; i < nb; i++) {
+            const float *xi = x + i * 32;
+            __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs), q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+            __m256 t = _mm256_mul_ps(i8x8(q0), _mm256_loadu_ps(xi));
+            t = _mm256_fmadd_ps(i8x8(_mm_srli_si128(q0, 8)), _mm256_loadu_ps(xi + 8), t);
+            t = _mm256_fmadd_ps(i8x8(q1), _mm256_loadu_ps(xi + 16), t);
+            t = _mm256_fmadd_ps(i8x8(_mm_srli_si128(q1, 8)), _mm256_loadu_ps(xi + 24), t);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), t, acc);
+        }
+        y[r] = hsum8(acc);
+    }
+}
+#endif
+
+// ---------------------------------------------------------------- dispatch
+
+enum { Q_UNKNOWN = -1, Q_GENERIC = 0, Q_AVX2 = 1, Q_AVX512 = 2 };
+static int q_level_cache = Q_UNKNOWN;
+
+static int q_level(void) {
+    if (q_level_cache != Q_UNKNOWN) return q_level_cache;
+    int l = Q_GENERIC;
+#ifdef CQ_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = Q_AVX2;
+    if (l == Q_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = Q_AVX512;
+#endif
+    q_level_cache = l;
+    return l;
+}
+
+#ifdef CQ_X86
+#define DISPATCH(name, ...)                                              \
+    do {                                                                 \
+        int l_ = q_level();                                              \
+        if (l_ >= Q_AVX512) { name##_avx512(__VA_ARGS__); return; }      \
+        if (l_ >= Q_AVX2) { name##_avx2(__VA_ARGS__); return; }          \
+        name##_generic(__VA_ARGS__);                                     \
+    } while (0)
+#else
+#define DISPATCH(name, ...) name##_generic(__VA_ARGS__)
+#endif
+
+void ck_matvec_q4_0(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q4_0, w, x, xsum, y, k, r0, r1); }
+void ck_matvec_q4_1(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q4_1, w, x, xsum, y, k, r0, r1); }
+void ck_matvec_q8_0(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q8_0, w, x, xsum, y, k, r0, r1); }
+
+#ifdef CQ_X86
+#define DISPATCH512(name, ...)                                           \
+    do {                                                                 \
+        if (q_level() >= Q_AVX512) { name##_avx512(__VA_ARGS__); return; } \
+        name##_generic(__VA_ARGS__);                                     \
+    } while (0)
+#else
+#define DISPATCH512(name, ...) name##_generic(__VA_ARGS__)
+#endif
+
+void ck_dequant_q4_0(const void *src, float *dst, size_t n) { DISPATCH512(dequant_q4_0, src, dst, n); }
+void ck_dequant_q4_1(const void *src, float *dst, size_t n) { DISPATCH512(dequant_q4_1, src, dst, n); }
+void ck_dequant_q8_0(const void *src, float *dst, size_t n) { DISPATCH512(dequant_q8_0, src, dst, n); }
