@@ -1,0 +1,110 @@
+import AdapterCore
+import XCTest
+
+/// The SIMD block kernels (Q4_0, Q4_1, Q8_0) against a scalar dequantization written here from the
+/// ggml block layouts, on random blocks with random scales.
+final class QuantKernelTests: XCTestCase {
+    struct LCG {
+        var s: UInt64
+        mutating func next() -> UInt64 { s = s &* 6364136223846793005 &+ 1442695040888963407; return s >> 33 }
+        mutating func unit() -> Float { Float(next() % 1_000_000) / 1_000_000 }
+    }
+
+    func half(_ f: Float) -> [UInt8] {
+        var h: UInt16 = 0
+        var v = f
+        convertToHalf(src: &v, dst: &h, count: 1)
+        return [UInt8(h & 0xff), UInt8(h >> 8)]
+    }
+
+    func halfValue(_ b: ArraySlice<UInt8>) -> Float {
+        var h = UInt16(b[b.startIndex]) | UInt16(b[b.startIndex + 1]) << 8
+        var f: Float = 0
+        convertToFloat(dtype: .f16, src: &h, dst: &f, count: 1)
+        return f
+    }
+
+    /// Random blocks and the values they stand for, decoded by the ggml rules.
+    func makeRows(_ dtype: DType, rows: Int, k: Int, rng: inout LCG) -> (bytes: [UInt8], values: [Float]) {
+        var bytes: [UInt8] = []
+        var values: [Float] = []
+        for _ in 0..<(rows * k / 32) {
+            let d = (rng.unit() - 0.5) * 0.2
+            switch dtype {
+            case .q4_0:
+                let db = half(d); bytes += db
+                let qs = (0..<16).map { _ in UInt8(rng.next() & 0xff) }
+                bytes += qs
+                let dv = halfValue(db[...])
+                values += qs.map { Float(Int($0 & 15) - 8) * dv } + qs.map { Float(Int($0 >> 4) - 8) * dv }
+            case .q4_1:
+                let m = (rng.unit() - 0.5) * 0.3
+                let db = half(d), mb = half(m); bytes += db + mb
+                let qs = (0..<16).map { _ in UInt8(rng.next() & 0xff) }
+                bytes += qs
+                let dv = halfValue(db[...]), mv = halfValue(mb[...])
+                values += qs.map { Float($0 & 15) * dv + mv } + qs.map { Float($0 >> 4) * dv + mv }
+            case .q8_0:
+                let db = half(d); bytes += db
+                let qs = (0..<32).map { _ in Int8(truncatingIfNeeded: rng.next()) }
+                bytes += qs.map { UInt8(bitPattern: $0) }
+                let dv = halfValue(db[...])
+                values += qs.map { Float($0) * dv }
+            default: fatalError()
+            }
+        }
+        return (bytes, values)
+    }
+
+    func checkType(_ dtype: DType) throws {
+        var rng = LCG(s: 99)
+        let rows = 37, k = 96
+        let (bytes, values) = makeRows(dtype, rows: rows, k: k, rng: &rng)
+        XCTAssertEqual(bytes.count, dtype.byteCount(elements: rows * k))
+        let storage = Storage(zeroedBytes: bytes.count)
+        bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+        // Dequantization.
+        XCTAssertEqual(w.toFloatArray(), values, "\(dtype) dequantize")
+        // Mat-vec and GEMM against the f32 reference.
+        let T = 5
+        let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
+        var ref = [Float](repeating: 0, count: T * rows)
+        for t in 0..<T { for r in 0..<rows {
+            var s: Double = 0
+            for i in 0..<k { s += Double(values[r * k + i]) * Double(x[t * k + i]) }
+            ref[t * rows + r] = Float(s)
+        } }
+        for useT in [1, T] {
+            var out = [Float](repeating: 0, count: useT * rows)
+            x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+                linearForward(out: op.baseAddress!, inp: xp.baseAddress!, weight: w, T: useT)
+            } }
+            for i in 0..<(useT * rows) {
+                XCTAssertEqual(out[i], ref[i], accuracy: 1e-4 * max(1, abs(ref[i])), "\(dtype) T=\(useT) index \(i)")
+            }
+        }
+    }
+
+    func testQ4_0MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q4_0) }
+    func testQ4_1MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q4_1) }
+    func testQ8_0MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q8_0) }
+
+    func testF16AndBF16MatvecMatchF32() throws {
+        var rng = LCG(s: 5)
+        let rows = 19, k = 77
+        let vals = (0..<(rows * k)).map { _ in rng.unit() - 0.5 }
+        let f32 = Tensor(vals, shape: [rows, k])
+        let f16 = Tensor(uninitialized: [rows, k], dtype: .f16)
+        vals.withUnsafeBufferPointer { convertToHalf(src: $0.baseAddress!, dst: f16.mutableData.assumingMemoryBound(to: UInt16.self), count: vals.count) }
+        let x = (0..<(3 * k)).map { _ in rng.unit() - 0.5 }
+        for T in [1, 3] {
+            var a = [Float](repeating: 0, count: T * rows), b = a
+            x.withUnsafeBufferPointer { xp in
+                a.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: f32, T: T) }
+                b.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: f16, T: T) }
+            }
+            for i in a.indices { XCTAssertEqual(a[i], b[i], accuracy: 2e-3, "T=\(T) \(i)") }
+        }
+    }
+}
