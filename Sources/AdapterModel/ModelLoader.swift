@@ -28,7 +28,42 @@ public enum ModelLoader {
             }
             throw AdapterError.format("\(path) is not a model folder: no params.json (official LLaMA layout expected)")
         }
-        throw AdapterError.unsupported("\(path): unsupported model file (expected an official LLaMA folder with params.json and consolidated.*.pth)")
+        if path.hasSuffix(".gguf") { return try loadGGUF(path: path, maxSeqLen: maxSeqLen) }
+        throw AdapterError.unsupported("\(path): unsupported model file (expected an official LLaMA folder, a Hugging Face folder or a .gguf file)")
+    }
+
+    /// llama.cpp GGUF (architecture `llama`): configuration from `llama.*` keys, tensors renamed to official
+    /// names. GGUF stores wq/wk in Meta's rotary layout already (the converter undoes the HF permutation).
+    public static func loadGGUF(path: String, maxSeqLen: Int = 2048) throws -> LoadedModel {
+        let file = try GGUFFile(path: path)
+        let meta = file.metadata
+        let arch = meta["general.architecture"]?.stringValue ?? "?"
+        guard arch == "llama" else {
+            throw AdapterError.unsupported("\(path): GGUF architecture '\(arch)' is not supported (only llama)")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = meta["llama." + key]?.intValue else { throw AdapterError.format("\(path): GGUF metadata lacks llama.\(key)") }
+            return v
+        }
+        guard let emb = file.info("token_embd.weight"), emb.shape.count == 2 else {
+            throw AdapterError.format("\(path): no token_embd.weight")
+        }
+        let contextLength = meta["llama.context_length"]?.intValue ?? maxSeqLen
+        var config = LlamaConfig(
+            dim: try int("embedding_length"), nLayers: try int("block_count"), nHeads: try int("attention.head_count"),
+            nKVHeads: meta["llama.attention.head_count_kv"]?.intValue, vocabSize: emb.shape[0],
+            hiddenDim: try int("feed_forward_length"),
+            normEps: Float(meta["llama.attention.layer_norm_rms_epsilon"]?.doubleValue ?? 1e-5),
+            ropeTheta: Float(meta["llama.rope.freq_base"]?.doubleValue ?? 10000),
+            maxSeqLen: min(maxSeqLen, contextLength), tiedEmbeddings: !file.contains("output.weight"))
+        try config.validate()
+        config.maxSeqLen = min(maxSeqLen, contextLength)
+        let weights = try LlamaWeights.bind(config: config, source: path) { name in
+            let n = WeightNames.gguf(name)
+            return file.contains(n) ? try file.tensor(n) : nil
+        }
+        let model = try LlamaModel(config: config, weights: weights)
+        return LoadedModel(model: model, source: file, tokenizerPath: nil, format: "gguf")
     }
 
     /// Official Meta layout: `params.json`, `consolidated.NN.pth`, tokenizer in the folder or its parent.
