@@ -120,18 +120,27 @@ static void dequant_q8_0_generic(const void *src, float *dst, size_t n) {
 TGT_AVX512 static inline __m512 nib_lo(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, _mm_set1_epi8(15)))); }
 TGT_AVX512 static inline __m512 nib_hi(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15)))); }
 
+TGT_AVX512 static inline __m512 q4_block_dot(const uint8_t *qs, const float *x) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m512 t = _mm512_mul_ps(nib_lo(q), _mm512_loadu_ps(x));
+    return _mm512_fmadd_ps(nib_hi(q), _mm512_loadu_ps(x + 16), t);
+}
+
+// Two blocks per iteration into two accumulators: independent FMA chains, no per-block branch.
 TGT_AVX512 static void matvec_q4_1_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
     size_t nb = k / 32;
     for (size_t r = r0; r < r1; r++) {
         const block_q4_1 *b = (const block_q4_1 *)w + r * nb;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         float moff = 0;
-        for (size_t i = 0; i < nb; i++) {
-            __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-            __m512 t = _mm512_mul_ps(nib_lo(q), _mm512_loadu_ps(x + i * 32));
-            t = _mm512_fmadd_ps(nib_hi(q), _mm512_loadu_ps(x + i * 32 + 16), t);
-            __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
-            if (i & 1) acc1 = _mm512_fmadd_ps(d, t, acc1); else acc0 = _mm512_fmadd_ps(d, t, acc0);
+        size_t i = 0;
+        for (; i + 2 <= nb; i += 2) {
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q4_block_dot(b[i].qs, x + i * 32), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i + 1].d)), q4_block_dot(b[i + 1].qs, x + i * 32 + 32), acc1);
+            moff += _cvtsh_ss(b[i].m) * xsum[i] + _cvtsh_ss(b[i + 1].m) * xsum[i + 1];
+        }
+        for (; i < nb; i++) {
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q4_block_dot(b[i].qs, x + i * 32), acc0);
             moff += _cvtsh_ss(b[i].m) * xsum[i];
         }
         y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + moff;
@@ -144,17 +153,26 @@ TGT_AVX512 static void matvec_q4_0_avx512(const void *w, const float *x, const f
         const block_q4_0 *b = (const block_q4_0 *)w + r * nb;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         float off = 0;
-        for (size_t i = 0; i < nb; i++) {
-            __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-            __m512 t = _mm512_mul_ps(nib_lo(q), _mm512_loadu_ps(x + i * 32));
-            t = _mm512_fmadd_ps(nib_hi(q), _mm512_loadu_ps(x + i * 32 + 16), t);
+        size_t i = 0;
+        for (; i + 2 <= nb; i += 2) {
+            float d0 = _cvtsh_ss(b[i].d), d1 = _cvtsh_ss(b[i + 1].d);
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d0), q4_block_dot(b[i].qs, x + i * 32), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d1), q4_block_dot(b[i + 1].qs, x + i * 32 + 32), acc1);
+            off += d0 * xsum[i] + d1 * xsum[i + 1];
+        }
+        for (; i < nb; i++) {
             float d = _cvtsh_ss(b[i].d);
-            __m512 dv = _mm512_set1_ps(d);
-            if (i & 1) acc1 = _mm512_fmadd_ps(dv, t, acc1); else acc0 = _mm512_fmadd_ps(dv, t, acc0);
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d), q4_block_dot(b[i].qs, x + i * 32), acc0);
             off += d * xsum[i];
         }
         y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - 8.0f * off;
     }
+}
+
+TGT_AVX512 static inline __m512 q8_block_dot(const int8_t *qs, const float *x) {
+    __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qs)));
+    __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16))));
+    return _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(x)));
 }
 
 TGT_AVX512 static void matvec_q8_0_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
@@ -163,14 +181,13 @@ TGT_AVX512 static void matvec_q8_0_avx512(const void *w, const float *x, const f
     for (size_t r = r0; r < r1; r++) {
         const block_q8_0 *b = (const block_q8_0 *)w + r * nb;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        for (size_t i = 0; i < nb; i++) {
-            __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
-            __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
-            __m512 t = _mm512_mul_ps(lo, _mm512_loadu_ps(x + i * 32));
-            t = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + i * 32 + 16), t);
-            __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
-            if (i & 1) acc1 = _mm512_fmadd_ps(d, t, acc1); else acc0 = _mm512_fmadd_ps(d, t, acc0);
+        size_t i = 0;
+        for (; i + 2 <= nb; i += 2) {
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q8_block_dot(b[i].qs, x + i * 32), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i + 1].d)), q8_block_dot(b[i + 1].qs, x + i * 32 + 32), acc1);
         }
+        for (; i < nb; i++)
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q8_block_dot(b[i].qs, x + i * 32), acc0);
         y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     }
 }

