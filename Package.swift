@@ -31,21 +31,28 @@ let package = Package(
                 .target(name: "CBLAS", condition: .when(platforms: [.linux])),
             ]
         ),
+        // libjpeg-turbo and libpng for image decoding.
+        .systemLibrary(
+            name: "CImageCodecs",
+            path: "Sources/CImageCodecs",
+            providers: [.apt(["libjpeg62-turbo-dev", "libpng-dev"]), .brew(["jpeg-turbo", "libpng"])]
+        ),
         .target(name: "AdapterFormats", dependencies: ["AdapterCore"]),
+        .target(name: "AdapterVision", dependencies: ["AdapterCore", "AdapterFormats", "CImageCodecs"]),
         .target(name: "AdapterTokenizers", dependencies: []),
-        .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats"]),
+        .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision"]),
         .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterModel", "AdapterTokenizers"]),
         .executableTarget(
             name: "llama-adapter",
             dependencies: [
-                "AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterModel", "AdapterGeneration",
+                "AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterVision", "AdapterModel", "AdapterGeneration",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "AdapterTests",
             // The executable is a dependency so CLI tests can run the built binary.
-            dependencies: ["AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterModel", "AdapterGeneration", "llama-adapter"],
+            dependencies: ["AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterVision", "AdapterModel", "AdapterGeneration", "llama-adapter"],
             path: "Tests/AdapterTests"
         ),
     ],

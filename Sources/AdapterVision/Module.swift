@@ -1,0 +1,1 @@
+// AdapterVision: image decoding, PIL-exact preprocessing and the CLIP ViT visual tower.
