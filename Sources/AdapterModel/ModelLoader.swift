@@ -26,10 +26,71 @@ public enum ModelLoader {
             if FileManager.default.fileExists(atPath: path + "/params.json") {
                 return try loadMeta(directory: path, maxSeqLen: maxSeqLen)
             }
-            throw AdapterError.format("\(path) is not a model folder: no params.json (official LLaMA layout expected)")
+            if FileManager.default.fileExists(atPath: path + "/config.json") {
+                return try loadHuggingFace(directory: path, maxSeqLen: maxSeqLen)
+            }
+            throw AdapterError.format("\(path) is not a model folder: no params.json (official LLaMA layout) or config.json (Hugging Face)")
         }
         if path.hasSuffix(".gguf") { return try loadGGUF(path: path, maxSeqLen: maxSeqLen) }
         throw AdapterError.unsupported("\(path): unsupported model file (expected an official LLaMA folder, a Hugging Face folder or a .gguf file)")
+    }
+
+    /// The keys of a Hugging Face LLaMA-family `config.json` that the model needs.
+    struct HFConfig: Decodable {
+        var model_type: String?
+        var hidden_size: Int
+        var num_hidden_layers: Int
+        var num_attention_heads: Int
+        var num_key_value_heads: Int?
+        var intermediate_size: Int
+        var rms_norm_eps: Double?
+        var rope_theta: Double?
+        var vocab_size: Int?
+        var tie_word_embeddings: Bool?
+        var max_position_embeddings: Int?
+        var head_dim: Int?
+    }
+
+    /// Hugging Face folder: `config.json` + `model.safetensors` (or a sharded index). wq/wk are stored
+    /// permuted for rotate-half RoPE and are put back into Meta's adjacent-pair layout at load (a copy of
+    /// those two matrices per layer; everything else stays memory-mapped).
+    public static func loadHuggingFace(directory: String, maxSeqLen: Int = 2048) throws -> LoadedModel {
+        let cfgPath = directory + "/config.json"
+        guard let data = FileManager.default.contents(atPath: cfgPath) else { throw AdapterError.io("cannot read \(cfgPath)") }
+        let hf: HFConfig
+        do { hf = try JSONDecoder().decode(HFConfig.self, from: data) } catch {
+            throw AdapterError.format("\(cfgPath) is not a LLaMA-style config.json: \(error)")
+        }
+        if let t = hf.model_type, !["llama", "mistral"].contains(t) {
+            throw AdapterError.unsupported("\(cfgPath): model_type '\(t)' is not supported (llama-family only)")
+        }
+        if let hd = hf.head_dim, hd * hf.num_attention_heads != hf.hidden_size {
+            throw AdapterError.unsupported("\(cfgPath): head_dim \(hd) × heads != hidden_size is not supported")
+        }
+        let source = try SafetensorsFolder(path: directory)
+        guard let emb = source.info("model.embed_tokens.weight"), emb.shape.count == 2 else {
+            throw AdapterError.format("\(directory): no model.embed_tokens.weight")
+        }
+        let contextLength = hf.max_position_embeddings ?? maxSeqLen
+        let config = LlamaConfig(
+            dim: hf.hidden_size, nLayers: hf.num_hidden_layers, nHeads: hf.num_attention_heads,
+            nKVHeads: hf.num_key_value_heads, vocabSize: emb.shape[0], hiddenDim: hf.intermediate_size,
+            normEps: Float(hf.rms_norm_eps ?? 1e-6), ropeTheta: Float(hf.rope_theta ?? 10000),
+            maxSeqLen: min(maxSeqLen, contextLength),
+            tiedEmbeddings: (hf.tie_word_embeddings ?? false) || !source.contains("lm_head.weight"))
+        try config.validate()
+        let weights = try LlamaWeights.bind(config: config, source: directory) { name in
+            let n = WeightNames.huggingFace(name)
+            guard source.contains(n) else { return nil }
+            let t = try source.tensor(n)
+            if name.hasSuffix("attention.wq.weight") { return try metaLayoutFromRotateHalf(t, heads: config.nHeads) }
+            if name.hasSuffix("attention.wk.weight") { return try metaLayoutFromRotateHalf(t, heads: config.nKVHeads) }
+            return t
+        }
+        let model = try LlamaModel(config: config, weights: weights)
+        let tok = directory + "/tokenizer.json"
+        return LoadedModel(model: model, source: source, tokenizerPath: FileManager.default.fileExists(atPath: tok) ? tok : nil,
+                           format: "huggingface")
     }
 
     /// llama.cpp GGUF (architecture `llama`): configuration from `llama.*` keys, tensors renamed to official

@@ -104,3 +104,16 @@ final class LlamaModelTests: XCTestCase {
                                                     sampling: SamplingParameters(temperature: 0)))
     }
 }
+
+/// The same tiny model in Hugging Face layout (rotate-half wq/wk) must give the Meta layout's logits.
+final class HuggingFaceLayoutTests: XCTestCase {
+    func testHuggingFaceFolderGivesSameLogitsAsMetaFolder() throws {
+        let meta = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64)
+        let hf = try ModelLoader.load(path: Fixtures.path("tiny_llama/hf"), maxSeqLen: 64)
+        XCTAssertEqual(hf.format, "huggingface")
+        let tokens = Fixtures.tinyLlama.cases[1].tokens
+        let a = try meta.model.forward(tokens: tokens, cache: meta.model.makeCache(), allLogits: true)
+        let b = try hf.model.forward(tokens: tokens, cache: hf.model.makeCache(), allLogits: true)
+        XCTAssertEqual(a, b)
+    }
+}
