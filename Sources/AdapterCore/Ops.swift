@@ -100,5 +100,14 @@ public func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointe
     ck_axpy_f32(a, x, y, n)
 }
 
+/// One attention head over `count` positions: softmax(scale · q·K) · V, K/V rows `stride` floats apart.
+/// `scores` (count floats) holds the attention probabilities afterwards, which the backward pass needs.
+@inlinable
+public func attendHead(q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, count: Int,
+                       headDim: Int, stride: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
+                       out: UnsafeMutablePointer<Float>) {
+    ck_attend_head(q, keys, values, count, headDim, stride, scale, scores, out)
+}
+
 /// Name of the SIMD level the C kernels use on this CPU.
 public var simdLevel: String { String(cString: ck_simd_level()) }

@@ -232,11 +232,8 @@ public final class LlamaModel: @unchecked Sendable {
                 let kvh = h / group
                 let q = s.q + t * dim + h * hd
                 let n = startPos + t + 1
-                for p in 0..<n { scores[p] = dot(q, kc + p * kvDim + kvh * hd, hd) * scale }
-                softmaxInPlace(scores, n)
-                let out = s.att + t * dim + h * hd
-                out.initialize(repeating: 0, count: hd)
-                for p in 0..<n { axpy(scores[p], vc + p * kvDim + kvh * hd, out, hd) }
+                attendHead(q: q, keys: kc + kvh * hd, values: vc + kvh * hd, count: n, headDim: hd, stride: kvDim,
+                           scale: scale, scores: scores, out: s.att + t * dim + h * hd)
             }
         }
         linearForward(out: s.xb, inp: s.att, weight: layer.wo, T: T, pool: pool)

@@ -25,6 +25,11 @@ float ck_dot_f32(const float *a, const float *b, size_t n);
 /// y += a * x over n elements.
 void ck_axpy_f32(float a, const float *x, float *y, size_t n);
 
+/// One attention head over n cached positions: scores[p] = scale * q·K[p], softmax, out = Σ scores[p] V[p].
+/// K and V rows are `stride` floats apart; `scores` needs n floats and holds the probabilities afterwards.
+void ck_attend_head(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,
+                    float scale, float *scores, float *out);
+
 /// Returns a short name of the SIMD level the kernels dispatch to ("avx512", "avx2", "generic").
 const char *ck_simd_level(void);
 
