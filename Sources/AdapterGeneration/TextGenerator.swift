@@ -35,14 +35,15 @@ public final class TextGenerator {
     /// Generates up to `maxNewTokens` after `prompt`, stopping at EOS. `onText` receives text as it
     /// becomes final (through `StreamingDecoder`, so spaces and multi-byte characters split across
     /// tokens come out right, and the chunks add up to the final text).
-    public func generate(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters,
+    public func generate(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters, stopIds: Set<Int>? = nil,
                          cache: KVCache? = nil, onText: ((String) -> Void)? = nil) throws -> GenerationResult {
+        let stops = stopIds ?? Set([tokenizer.eosId].compactMap { $0 })
         guard !prompt.isEmpty else { throw AdapterError.invalidArgument("the prompt is empty") }
         let capacity = min(model.config.maxSeqLen, model.rope.maxPos)
-        guard prompt.count < capacity else {
-            throw AdapterError.invalidArgument("the prompt has \(prompt.count) tokens but the context holds \(capacity)")
-        }
         let cache = cache ?? model.makeCache(capacity: min(capacity, prompt.count + maxNewTokens))
+        guard cache.length + prompt.count < cache.capacity || (maxNewTokens == 0 && cache.length + prompt.count <= cache.capacity) else {
+            throw AdapterError.invalidArgument("the prompt has \(cache.length + prompt.count) tokens but the context holds \(cache.capacity)")
+        }
         var sampler = Sampler(sampling)
         let t0 = DispatchTime.now().uptimeNanoseconds
         var logits = try model.forwardLogits(tokens: prompt, cache: cache)
@@ -52,7 +53,7 @@ public final class TextGenerator {
         var stopReason = "length"
         while generated.count < maxNewTokens {
             let next = sampler.sample(logits)
-            if let eos = tokenizer.eosId, next == eos { stopReason = "eos"; break }
+            if stops.contains(next) { stopReason = "eos"; break }
             generated.append(next)
             if let onText {
                 let piece = stream.add(next)

@@ -45,13 +45,13 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let text = try promptOptions.formatted()
-        let (loaded, tokenizer) = try modelOptions.load()
-        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
-        let prompt = tokenizer.encode(text, addBos: true, addEos: false)
+        let bundle = try modelOptions.load()
+        let text = try promptOptions.formatted(bundle)
+        let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
+        let prompt = bundle.encodePrompt(text)
         let sampling = SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed)
         let result = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling,
-                                            onText: json ? nil : { writeOut($0) })
+                                            stopIds: bundle.stopIds, onText: json ? nil : { writeOut($0) })
         if json {
             try printJSON(Output(
                 text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokenCount,
@@ -83,14 +83,14 @@ struct Score: ParsableCommand {
     }
 
     func run() throws {
-        let text = try promptOptions.formatted()
-        let (loaded, tokenizer) = try modelOptions.load()
-        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
+        let bundle = try modelOptions.load()
+        let text = try promptOptions.formatted(bundle)
+        let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
         // The contract: encode(prompt + continuation, BOS, EOS), scored from len(encode(prompt, BOS)) on.
-        let all = tokenizer.encode(text + continuation, addBos: true, addEos: true)
-        let start = tokenizer.encode(text, addBos: true, addEos: false).count
-        guard all.count <= loaded.model.config.maxSeqLen else {
-            throw AdapterError.invalidArgument("prompt and continuation have \(all.count) tokens but the context holds \(loaded.model.config.maxSeqLen)")
+        let all = bundle.tokenizer.encode(text + continuation, addBos: bundle.addBOS, addEos: true)
+        let start = bundle.encodePrompt(text).count
+        guard all.count <= bundle.model.config.maxSeqLen else {
+            throw AdapterError.invalidArgument("prompt and continuation have \(all.count) tokens but the context holds \(bundle.model.config.maxSeqLen)")
         }
         let (logprob, count) = try generator.score(tokens: all, from: start)
         try printJSON(Output(logprob: logprob, tokens: count))

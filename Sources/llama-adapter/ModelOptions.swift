@@ -7,59 +7,73 @@ import AdapterGeneration
 
 /// Options shared by every command that loads a model.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Official LLaMA folder (params.json + consolidated.*.pth).")
+    @Option(help: "Official LLaMA folder (params.json + consolidated.*.pth), Hugging Face folder, or .gguf file.")
     var model: String
 
-    @Option(help: "tokenizer.model (default: next to the weights or in their parent folder).")
+    @Option(help: "tokenizer.model or tokenizer.json (default: the model's own).")
     var tokenizer: String?
 
     @Option(name: .customLong("max-seq-len"), help: "Context length (KV cache size).")
     var maxSeqLen: Int = 2048
 
-    /// Loads the model and its tokenizer, checking that they agree.
-    func load() throws -> (LoadedModel, any Tokenizer) {
+    /// Loads the model with its tokenizer, BOS rule, stop tokens and chat template.
+    func load() throws -> ModelBundle {
         guard maxSeqLen > 0 else { throw AdapterError.invalidArgument("--max-seq-len must be positive") }
-        let loaded = try ModelLoader.load(path: model, maxSeqLen: maxSeqLen)
-        guard let tokPath = tokenizer ?? loaded.tokenizerPath else {
-            throw AdapterError.invalidArgument("no tokenizer found next to \(model); pass --tokenizer PATH")
-        }
-        let tok = try loadTokenizer(tokPath)
-        if tok.vocabSize > loaded.model.config.vocabSize {
-            throw AdapterError.shape("tokenizer \(tokPath) has \(tok.vocabSize) pieces but the model's vocabulary has \(loaded.model.config.vocabSize)")
-        }
-        return (loaded, tok)
+        return try ModelBundle.load(modelPath: model, tokenizerPath: tokenizer, maxSeqLen: maxSeqLen)
     }
-}
-
-/// Opens a tokenizer file (SentencePiece `tokenizer.model`).
-func loadTokenizer(_ path: String) throws -> any Tokenizer {
-    guard FileManager.default.fileExists(atPath: path) else { throw AdapterError.io("tokenizer file \(path) does not exist") }
-    return try SentencePieceTokenizer(path: path)
 }
 
 /// Prompt options shared by `generate` and `score`.
 struct PromptOptions: ParsableArguments {
-    @Option(help: "The prompt (with --template alpaca: the instruction).")
+    @Option(help: "The prompt (with --template alpaca: the instruction; with chat: the user message).")
     var prompt: String
 
-    @Option(help: "Prompt template: raw or alpaca (default: raw for a base model).")
+    @Option(help: "Prompt template: raw, alpaca or chat (default: the model's chat template if it has one, else raw).")
     var template: String?
 
     @Option(help: "Input field of the Alpaca template (an empty string still selects the with-input template).")
     var input: String?
 
+    @Option(help: "System message for the chat template (default: the template's own).")
+    var system: String?
+
+    /// The template to use: the flag, else the model's chat template when it has one, else raw.
+    func resolvedTemplate(_ bundle: ModelBundle) throws -> PromptTemplate {
+        if let template {
+            guard let t = PromptTemplate(rawValue: template) else {
+                throw AdapterError.invalidArgument("unknown template '\(template)' (expected raw, alpaca or chat)")
+            }
+            return t
+        }
+        return bundle.chatTemplate != nil ? .chat : .raw
+    }
+
     /// The prompt text after applying the template.
-    func formatted() throws -> String {
-        let name = template ?? "raw"
-        guard let t = PromptTemplate(rawValue: name) else {
-            throw AdapterError.invalidArgument("unknown template '\(name)' (expected raw or alpaca)")
-        }
+    func formatted(_ bundle: ModelBundle) throws -> String {
+        let t = try resolvedTemplate(bundle)
+        if input != nil && t != .alpaca { throw AdapterError.invalidArgument("--input needs --template alpaca") }
+        if system != nil && t != .chat { throw AdapterError.invalidArgument("--system needs --template chat") }
         switch t {
-        case .raw:
-            if input != nil { throw AdapterError.invalidArgument("--input needs --template alpaca") }
-            return prompt
+        case .raw: return prompt
         case .alpaca: return PromptTemplate.alpaca(prompt, input: input)
-        case .chat: throw AdapterError.unsupported("this model has no chat template; use --template raw or alpaca")
+        case .chat:
+            var messages: [ChatMessage] = []
+            if let system { messages.append(ChatMessage(role: "system", content: system)) }
+            messages.append(ChatMessage(role: "user", content: prompt))
+            return try renderChat(bundle, messages: messages, addGenerationPrompt: true)
         }
+    }
+}
+
+/// Renders `messages` with the model's chat template (an error when the model has none).
+func renderChat(_ bundle: ModelBundle, messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+    guard let source = bundle.chatTemplate else {
+        throw AdapterError.unsupported("this model has no chat template; use --template raw or alpaca")
+    }
+    do {
+        return try ChatTemplate(source: source).render(messages: messages, addGenerationPrompt: addGenerationPrompt,
+                                                       bosToken: bundle.bosToken, eosToken: bundle.eosToken)
+    } catch let e as ChatTemplateError {
+        throw AdapterError.format("chat template: \(e.description)")
     }
 }

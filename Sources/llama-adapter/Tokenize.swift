@@ -1,12 +1,14 @@
 import ArgumentParser
 import Foundation
 import AdapterCore
+import AdapterGeneration
+import AdapterTokenizers
 
 /// `llama-adapter tokenize`: token ids of a text, without BOS/EOS.
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the token ids of a text (no BOS/EOS).")
 
-    @Option(help: "tokenizer.model file.")
+    @Option(help: "tokenizer.model, tokenizer.json or a .gguf model (its embedded vocabulary).")
     var tokenizer: String
 
     @Option(help: "Text to tokenize.")
@@ -18,7 +20,7 @@ struct Tokenize: ParsableCommand {
     struct Output: Encodable { var tokens: [Int] }
 
     func run() throws {
-        let tok = try loadTokenizer(tokenizer)
+        let tok = try openTokenizerOrModel(tokenizer)
         let ids = tok.encode(text)
         if json {
             try printJSON(Output(tokens: ids))
@@ -26,4 +28,10 @@ struct Tokenize: ParsableCommand {
             for id in ids { print("\(id)\t\(tok.piece(id) ?? "")") }
         }
     }
+}
+
+/// A tokenizer from a tokenizer file, or from a GGUF model's embedded vocabulary.
+func openTokenizerOrModel(_ path: String) throws -> any Tokenizer {
+    if path.hasSuffix(".gguf") { return try ModelBundle.load(modelPath: path).tokenizer }
+    return try ModelBundle.openTokenizer(path: path)
 }

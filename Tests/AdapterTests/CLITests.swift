@@ -3,38 +3,11 @@ import XCTest
 
 /// The command-line contract (DESIGN.md section 3): JSON shapes, and one `error:` line with exit 1 on bad input.
 final class CLITests: XCTestCase {
-    struct Run {
-        let status: Int32
-        let stdout: String
-        let stderr: String
+    func run(_ args: [String], stdin: String? = nil) throws -> CLIRunner.Run {
+        try CLIRunner.run(args, stdin: stdin)
     }
 
-    static let binary: URL? = {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("llama-adapter")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return nil
-    }()
-
-    func run(_ args: [String]) throws -> Run {
-        let bin = try XCTUnwrap(Self.binary, "llama-adapter binary not found next to the test bundle")
-        let p = Process()
-        p.executableURL = bin
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    func assertOneLineError(_ r: Run, mentioning needle: String, file: StaticString = #filePath, line: UInt = #line) {
+    func assertOneLineError(_ r: CLIRunner.Run, mentioning needle: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(r.status, 1, "exit status", file: file, line: line)
         let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
         XCTAssertEqual(lines.count, 1, "stderr: \(r.stderr)", file: file, line: line)

@@ -1,5 +1,6 @@
 import AdapterCore
 import AdapterFormats
+import AdapterGeneration
 import AdapterModel
 import Foundation
 import XCTest
@@ -44,5 +45,31 @@ final class SmolLM2Tests: XCTestCase {
         for (a, b) in zip(logits, ref.logits) { worst = max(worst, abs(a - b)) }
         XCTAssertLessThan(worst, 1e-3, "max abs logit difference")
         XCTAssertEqual(logits.indices.max { logits[$0] < logits[$1] }, ref.argmax)
+    }
+
+    func testAnswersCapitalOfFranceWithParisThroughItsChatTemplate() throws {
+        _ = try Self.requireModel()
+        let bundle = try ModelBundle.load(modelPath: Self.ggufPath, maxSeqLen: 512)
+        XCTAssertFalse(bundle.addBOS, "SmolLM2's GGUF says add_bos_token = false")
+        let template = try XCTUnwrap(bundle.chatTemplate)
+        let text = try ChatTemplate(source: template).render(
+            messages: [ChatMessage(role: "user", content: "What is the capital of France?")], addGenerationPrompt: true,
+            bosToken: bundle.bosToken, eosToken: bundle.eosToken)
+        XCTAssertTrue(text.hasPrefix("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"), text)
+        let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
+        let result = try generator.generate(prompt: bundle.encodePrompt(text), maxNewTokens: 32,
+                                            sampling: SamplingParameters(temperature: 0), stopIds: bundle.stopIds)
+        XCTAssertTrue(result.text.contains("Paris"), result.text)
+        XCTAssertEqual(result.stopReason, "eos")
+    }
+
+    func testChatCommandKeepsContextAcrossTurnsAndResets() throws {
+        _ = try Self.requireModel()
+        let r = try CLIRunner.run(["chat", "--model", Self.ggufPath, "--temperature", "0", "--max-new-tokens", "24"],
+                                   stdin: "What is the capital of France?\nAnd of Germany?\n/reset\n/exit\n")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("Paris"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("Berlin"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("(conversation cleared)"), r.stdout)
     }
 }

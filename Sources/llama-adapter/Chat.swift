@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import AdapterCore
+import AdapterGeneration
+import AdapterTokenizers
+
+/// `llama-adapter chat`: a multi-turn terminal conversation with streaming output. The KV cache is kept
+/// between turns: each turn re-renders the conversation and feeds only the tokens the cache has not seen.
+struct Chat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Talk to a model in the terminal (/reset clears the conversation, /exit or Ctrl-D quits).")
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "Prompt template: chat (default when the model has one), alpaca or raw.")
+    var template: String?
+
+    @Option(help: "System message (chat template only).")
+    var system: String?
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0.1
+
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass.")
+    var topP: Float = 0.75
+
+    @Option(name: .customLong("top-k"), help: "Keep only the k most likely tokens; 0 disables.")
+    var topK: Int = 0
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 0
+
+    @Option(name: .customLong("max-new-tokens"), help: "Maximum tokens per answer.")
+    var maxNewTokens: Int = 512
+
+    func run() throws {
+        let bundle = try modelOptions.load()
+        let chosen: PromptTemplate
+        if let template {
+            guard let t = PromptTemplate(rawValue: template) else { throw AdapterError.invalidArgument("unknown template '\(template)'") }
+            chosen = t
+        } else {
+            chosen = bundle.chatTemplate != nil ? .chat : .alpaca
+        }
+        if chosen == .chat && bundle.chatTemplate == nil {
+            throw AdapterError.unsupported("this model has no chat template; use --template alpaca or raw")
+        }
+        let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
+        let cache = bundle.model.makeCache()
+        var cached: [Int] = []
+        var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
+        var turn: UInt64 = 0
+        let interactive = isatty(STDIN_FILENO) != 0
+        while true {
+            if interactive { writeOut("> ") }
+            guard let line = readLine(strippingNewline: true) else { break }
+            let input = line.trimmingCharacters(in: .whitespaces)
+            if input.isEmpty { continue }
+            if input == "/exit" || input == "/quit" { break }
+            if input == "/reset" {
+                messages = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
+                cache.reset()
+                cached = []
+                writeOut("(conversation cleared)\n")
+                continue
+            }
+            messages.append(ChatMessage(role: "user", content: input))
+            let text: String
+            switch chosen {
+            case .chat: text = try renderChat(bundle, messages: messages, addGenerationPrompt: true)
+            case .alpaca: text = transcript(messages, alpaca: true)
+            case .raw: text = transcript(messages, alpaca: false)
+            }
+            let ids = bundle.encodePrompt(text)
+            if !(ids.count > cached.count && Array(ids.prefix(cached.count)) == cached) {
+                cache.reset()
+                cached = []
+            }
+            if ids.count >= cache.capacity {
+                writeOut("(the conversation no longer fits the context of \(cache.capacity) tokens; use /reset)\n")
+                messages.removeLast()
+                continue
+            }
+            let sampling = SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed &+ turn)
+            turn += 1
+            let result = try generator.generate(prompt: Array(ids[cached.count...]), maxNewTokens: maxNewTokens,
+                                                sampling: sampling, stopIds: bundle.stopIds, cache: cache,
+                                                onText: { writeOut($0) })
+            writeOut("\n")
+            cached = ids + result.tokens
+            messages.append(ChatMessage(role: "assistant", content: result.text))
+        }
+    }
+
+    /// A plain-text transcript for models without a chat template: Alpaca turns, or raw lines.
+    func transcript(_ messages: [ChatMessage], alpaca: Bool) -> String {
+        var out = ""
+        for m in messages where m.role != "system" {
+            if m.role == "user" {
+                out += alpaca ? PromptTemplate.alpaca(m.content) : m.content + "\n"
+            } else {
+                out += m.content + "\n\n"
+            }
+        }
+        return out
+    }
+}
