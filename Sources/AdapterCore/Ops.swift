@@ -111,3 +111,33 @@ public func attendHead(q: UnsafePointer<Float>, keys: UnsafePointer<Float>, valu
 
 /// Name of the SIMD level the C kernels use on this CPU.
 public var simdLevel: String { String(cString: ck_simd_level()) }
+
+/// LayerNorm over rows: out = (x - mean) / sqrt(var + eps) * weight + bias (biased variance, as PyTorch).
+public func layerNormForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                             bias: UnsafePointer<Float>?, T: Int, C: Int, eps: Float) {
+    for t in 0..<T {
+        let x = inp + t * C, o = out + t * C
+        var mean: Float = 0
+        for i in 0..<C { mean += x[i] }
+        mean /= Float(C)
+        var variance: Float = 0
+        for i in 0..<C { let d = x[i] - mean; variance += d * d }
+        variance /= Float(C)
+        let r = 1 / (variance + eps).squareRoot()
+        if let bias {
+            for i in 0..<C { o[i] = (x[i] - mean) * r * weight[i] + bias[i] }
+        } else {
+            for i in 0..<C { o[i] = (x[i] - mean) * r * weight[i] }
+        }
+    }
+}
+
+/// Exact GELU, x * Φ(x) with erf (PyTorch's default `nn.GELU()`), in place.
+public func geluInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    for i in 0..<n { let v = x[i]; x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
+}
+
+/// CLIP's QuickGELU, x * sigmoid(1.702 x), in place.
+public func quickGeluInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    for i in 0..<n { let v = x[i]; x[i] = v / (1 + expf(-1.702 * v)) }
+}
