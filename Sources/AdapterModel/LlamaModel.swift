@@ -100,7 +100,10 @@ public final class KVCache: @unchecked Sendable {
         values = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
     }
 
-    /// Forgets all positions (keeps the memory).
+    /// Adapter prompt keys/values per layer for this session (one image), or nil.
+    public var prompts: AdapterPrompts?
+
+    /// Forgets all positions (keeps the memory and the prompts).
     public func reset() { length = 0 }
 
     deinit {
@@ -121,6 +124,16 @@ public final class LlamaModel: @unchecked Sendable {
     public let rope: RopeTable
     let pool: ThreadPool
     private var scratch: Scratch?
+    /// The attached LLaMA-Adapter V2 parameters, if any.
+    public private(set) var adapter: AdapterWeights?
+
+    /// Attaches an adapter (biases, scales, LoRA, trained norms, gates, prompts); it must fit this model.
+    public func attach(adapter: AdapterWeights) throws {
+        guard adapter.layers.count == config.nLayers else {
+            throw AdapterError.shape("\(adapter.path): adapter has \(adapter.layers.count) layers but the model has \(config.nLayers)")
+        }
+        self.adapter = adapter
+    }
 
     /// Wraps bound weights.
     public init(config: LlamaConfig, weights: LlamaWeights, pool: ThreadPool = .shared) throws {
@@ -163,8 +176,10 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     private func scratch(for T: Int, cache: KVCache) -> Scratch {
-        if let s = scratch, s.T >= T, s.scoreStride >= cache.capacity { return s }
-        let s = Scratch(config: config, T: max(T, scratch?.T ?? 0), maxPos: max(cache.capacity, scratch?.scoreStride ?? 0),
+        // A score row holds the cached positions, then the adapter prompt's scores and its head output.
+        let needed = cache.capacity + (cache.prompts?.maxLength ?? 0) + config.headDim
+        if let s = scratch, s.T >= T, s.scoreStride >= needed { return s }
+        let s = Scratch(config: config, T: max(T, scratch?.T ?? 0), maxPos: max(needed, scratch?.scoreStride ?? 0),
                         threads: pool.threadCount)
         scratch = s
         return s
@@ -197,12 +212,12 @@ public final class LlamaModel: @unchecked Sendable {
         }
         for (l, layer) in weights.layers.enumerated() {
             attentionBlock(layer: layer, index: l, s: s, T: T, startPos: startPos, cache: cache)
-            feedForwardBlock(layer: layer, s: s, T: T)
+            feedForwardBlock(layer: layer, index: l, s: s, T: T)
         }
         cache.length = startPos + T
         let rows = allLogits ? T : 1
         let first = allLogits ? 0 : T - 1
-        rmsnormForward(out: s.xb, inp: s.x + first * dim, weight: weights.norm.floats, T: rows, C: dim, eps: c.normEps)
+        rmsnormForward(out: s.xb, inp: s.x + first * dim, weight: (adapter?.norm ?? weights.norm).floats, T: rows, C: dim, eps: c.normEps)
         linearForward(out: s.logits, inp: s.xb, weight: weights.output, T: rows, pool: pool)
         return UnsafeBufferPointer(start: s.logits, count: rows * c.vocabSize)
     }
@@ -210,10 +225,11 @@ public final class LlamaModel: @unchecked Sendable {
     private func attentionBlock(layer: LlamaLayerWeights, index l: Int, s: Scratch, T: Int, startPos: Int, cache: KVCache) {
         let c = config
         let dim = c.dim, kvDim = c.kvDim, hd = c.headDim
-        rmsnormForward(out: s.xb, inp: s.x, weight: layer.attentionNorm.floats, T: T, C: dim, eps: c.normEps)
-        linearForward(out: s.q, inp: s.xb, weight: layer.wq, T: T, pool: pool)
-        linearForward(out: s.k, inp: s.xb, weight: layer.wk, T: T, pool: pool)
-        linearForward(out: s.v, inp: s.xb, weight: layer.wv, T: T, pool: pool)
+        let ad = adapter?.layers[l]
+        rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
+        linear(out: s.q, inp: s.xb, weight: layer.wq, extras: ad?.wq, T: T)
+        linear(out: s.k, inp: s.xb, weight: layer.wk, extras: ad?.wk, T: T)
+        linear(out: s.v, inp: s.xb, weight: layer.wv, extras: ad?.wv, T: T)
         ropeForward(s.q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
         ropeForward(s.k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
         let kc = cache.keys[l], vc = cache.values[l]
@@ -222,6 +238,7 @@ public final class LlamaModel: @unchecked Sendable {
         let scale = 1 / Float(hd).squareRoot()
         let group = c.nHeads / c.nKVHeads
         let nHeads = c.nHeads
+        let prompt = cache.prompts?.layers[l]
         // Parallel over (position, head) pairs; each worker has its own score row.
         pool.run { ti, tn in
             let scores = s.scores + ti * s.scoreStride
@@ -232,21 +249,66 @@ public final class LlamaModel: @unchecked Sendable {
                 let kvh = h / group
                 let q = s.q + t * dim + h * hd
                 let n = startPos + t + 1
+                let out = s.att + t * dim + h * hd
                 attendHead(q: q, keys: kc + kvh * hd, values: vc + kvh * hd, count: n, headDim: hd, stride: kvDim,
-                           scale: scale, scores: scores, out: s.att + t * dim + h * hd)
+                           scale: scale, scores: scores, out: out)
+                if let prompt {
+                    // The adapter's own attention over the prompt (its own softmax), scaled by the
+                    // per-head gate tanh(g_h) (times new_gate), added before wo (official llama.py).
+                    let g = prompt.gate[h]
+                    if prompt.length == 1 {
+                        axpy(g, prompt.values + kvh * hd, out, hd)
+                    } else {
+                        let tmp = scores + n
+                        attendHead(q: q, keys: prompt.keys + kvh * hd, values: prompt.values + kvh * hd, count: prompt.length,
+                                   headDim: hd, stride: kvDim, scale: scale, scores: tmp, out: tmp + prompt.length)
+                        axpy(g, tmp + prompt.length, out, hd)
+                    }
+                }
             }
         }
-        linearForward(out: s.xb, inp: s.att, weight: layer.wo, T: T, pool: pool)
+        linear(out: s.xb, inp: s.att, weight: layer.wo, extras: ad?.wo, T: T)
         addInPlace(s.x, s.xb, T * dim)
     }
 
-    private func feedForwardBlock(layer: LlamaLayerWeights, s: Scratch, T: Int) {
+    /// A frozen linear map with its adapter extras: y = s ⊙ (W x + b) + B(A x), or W(x ⊙ s) + b for input-side scales.
+    func linear(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, extras: LinearExtras?, T: Int) {
+        guard let e = extras, !e.isEmpty else {
+            linearForward(out: out, inp: inp, weight: weight, T: T, pool: pool)
+            return
+        }
+        let N = weight.shape[0], K = weight.shape[1]
+        if e.scaleOnInput, let sc = e.scale {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: T * K) { buf in
+                let xs = buf.baseAddress!
+                for t in 0..<T { for i in 0..<K { xs[t * K + i] = inp[t * K + i] * sc.floats[i] } }
+                linearForward(out: out, inp: xs, weight: weight, bias: e.bias?.floats, T: T, pool: pool)
+            }
+        } else {
+            linearForward(out: out, inp: inp, weight: weight, bias: e.bias?.floats, T: T, pool: pool)
+            if let sc = e.scale {
+                for t in 0..<T { for i in 0..<N { out[t * N + i] *= sc.floats[i] } }
+            }
+        }
+        if let a = e.loraA, let b = e.loraB {
+            let r = a.shape[0]
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: T * r + T * N) { buf in
+                let mid = buf.baseAddress!, up = mid + T * r
+                linearForward(out: mid, inp: inp, weight: a, T: T, pool: pool)
+                linearForward(out: up, inp: mid, weight: b, T: T, pool: pool)
+                addInPlace(out, up, T * N)
+            }
+        }
+    }
+
+    private func feedForwardBlock(layer: LlamaLayerWeights, index l: Int, s: Scratch, T: Int) {
         let c = config
-        rmsnormForward(out: s.xb, inp: s.x, weight: layer.ffnNorm.floats, T: T, C: c.dim, eps: c.normEps)
-        linearForward(out: s.ffA, inp: s.xb, weight: layer.w1, T: T, pool: pool)
-        linearForward(out: s.ffB, inp: s.xb, weight: layer.w3, T: T, pool: pool)
+        let ad = adapter?.layers[l]
+        rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.ffnNorm ?? layer.ffnNorm).floats, T: T, C: c.dim, eps: c.normEps)
+        linear(out: s.ffA, inp: s.xb, weight: layer.w1, extras: ad?.w1, T: T)
+        linear(out: s.ffB, inp: s.xb, weight: layer.w3, extras: ad?.w3, T: T)
         swigluForward(out: s.ffA, a: s.ffA, b: s.ffB, n: T * c.hiddenDim)
-        linearForward(out: s.xb, inp: s.ffA, weight: layer.w2, T: T, pool: pool)
+        linear(out: s.xb, inp: s.ffA, weight: layer.w2, extras: ad?.w2, T: T)
         addInPlace(s.x, s.xb, T * c.dim)
     }
 }

@@ -1,0 +1,101 @@
+import Foundation
+import AdapterCore
+import AdapterVision
+
+/// Keys and values of the adapter prompts for one session (one image), per layer. They depend only on the
+/// adapter and the image, so they are computed once per image instead of at every step as the official
+/// code does.
+public final class AdapterPrompts: @unchecked Sendable {
+    /// One layer's prompt.
+    public struct Layer {
+        /// Prompt keys [length, kvDim] (through wk, without bias, LoRA or RoPE).
+        public let keys: UnsafeMutablePointer<Float>
+        /// Prompt values [length, kvDim].
+        public let values: UnsafeMutablePointer<Float>
+        /// Number of prompt tokens.
+        public let length: Int
+        /// tanh(gate_h) × new_gate per head.
+        public let gate: [Float]
+    }
+
+    /// Per model layer; nil where no prompt enters.
+    public let layers: [Layer?]
+    /// Longest prompt.
+    public var maxLength: Int { layers.compactMap { $0?.length }.max() ?? 0 }
+
+    init(layers: [Layer?]) { self.layers = layers }
+
+    deinit {
+        for l in layers.compactMap({ $0 }) { l.keys.deallocate(); l.values.deallocate() }
+    }
+}
+
+extension LlamaModel {
+    /// The visual query tokens [queryLen, dim] for CLIP features [tokens, clipDim] (official `forward_visual`).
+    public func visualQuery(clipFeatures: Tensor) throws -> Tensor {
+        guard let a = adapter, let v = a.visual else { throw AdapterError.invalidArgument("the adapter has no visual branch") }
+        let clipDim = v.clipProjWeight.shape[1], vd = a.config.vEmbedDim, ql = a.config.queryLen
+        guard clipFeatures.shape.count == 2, clipFeatures.shape[1] == clipDim else {
+            throw AdapterError.shape("CLIP features have shape \(clipFeatures.shape) but clip_proj expects width \(clipDim)")
+        }
+        let n = clipFeatures.shape[0], T = ql + n
+        let x = Tensor(zeros: [T, vd])
+        let xp = x.floats
+        xp.update(from: v.visualQuery.floats, count: ql * vd)
+        let feats = clipFeatures.toF32()
+        linearForward(out: xp + ql * vd, inp: feats.floats, weight: v.clipProjWeight, bias: v.clipProjBias.floats, T: n, pool: pool)
+        layerNormForward(out: xp + ql * vd, inp: xp + ql * vd, weight: v.clipProjNormWeight.floats, bias: v.clipProjNormBias.floats,
+                         T: n, C: vd, eps: 1e-5)
+        for b in v.blocks { encoderBlockForward(xp, T: T, block: b, pool: pool) }
+        let out = Tensor(zeros: [ql, config.dim])
+        linearForward(out: out.floats, inp: xp, weight: v.visualProjWeight, bias: v.visualProjBias.floats, T: ql, pool: pool)
+        layerNormForward(out: out.floats, inp: out.floats, weight: v.visualProjNormWeight.floats, bias: v.visualProjNormBias.floats,
+                         T: ql, C: config.dim, eps: 1e-5)
+        return out
+    }
+
+    /// Builds the per-layer prompts of the attached adapter, with `visualQuery` [queryLen, dim] if given.
+    /// `release`: layer (nLayers - queryLayer + i) gets adapter_query[i] + visualQuery.
+    /// `early`: layers 0..<earlyLayers get the visual query alone; the last queryLayer layers get adapter_query[i].
+    public func makePrompts(visualQuery: Tensor?) throws -> AdapterPrompts? {
+        guard let a = adapter else { return nil }
+        let c = config, ac = a.config, ql = ac.queryLen
+        if let vq = visualQuery, vq.shape != [ql, c.dim] {
+            throw AdapterError.shape("visual query has shape \(vq.shape), expected [\(ql), \(c.dim)]")
+        }
+        var sources = [[Float]?](repeating: nil, count: c.nLayers)
+        if let aq = a.adapterQuery {
+            for i in 0..<ac.queryLayer {
+                var p = Array(UnsafeBufferPointer(start: aq.floats + i * ql * c.dim, count: ql * c.dim))
+                if ac.fusion == .release, let vq = visualQuery {
+                    for j in 0..<p.count { p[j] += vq.floats[j] }
+                }
+                sources[c.nLayers - ac.queryLayer + i] = p
+            }
+        }
+        if ac.fusion == .early, let vq = visualQuery {
+            for l in 0..<ac.earlyLayers {
+                guard sources[l] == nil else {
+                    throw AdapterError.invalidArgument("early fusion layers 0..<\(ac.earlyLayers) overlap the last \(ac.queryLayer) adapter layers")
+                }
+                sources[l] = Array(UnsafeBufferPointer(start: vq.floats, count: ql * c.dim))
+            }
+        }
+        var layers: [AdapterPrompts.Layer?] = []
+        for (l, src) in sources.enumerated() {
+            guard let src else { layers.append(nil); continue }
+            let la = a.layers[l]
+            let n = src.count / c.dim
+            let k = UnsafeMutablePointer<Float>.allocate(capacity: n * c.kvDim)
+            let v = UnsafeMutablePointer<Float>.allocate(capacity: n * c.kvDim)
+            src.withUnsafeBufferPointer { sp in
+                linearForward(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, T: n, pool: pool)
+                linearForward(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, T: n, pool: pool)
+            }
+            let newGate = la.newGate ?? 1
+            let gate = (0..<c.nHeads).map { h in la.gate.map { tanhf($0.floats[h]) * newGate } ?? 0 }
+            layers.append(AdapterPrompts.Layer(keys: k, values: v, length: n, gate: gate))
+        }
+        return AdapterPrompts(layers: layers)
+    }
+}

@@ -1,0 +1,251 @@
+// LLaMA-Adapter V2 (Gao et al. 2023) parts, named as in the official release
+// (llama_adapter_v2_multimodal7b/llama/llama_adapter.py and llama.py):
+// adaption prompts (`adapter_query`) with zero-initialised per-head gates, bias/scale/norm tuning,
+// optional LoRA with `new_gate`, and the visual branch (clip_proj → visual_query + visual_blocks → visual_proj).
+import Foundation
+import AdapterCore
+import AdapterFormats
+import AdapterVision
+
+/// Where visual and adaption prompts enter the language model.
+public enum FusionMode: String, Sendable, CaseIterable {
+    /// The official release: the visual query is added to the adaption prompt of each of the last
+    /// `queryLayer` layers (what the released checkpoints were trained with).
+    case release
+    /// The paper's early fusion: visual prompts (gated) only in the first layers, adaption prompts only in
+    /// the last `queryLayer` layers, disjoint.
+    case early
+}
+
+/// Architecture of an adapter; defaults are the official 7B release's.
+public struct AdapterConfig: Equatable, Sendable {
+    public var vEmbedDim = 768
+    public var vDepth = 8
+    public var vNumHeads = 16
+    public var vMlpRatio: Double = 4
+    public var queryLen = 10
+    public var queryLayer = 31
+    public var wBias = false
+    public var wLora = false
+    public var loraRank = 16
+    /// Early fusion: visual prompts go into layers 0..<earlyLayers.
+    public var fusion: FusionMode = .release
+    public var earlyLayers = 0
+
+    /// Official defaults.
+    public init() {}
+}
+
+/// Extra parameters around one frozen linear map: y = s ⊙ (W x + b) + B(A x) (paper Eq. 1 plus LoRA), or with
+/// `scaleOnInput` the 65B chat release's y = W (x ⊙ s) + b.
+public struct LinearExtras: @unchecked Sendable {
+    /// Bias [out], f32.
+    public var bias: Tensor?
+    /// Scale [out] (or [in] when `scaleOnInput`), f32.
+    public var scale: Tensor?
+    /// True for the 65B chat release's input-side scale.
+    public var scaleOnInput = false
+    /// LoRA down-projection `l1` [rank, in] and up-projection `l2` [out, rank], f32.
+    public var loraA: Tensor?
+    public var loraB: Tensor?
+
+    /// No extras.
+    public init() {}
+
+    /// True when nothing modifies the frozen map.
+    public var isEmpty: Bool { bias == nil && scale == nil && loraA == nil }
+}
+
+/// Adapter parameters of one transformer block.
+public struct LayerAdapter: @unchecked Sendable {
+    public var wq = LinearExtras(), wk = LinearExtras(), wv = LinearExtras(), wo = LinearExtras()
+    public var w1 = LinearExtras(), w2 = LinearExtras(), w3 = LinearExtras()
+    /// `attention.gate` per head (shape (1, heads, 1, 1) in the checkpoint), f32.
+    public var gate: Tensor?
+    /// `attention.new_gate` (LoRA-BIAS checkpoints), multiplies the adapter scores.
+    public var newGate: Float?
+    /// Trained norms replacing the base model's.
+    public var attentionNorm: Tensor?
+    public var ffnNorm: Tensor?
+
+    public init() {}
+}
+
+/// The visual branch: CLIP features → projected visual query tokens [queryLen, dim].
+public struct VisualBranch: @unchecked Sendable {
+    public var clipProjWeight: Tensor, clipProjBias: Tensor
+    public var clipProjNormWeight: Tensor, clipProjNormBias: Tensor
+    /// `visual_query.weight` [queryLen, vEmbedDim].
+    public var visualQuery: Tensor
+    /// `visual_blocks.N` (timm Blocks, exact GELU).
+    public var blocks: [EncoderBlockWeights]
+    public var visualProjWeight: Tensor, visualProjBias: Tensor
+    public var visualProjNormWeight: Tensor, visualProjNormBias: Tensor
+}
+
+/// A loaded adapter checkpoint.
+public final class AdapterWeights: @unchecked Sendable {
+    /// Architecture.
+    public let config: AdapterConfig
+    /// Per-layer parts, one entry per model layer.
+    public var layers: [LayerAdapter]
+    /// `adapter_query.weight` [queryLayer * queryLen, dim], f32.
+    public var adapterQuery: Tensor?
+    /// Visual branch, when the checkpoint has one.
+    public var visual: VisualBranch?
+    /// Trained final norm.
+    public var norm: Tensor?
+    /// Path it came from.
+    public let path: String
+    /// Number of adapter parameters.
+    public private(set) var parameterCount = 0
+    /// What kind of checkpoint this is ("BIAS", "LORA-BIAS", "CAPTION", ...), guessed from its keys.
+    public var kind: String
+
+    init(config: AdapterConfig, layers: [LayerAdapter], path: String, kind: String) {
+        self.config = config
+        self.layers = layers
+        self.path = path
+        self.kind = kind
+    }
+
+    /// Reads an official adapter checkpoint `{'model': {...}, 'config': {...}}` for a base model of `model`'s shape.
+    /// Architecture keys come from `config` when present, else the official defaults, and are checked against
+    /// the tensor shapes.
+    public static func load(path: String, model c: LlamaConfig) throws -> AdapterWeights {
+        let ckpt = try TorchCheckpoint(path: path)
+        let cfg = ckpt.metadata["config"]
+        var ac = AdapterConfig()
+        func int(_ k: String) -> Int? { cfg?[k]?.intValue }
+        ac.wBias = cfg?["w_bias"]?.boolValue ?? false
+        ac.wLora = cfg?["w_lora"]?.boolValue ?? false
+        ac.loraRank = int("lora_rank") ?? 16
+        ac.vEmbedDim = int("v_embed_dim") ?? ac.vEmbedDim
+        ac.vDepth = int("v_depth") ?? ac.vDepth
+        ac.vNumHeads = int("v_num_heads") ?? ac.vNumHeads
+        ac.vMlpRatio = cfg?["v_mlp_ratio"]?.doubleValue ?? ac.vMlpRatio
+        ac.queryLen = int("query_len") ?? ac.queryLen
+        ac.queryLayer = int("query_layer") ?? ac.queryLayer
+        // Names: released files use `llama.layers...`; accept bare `layers...` too.
+        func name(_ n: String) -> String? {
+            if ckpt.contains(n) { return n }
+            if n.hasPrefix("llama."), ckpt.contains(String(n.dropFirst(6))) { return String(n.dropFirst(6)) }
+            return nil
+        }
+        func opt(_ n: String, _ shape: [Int]? = nil, flatten: Bool = false) throws -> Tensor? {
+            guard let key = name(n) else { return nil }
+            var t = try ckpt.tensor(key).toF32()
+            if flatten { t = try t.reshaped([t.count]) }
+            if let shape, t.shape != shape {
+                throw AdapterError.shape("\(path): '\(key)' has shape \(t.shape) but a model of dim \(c.dim) expects \(shape)")
+            }
+            return t
+        }
+        func need(_ n: String, _ shape: [Int]? = nil) throws -> Tensor {
+            guard let t = try opt(n, shape) else { throw AdapterError.format("\(path): missing '\(n)'") }
+            return t
+        }
+        if let aq = try opt("adapter_query.weight") {
+            guard aq.shape.count == 2, aq.shape[1] == c.dim else {
+                throw AdapterError.shape("\(path): adapter expects dim \(aq.shape.last ?? 0) but the model has \(c.dim)")
+            }
+            if cfg?["query_len"] == nil, cfg?["query_layer"] == nil, aq.shape[0] % ac.queryLen != 0 {
+                throw AdapterError.shape("\(path): adapter_query has \(aq.shape[0]) rows, not a multiple of query_len \(ac.queryLen)")
+            }
+            if cfg?["query_layer"] == nil { ac.queryLayer = aq.shape[0] / ac.queryLen }
+            guard aq.shape[0] == ac.queryLen * ac.queryLayer else {
+                throw AdapterError.shape("\(path): adapter_query has \(aq.shape[0]) rows but query_len \(ac.queryLen) × query_layer \(ac.queryLayer) = \(ac.queryLen * ac.queryLayer)")
+            }
+        }
+        guard ac.queryLayer <= c.nLayers else {
+            throw AdapterError.shape("\(path): query_layer \(ac.queryLayer) exceeds the model's \(c.nLayers) layers")
+        }
+        var layers = [LayerAdapter](repeating: LayerAdapter(), count: c.nLayers)
+        for i in 0..<c.nLayers {
+            let p = "llama.layers.\(i)."
+            var l = LayerAdapter()
+            l.wq.bias = try opt(p + "attention.wq.bias", [c.dim])
+            l.wo.bias = try opt(p + "attention.wo.bias", [c.dim])
+            l.w1.bias = try opt(p + "feed_forward.w1.bias", [c.hiddenDim])
+            l.w2.bias = try opt(p + "feed_forward.w2.bias", [c.dim])
+            l.w3.bias = try opt(p + "feed_forward.w3.bias", [c.hiddenDim])
+            if try opt(p + "attention.wk.bias") != nil || (try opt(p + "attention.wv.bias")) != nil {
+                throw AdapterError.format("\(path): wk/wv biases are not part of LLaMA-Adapter V2")
+            }
+            l.attentionNorm = try opt(p + "attention_norm.weight", [c.dim])
+            l.ffnNorm = try opt(p + "ffn_norm.weight", [c.dim])
+            l.gate = try opt(p + "attention.gate", [c.nHeads], flatten: true)
+            if let g = try opt(p + "attention.new_gate", flatten: true) { l.newGate = g.floats[0] }
+            // Paper Eq. 1 scales (`*.scale`, output side) and the 65B chat release's (`wq_scale`, input side).
+            let projections: [(WritableKeyPath<LayerAdapter, LinearExtras>, String, String, Int, Int)] = [
+                (\.wq, "attention.wq", "attention", c.dim, c.dim), (\.wk, "attention.wk", "attention", c.kvDim, c.dim),
+                (\.wv, "attention.wv", "attention", c.kvDim, c.dim), (\.wo, "attention.wo", "attention", c.dim, c.dim),
+                (\.w1, "feed_forward.w1", "feed_forward", c.hiddenDim, c.dim), (\.w2, "feed_forward.w2", "feed_forward", c.dim, c.hiddenDim),
+                (\.w3, "feed_forward.w3", "feed_forward", c.hiddenDim, c.dim),
+            ]
+            for (kp, full, module, out, inp) in projections {
+                let short = String(full.split(separator: ".").last!)
+                if let s = try opt(p + full + ".scale", [out]) { l[keyPath: kp].scale = s }
+                if let s = try opt(p + module + "." + short + "_scale", flatten: true) {
+                    guard s.count == inp else { throw AdapterError.shape("\(path): \(p)\(module).\(short)_scale has \(s.count) values, expected \(inp)") }
+                    l[keyPath: kp].scale = s
+                    l[keyPath: kp].scaleOnInput = true
+                }
+                if l[keyPath: kp].bias == nil, let b = try opt(p + module + "." + short + "_bias", [out]) { l[keyPath: kp].bias = b }
+                if let a = try opt(p + module + ".lora_\(short)_l1.weight"), let b = try opt(p + module + ".lora_\(short)_l2.weight") {
+                    guard a.shape.count == 2, b.shape.count == 2, a.shape[1] == inp, b.shape[0] == out, a.shape[0] == b.shape[1] else {
+                        throw AdapterError.shape("\(path): LoRA \(p)\(short) has shapes \(a.shape), \(b.shape) for a [\(out), \(inp)] map")
+                    }
+                    l[keyPath: kp].loraA = a
+                    l[keyPath: kp].loraB = b
+                    ac.loraRank = a.shape[0]
+                }
+            }
+            layers[i] = l
+        }
+        var visual: VisualBranch?
+        if let vq = try opt("visual_query.weight") {
+            guard vq.shape == [ac.queryLen, vq.shape[1]] else {
+                throw AdapterError.shape("\(path): visual_query has shape \(vq.shape), expected [\(ac.queryLen), v_embed_dim]")
+            }
+            if cfg?["v_embed_dim"] == nil { ac.vEmbedDim = vq.shape[1] }
+            let v = ac.vEmbedDim
+            var blocks: [EncoderBlockWeights] = []
+            var i = 0
+            while name("visual_blocks.\(i).norm1.weight") != nil {
+                let p = "visual_blocks.\(i)."
+                let b = EncoderBlockWeights(
+                    ln1Weight: try need(p + "norm1.weight", [v]), ln1Bias: try need(p + "norm1.bias", [v]),
+                    qkvWeight: try need(p + "attn.qkv.weight", [3 * v, v]), qkvBias: try need(p + "attn.qkv.bias", [3 * v]),
+                    projWeight: try need(p + "attn.proj.weight", [v, v]), projBias: try need(p + "attn.proj.bias", [v]),
+                    ln2Weight: try need(p + "norm2.weight", [v]), ln2Bias: try need(p + "norm2.bias", [v]),
+                    fc1Weight: try need(p + "mlp.fc1.weight"), fc1Bias: try need(p + "mlp.fc1.bias"),
+                    fc2Weight: try need(p + "mlp.fc2.weight"), fc2Bias: try need(p + "mlp.fc2.bias", [v]),
+                    heads: ac.vNumHeads, activation: .gelu)
+                try b.validate("\(path): visual_blocks.\(i)")
+                blocks.append(b)
+                i += 1
+            }
+            if cfg?["v_depth"] != nil, blocks.count != ac.vDepth {
+                throw AdapterError.shape("\(path): config says v_depth \(ac.vDepth) but the checkpoint has \(blocks.count) visual blocks")
+            }
+            ac.vDepth = blocks.count
+            let clipW = try need("clip_proj.weight")
+            visual = VisualBranch(
+                clipProjWeight: clipW, clipProjBias: try need("clip_proj.bias", [v]),
+                clipProjNormWeight: try need("clip_proj_norm.weight", [v]), clipProjNormBias: try need("clip_proj_norm.bias", [v]),
+                visualQuery: vq, blocks: blocks,
+                visualProjWeight: try need("visual_proj.weight", [c.dim, v]), visualProjBias: try need("visual_proj.bias", [c.dim]),
+                visualProjNormWeight: try need("visual_proj_norm.weight", [c.dim]), visualProjNormBias: try need("visual_proj_norm.bias", [c.dim]))
+        }
+        let hasLora = layers.contains { $0.wq.loraA != nil || $0.w1.loraA != nil }
+        let hasBias = layers.contains { $0.wq.bias != nil || $0.w1.bias != nil }
+        let kind = hasLora ? "LORA-BIAS" : (hasBias ? "BIAS" : (visual != nil ? "CAPTION/PRETRAIN" : "ADAPTER"))
+        let a = AdapterWeights(config: ac, layers: layers, path: path, kind: kind)
+        a.adapterQuery = try opt("adapter_query.weight")
+        a.visual = visual
+        a.norm = try opt("llama.norm.weight", [c.dim])
+        a.parameterCount = ckpt.tensorNames.reduce(0) { $0 + (ckpt.info($1)?.shape.reduce(1, *) ?? 0) }
+        return a
+    }
+}
