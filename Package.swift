@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "AdapterVision", dependencies: ["AdapterCore", "AdapterFormats", "CImageCodecs"]),
         .target(name: "AdapterTokenizers", dependencies: []),
         .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision"]),
-        .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterFormats", "AdapterModel", "AdapterTokenizers"]),
+        .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers"]),
         .executableTarget(
             name: "llama-adapter",
             dependencies: [

@@ -36,11 +36,13 @@ public final class TextGenerator {
     /// becomes final (through `StreamingDecoder`, so spaces and multi-byte characters split across
     /// tokens come out right, and the chunks add up to the final text).
     public func generate(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters, stopIds: Set<Int>? = nil,
-                         cache: KVCache? = nil, onText: ((String) -> Void)? = nil) throws -> GenerationResult {
+                         cache: KVCache? = nil, prompts: AdapterPrompts? = nil,
+                         onText: ((String) -> Void)? = nil) throws -> GenerationResult {
         let stops = stopIds ?? Set([tokenizer.eosId].compactMap { $0 })
         guard !prompt.isEmpty else { throw AdapterError.invalidArgument("the prompt is empty") }
         let capacity = min(model.config.maxSeqLen, model.rope.maxPos)
         let cache = cache ?? model.makeCache(capacity: min(capacity, prompt.count + maxNewTokens))
+        if let prompts { cache.prompts = prompts }
         guard cache.length + prompt.count < cache.capacity || (maxNewTokens == 0 && cache.length + prompt.count <= cache.capacity) else {
             throw AdapterError.invalidArgument("the prompt has \(cache.length + prompt.count) tokens but the context holds \(cache.capacity)")
         }
@@ -77,11 +79,12 @@ public final class TextGenerator {
 
     /// Sum of log-probabilities of `continuation` tokens given everything before them, and their count.
     /// `tokens` is the whole sequence; positions `from..<tokens.count` are scored.
-    public func score(tokens: [Int], from: Int) throws -> (logprob: Double, count: Int) {
+    public func score(tokens: [Int], from: Int, prompts: AdapterPrompts? = nil) throws -> (logprob: Double, count: Int) {
         guard from >= 1, from <= tokens.count else {
             throw AdapterError.invalidArgument("nothing to score: the continuation adds no tokens")
         }
         let cache = model.makeCache(capacity: tokens.count)
+        cache.prompts = prompts
         let logits = try model.forward(tokens: tokens, cache: cache, allLogits: true)
         let V = model.config.vocabSize
         var total = 0.0

@@ -109,6 +109,19 @@ public final class AdapterWeights: @unchecked Sendable {
         self.kind = kind
     }
 
+    /// The same parameters with another architecture setting (fusion mode); checks what can be checked.
+    public func withConfig(_ c: AdapterConfig) throws -> AdapterWeights {
+        if c.fusion == .early, c.earlyLayers + c.queryLayer > layers.count {
+            throw AdapterError.invalidArgument("early fusion into \(c.earlyLayers) layers overlaps the last \(c.queryLayer) adapter layers of a \(layers.count)-layer model")
+        }
+        let a = AdapterWeights(config: c, layers: layers, path: path, kind: kind)
+        a.adapterQuery = adapterQuery
+        a.visual = visual
+        a.norm = norm
+        a.parameterCount = parameterCount
+        return a
+    }
+
     /// Reads an official adapter checkpoint `{'model': {...}, 'config': {...}}` for a base model of `model`'s shape.
     /// Architecture keys come from `config` when present, else the official defaults, and are checked against
     /// the tensor shapes.

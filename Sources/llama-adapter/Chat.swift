@@ -11,6 +11,7 @@ struct Chat: ParsableCommand {
         abstract: "Talk to a model in the terminal (/reset clears the conversation, /exit or Ctrl-D quits).")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var adapterOptions: AdapterOptions
 
     @Option(help: "Prompt template: chat (default when the model has one), alpaca or raw.")
     var template: String?
@@ -35,18 +36,21 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         let bundle = try modelOptions.load()
+        // The image is encoded once; its adapter prompts serve every turn.
+        let prompts = try adapterOptions.prepare(bundle)
         let chosen: PromptTemplate
         if let template {
             guard let t = PromptTemplate(rawValue: template) else { throw AdapterError.invalidArgument("unknown template '\(template)'") }
             chosen = t
         } else {
-            chosen = bundle.chatTemplate != nil ? .chat : .alpaca
+            chosen = (bundle.chatTemplate != nil && bundle.model.adapter == nil) ? .chat : .alpaca
         }
         if chosen == .chat && bundle.chatTemplate == nil {
             throw AdapterError.unsupported("this model has no chat template; use --template alpaca or raw")
         }
         let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
         let cache = bundle.model.makeCache()
+        cache.prompts = prompts
         var cached: [Int] = []
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var turn: UInt64 = 0

@@ -8,6 +8,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var adapterOptions: AdapterOptions
     @OptionGroup var promptOptions: PromptOptions
 
     @Option(help: "Sampling temperature; 0 is greedy.")
@@ -46,12 +47,13 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let bundle = try modelOptions.load()
+        let prompts = try adapterOptions.prepare(bundle)
         let text = try promptOptions.formatted(bundle)
         let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
         let prompt = bundle.encodePrompt(text)
         let sampling = SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed)
         let result = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling,
-                                            stopIds: bundle.stopIds, onText: json ? nil : { writeOut($0) })
+                                            stopIds: bundle.stopIds, prompts: prompts, onText: json ? nil : { writeOut($0) })
         if json {
             try printJSON(Output(
                 text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokenCount,
@@ -69,6 +71,7 @@ struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Score a continuation: sum of its token log-probabilities.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var adapterOptions: AdapterOptions
     @OptionGroup var promptOptions: PromptOptions
 
     @Option(help: "The text whose tokens are scored after the prompt.")
@@ -84,6 +87,7 @@ struct Score: ParsableCommand {
 
     func run() throws {
         let bundle = try modelOptions.load()
+        let prompts = try adapterOptions.prepare(bundle)
         let text = try promptOptions.formatted(bundle)
         let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
         // The contract: encode(prompt + continuation, BOS, EOS), scored from len(encode(prompt, BOS)) on.
@@ -92,7 +96,7 @@ struct Score: ParsableCommand {
         guard all.count <= bundle.model.config.maxSeqLen else {
             throw AdapterError.invalidArgument("prompt and continuation have \(all.count) tokens but the context holds \(bundle.model.config.maxSeqLen)")
         }
-        let (logprob, count) = try generator.score(tokens: all, from: start)
+        let (logprob, count) = try generator.score(tokens: all, from: start, prompts: prompts)
         try printJSON(Output(logprob: logprob, tokens: count))
     }
 }

@@ -4,6 +4,7 @@ import AdapterCore
 import AdapterModel
 import AdapterTokenizers
 import AdapterGeneration
+import AdapterVision
 
 /// Options shared by every command that loads a model.
 struct ModelOptions: ParsableArguments {
@@ -23,6 +24,36 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+/// Adapter, CLIP and image options (LLaMA-Adapter V2).
+struct AdapterOptions: ParsableArguments {
+    @Option(help: "LLaMA-Adapter V2 checkpoint (official .pth: BIAS-7B, LORA-BIAS-7B, CAPTION-7B, ...).")
+    var adapter: String?
+
+    @Option(help: "CLIP weights: OpenAI .pt (e.g. ViT-L-14.pt), a state dict with visual.* names, or a Hugging Face folder.")
+    var clip: String?
+
+    @Option(help: "Image (JPEG or PNG) to ask about.")
+    var image: String?
+
+    @Option(help: "Channel order fed to CLIP: bgr (the official cv2-based pipeline) or rgb.")
+    var channels: String = "bgr"
+
+    @Option(help: "Where prompts enter: release (official checkpoints) or early (the paper's early fusion).")
+    var fusion: String = "release"
+
+    @Option(name: .customLong("early-layers"), help: "With --fusion early: layers that take the visual prompt.")
+    var earlyLayers: Int = 1
+
+    /// Attaches the adapter to the bundle's model and returns this session's adapter prompts.
+    func prepare(_ bundle: ModelBundle) throws -> AdapterPrompts? {
+        guard let order = ChannelOrder(rawValue: channels) else { throw AdapterError.invalidArgument("--channels must be bgr or rgb") }
+        guard let mode = FusionMode(rawValue: fusion) else { throw AdapterError.invalidArgument("--fusion must be release or early") }
+        let setup = AdapterSetup(adapterPath: adapter, clipPath: clip, imagePath: image, channels: order, fusion: mode,
+                                 earlyLayers: mode == .early ? earlyLayers : 0)
+        return try setup.prepare(model: bundle.model)
+    }
+}
+
 /// Prompt options shared by `generate` and `score`.
 struct PromptOptions: ParsableArguments {
     @Option(help: "The prompt (with --template alpaca: the instruction; with chat: the user message).")
@@ -37,7 +68,8 @@ struct PromptOptions: ParsableArguments {
     @Option(help: "System message for the chat template (default: the template's own).")
     var system: String?
 
-    /// The template to use: the flag, else the model's chat template when it has one, else raw.
+    /// The template to use: the flag, else alpaca with an adapter, else the model's chat template when it
+    /// has one, else raw.
     func resolvedTemplate(_ bundle: ModelBundle) throws -> PromptTemplate {
         if let template {
             guard let t = PromptTemplate(rawValue: template) else {
@@ -45,6 +77,7 @@ struct PromptOptions: ParsableArguments {
             }
             return t
         }
+        if bundle.model.adapter != nil { return .alpaca }
         return bundle.chatTemplate != nil ? .chat : .raw
     }
 
