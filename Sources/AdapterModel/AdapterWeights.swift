@@ -262,3 +262,39 @@ public final class AdapterWeights: @unchecked Sendable {
         return a
     }
 }
+
+extension AdapterWeights {
+    /// A summary of an adapter checkpoint from its key names and shapes alone (no base model needed):
+    /// kind, key set, parameter count and architecture, for `inspect`. Nil when `source` is not an adapter.
+    public static func summarize(_ source: TensorSource) -> [String: MetadataValue]? {
+        let names = source.tensorNames
+        guard names.contains(where: { $0.hasSuffix("adapter_query.weight") || $0.hasSuffix("attention.gate") }) else { return nil }
+        func shape(_ n: String) -> [Int]? { source.info(n)?.shape }
+        var out: [String: MetadataValue] = [:]
+        let hasLora = names.contains { $0.contains(".lora_") }
+        let hasBias = names.contains { $0.hasSuffix("wq.bias") || $0.hasSuffix("w1.bias") }
+        let hasVisual = names.contains("visual_query.weight")
+        out["kind"] = .string(hasLora ? "LORA-BIAS" : hasBias ? "BIAS" : hasVisual ? "CAPTION/PRETRAIN" : "ADAPTER")
+        out["key_set"] = .string(hasLora ? "LORA" : "BIAS")
+        out["parameter_count"] = .int(names.reduce(0) { $0 + (shape($1)?.reduce(1, *) ?? 0) })
+        let layers = Set(names.compactMap { n -> Int? in
+            guard let r = n.range(of: "layers.") else { return nil }
+            return Int(n[r.upperBound...].prefix { $0.isNumber })
+        })
+        out["layers"] = .int((layers.max() ?? -1) + 1)
+        if let vq = shape("visual_query.weight"), vq.count == 2 {
+            out["query_len"] = .int(vq[0])
+            out["v_embed_dim"] = .int(vq[1])
+            if let aq = shape("adapter_query.weight"), aq.count == 2, vq[0] > 0 {
+                out["query_layer"] = .int(aq[0] / vq[0])
+                out["dim"] = .int(aq[1])
+            }
+        }
+        out["v_depth"] = .int(Set(names.compactMap { n -> Int? in
+            guard n.hasPrefix("visual_blocks.") else { return nil }
+            return Int(n.dropFirst("visual_blocks.".count).prefix { $0.isNumber })
+        }).count)
+        if let l1 = names.first(where: { $0.hasSuffix("lora_wq_l1.weight") }), let s = shape(l1) { out["lora_rank"] = .int(s[0]) }
+        return out
+    }
+}

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import AdapterCore
 import AdapterFormats
+import AdapterModel
 
 /// `llama-adapter inspect`: lists the tensors (name, dtype, shape) and metadata of a weights file or folder.
 struct Inspect: ParsableCommand {
@@ -37,17 +38,36 @@ struct Inspect: ParsableCommand {
         var metadata: [String: JSONValue] = [:]
         let format: String
         if isDir.boolValue {
-            source = try MetaShards(directory: path)
-            format = "meta"
+            if FileManager.default.fileExists(atPath: path + "/config.json") && !FileManager.default.fileExists(atPath: path + "/params.json") {
+                source = try SafetensorsFolder(path: path)
+                format = "huggingface"
+            } else {
+                source = try MetaShards(directory: path)
+                format = "meta"
+            }
             if let data = FileManager.default.contents(atPath: path + "/params.json"),
                let obj = try? JSONSerialization.jsonObject(with: data) {
                 metadata["params.json"] = JSONValue(any: obj)
             }
         } else {
-            source = try TorchCheckpoint(path: path)
-            format = "pytorch"
+            if path.hasSuffix(".gguf") {
+                source = try GGUFFile(path: path)
+                format = "gguf"
+            } else if path.hasSuffix(".safetensors") {
+                source = try SafetensorsFile(path: path)
+                format = "safetensors"
+            } else {
+                do {
+                    source = try TorchCheckpoint(path: path)
+                    format = "pytorch"
+                } catch let e as AdapterError where e.description.contains("TorchScript") {
+                    source = try TorchScriptArchive.open(path: path)
+                    format = "torchscript"
+                }
+            }
         }
         for (k, v) in source.metadata { metadata[k] = JSONValue(v) }
+        if let summary = AdapterWeights.summarize(source) { metadata["adapter"] = JSONValue(.dict(summary)) }
         let rows = source.tensorNames.compactMap { name -> TensorRow? in
             guard let info = source.info(name) else { return nil }
             return TensorRow(name: name, dtype: info.dtype.rawValue, shape: info.shape)
@@ -81,6 +101,8 @@ indirect enum JSONValue: Encodable {
         case .double(let d): self = .double(d)
         case .bool(let b): self = .bool(b)
         case .string(let s): self = .string(s)
+        // Vocabularies (49152 tokens, merges) would drown the listing: long arrays become a count.
+        case .array(let a) where a.count > 64: self = .string("<array of \(a.count) values>")
         case .array(let a): self = .array(a.map(JSONValue.init))
         case .dict(let d): self = .object(d.mapValues(JSONValue.init))
         case .none: self = .null

@@ -8,7 +8,7 @@ enum JinjaBuiltins {
     // MARK: Names
 
     static let implementedFilters: Set<String> = [
-        "abs", "capitalize", "count", "d", "default", "dictsort", "first", "float", "indent", "int", "items",
+        "abs", "capitalize", "count", "d", "default", "dictsort", "first", "float", "format", "indent", "int", "items",
         "join", "last", "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace",
         "reverse", "round", "safe", "select", "selectattr", "sort", "string", "sum", "title", "tojson", "trim",
         "unique", "upper", "wordcount",
@@ -16,7 +16,7 @@ enum JinjaBuiltins {
 
     /// jinja2 3.1's other built-in filters: a template using one is refused by name.
     static let otherJinjaFilters: Set<String> = [
-        "attr", "batch", "center", "e", "escape", "filesizeformat", "forceescape", "format", "groupby",
+        "attr", "batch", "center", "e", "escape", "filesizeformat", "forceescape", "groupby",
         "pprint", "random", "slice", "striptags", "truncate", "urlencode", "urlize", "wordwrap", "xmlattr",
     ]
 
@@ -64,12 +64,12 @@ enum JinjaBuiltins {
             default: throw JinjaFailure.runtime("range expected 1 to 3 arguments, got \(ints.count)")
             }
             if step == 0 { throw JinjaFailure.runtime("range() arg 3 must not be zero") }
-            let count = step > 0 ? max(0, (stop - start + step - 1) / step) : max(0, (start - stop - step - 1) / -step)
+            let range = JinjaRange(start: start, stop: stop, step: step)
             // The sandbox's MAX_RANGE.
-            if count > 100_000 {
+            if range.count > 100_000 {
                 throw JinjaFailure.runtime("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).")
             }
-            return .list((0..<count).map { .int(start + $0 * step) })
+            return .range(range)
         }
         define("namespace") { args in .namespace(JinjaNamespace(try makeDict("namespace", args))) }
         define("dict") { args in .dict(try makeDict("dict", args)) }
@@ -178,8 +178,11 @@ enum JinjaBuiltins {
         case .list(let items), .tuple(let items), .iterator(let items): return items
         case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
         case .dict(let d): return d.keys
+        case .range(let r): return r.items
         case .undefined: return []
-        case .loop(let l): return l.items
+        case .loop:
+            // jinja2 would advance the running loop itself.
+            throw JinjaFailure.unsupported("iterating over the 'loop' object")
         default:
             if unpacking {
                 throw JinjaFailure.runtime("cannot unpack non-iterable \(JinjaPython.typeName(value)) object")
@@ -242,6 +245,10 @@ enum JinjaBuiltins {
             let scalars = JinjaPython.scalars(s)
             let j = i < 0 ? i + scalars.count : i
             return j >= 0 && j < scalars.count ? .string(String(scalars[j])) : nil
+        case .range(let r):
+            guard let i = integer(key) else { return nil }
+            let j = i < 0 ? i + r.count : i
+            return j >= 0 && j < r.count ? .int(r[j]) : nil
         case .namespace(let ns):
             return ns.attributes[key]
         case .loop(let l):
@@ -252,45 +259,50 @@ enum JinjaBuiltins {
         }
     }
 
-    /// Python `object[start:stop:step]`.
+    /// Python `object[start:stop:step]`. jinja2 compiles a slice to a plain Python subscript (not the
+    /// sandbox's forgiving `getitem`), so slicing anything but a sequence raises.
     static func slice(_ object: JinjaValue, _ start: JinjaValue?, _ stop: JinjaValue?, _ step: JinjaValue?) throws -> JinjaValue {
-        if case .undefined(let u) = object { throw JinjaFailure.runtime(u.hint) }
+        switch object {
+        case .undefined(let u): throw JinjaFailure.runtime(u.hint)
+        case .list, .tuple, .string, .range: break
+        case .dict: throw JinjaFailure.runtime("unhashable type: 'slice'")
+        default: throw JinjaFailure.runtime("'\(JinjaPython.typeName(object))' object is not subscriptable")
+        }
         func index(_ v: JinjaValue?) -> Int?? {
             guard let v, !v.isNone else { return .some(nil) }
             guard let i = integer(v) else { return nil }
             return .some(i)
         }
         guard let a = index(start), let b = index(stop), let c = index(step) else {
-            return .undefined("slice indices must be integers or None")
+            throw JinjaFailure.runtime("slice indices must be integers or None or have an __index__ method")
         }
         let stride = c ?? 1
         if stride == 0 { throw JinjaFailure.runtime("slice step cannot be zero") }
-        func pick(_ count: Int) -> [Int] {
+        /// Python's `slice.indices(count)`.
+        func indices(_ count: Int) -> (start: Int, stop: Int) {
             func adjust(_ v: Int?, _ defaultValue: Int, _ low: Int, _ high: Int) -> Int {
                 guard var v else { return defaultValue }
                 if v < 0 { v += count; if v < 0 { v = low } } else if v > high { v = high }
                 return v
             }
-            var result: [Int] = []
-            if stride > 0 {
-                var i = adjust(a, 0, 0, count)
-                let end = adjust(b, count, 0, count)
-                while i < end { result.append(i); i += stride }
-            } else {
-                var i = adjust(a, count - 1, -1, count - 1)
-                let end = adjust(b, -1, -1, count - 1)
-                while i > end { result.append(i); i += stride }
-            }
-            return result
+            if stride > 0 { return (adjust(a, 0, 0, count), adjust(b, count, 0, count)) }
+            return (adjust(a, count - 1, -1, count - 1), adjust(b, -1, -1, count - 1))
+        }
+        func pick(_ count: Int) -> [Int] {
+            let (start, stop) = indices(count)
+            return Array(Swift.stride(from: start, to: stop, by: stride))
         }
         switch object {
+        case .range(let r):
+            let (start, stop) = indices(r.count)
+            return .range(JinjaRange(start: r[start], stop: r[stop], step: r.step * stride))
         case .list(let items): return .list(pick(items.count).map { items[$0] })
         case .tuple(let items): return .tuple(pick(items.count).map { items[$0] })
         case .string(let s):
             let scalars = JinjaPython.scalars(s)
             return .string(JinjaPython.string(pick(scalars.count).map { scalars[$0] }))
         default:
-            return .undefined("'\(JinjaPython.typeName(object))' object is not subscriptable")
+            throw JinjaFailure.runtime("'\(JinjaPython.typeName(object))' object is not subscriptable")
         }
     }
 
@@ -332,6 +344,9 @@ enum JinjaBuiltins {
                     return d[key] ?? (args.positional.count > 1 ? args.positional[1] : .none)
                 }
             }
+        case .range(let r):
+            guard name == "count" || name == "index" else { return nil }
+            return method(.tuple(r.items), name)
         case .list(let items), .tuple(let items):
             if case .list = object, listMutators.contains(name) { return unsafe(name, object) }
             switch name {
@@ -422,9 +437,12 @@ enum JinjaBuiltins {
             }
             let count = args.positional.count > 2 ? integer(args.positional[2]) ?? -1 : -1
             return .string(replace(s, old, new, count: count))
-        case "find", "rfind", "count":
-            guard args.keywords.isEmpty, args.positional.count == 1, case .string(let needle) = args.positional[0] else {
+        case "find", "rfind", "count", "index", "rindex":
+            guard args.keywords.isEmpty, args.positional.count == 1 else {
                 throw JinjaFailure.unsupported("str.\(name) with start/end arguments")
+            }
+            guard case .string(let needle) = args.positional[0] else {
+                throw JinjaFailure.runtime("must be str, not \(JinjaPython.typeName(args.positional[0]))")
             }
             let hay = JinjaPython.scalars(s), n = JinjaPython.scalars(needle)
             if name == "count" {
@@ -433,10 +451,13 @@ enum JinjaBuiltins {
                 while let j = JinjaPython.find(hay, n, from: i) { count += 1; i = j + n.count }
                 return .int(count)
             }
-            if name == "find" { return .int(JinjaPython.find(hay, n) ?? -1) }
-            var last = -1, i = 0
-            while let j = JinjaPython.find(hay, n, from: i) { last = j; i = j + 1 }
-            return .int(last)
+            var found = JinjaPython.find(hay, n) ?? -1
+            if name == "rfind" || name == "rindex" {
+                var i = 0
+                while let j = JinjaPython.find(hay, n, from: i) { found = j; i = j + 1 }
+            }
+            if found < 0 && (name == "index" || name == "rindex") { throw JinjaFailure.runtime("substring not found") }
+            return .int(found)
         case "join":
             let p = try args.bind(name, ["iterable"])
             guard let iterable = p[0] else { throw JinjaFailure.runtime("join() takes exactly one argument") }
@@ -723,9 +744,68 @@ enum JinjaBuiltins {
         return out
     }
 
+    /// Python's `int(text, base)`: surrounding whitespace, a sign, `_` between digits, and for base 0
+    /// (or the matching base) a 0x/0o/0b prefix.
+    static func pythonInt(_ text: String, base: Int) -> Int? {
+        var t = JinjaPython.scalars(strip(text, chars: nil))
+        var negative = false
+        if let first = t.first, first == "+" || first == "-" { negative = first == "-"; t.removeFirst() }
+        var radix = base
+        if t.count >= 2, t[0] == "0" {
+            let p = Character(t[1]).lowercased()
+            let prefixed = ["x": 16, "o": 8, "b": 2][p]
+            if let prefixed, base == 0 || base == prefixed {
+                radix = prefixed
+                t.removeFirst(2)
+                if t.first == "_" { t.removeFirst() }
+            }
+        }
+        if radix == 0 {
+            radix = 10
+            // Base 0 refuses leading zeros in a nonzero decimal.
+            if t.count > 1, t[0] == "0", t.contains(where: { $0 != "0" && $0 != "_" }) { return nil }
+        }
+        guard (2...36).contains(radix), !t.isEmpty, t.first != "_", t.last != "_" else { return nil }
+        var digits = ""
+        var previousUnderscore = false
+        for c in t {
+            if c == "_" {
+                if previousUnderscore { return nil }
+                previousUnderscore = true
+                continue
+            }
+            previousUnderscore = false
+            digits.unicodeScalars.append(c)
+        }
+        guard let magnitude = Int(digits, radix: radix), !digits.hasPrefix("+"), !digits.hasPrefix("-") else { return nil }
+        return negative ? -magnitude : magnitude
+    }
+
+    /// Python's `float(text)` for decimal text, `inf` and `nan`.
+    static func pythonFloat(_ text: String) -> Double? {
+        let t = strip(text, chars: nil)
+        let lowered = t.lowercased()
+        let body = lowered.hasPrefix("+") || lowered.hasPrefix("-") ? String(lowered.dropFirst()) : lowered
+        if ["inf", "infinity", "nan"].contains(body) { return Double(lowered) }
+        let allowed = Set("0123456789.e+-_")
+        guard !body.isEmpty, body.allSatisfy({ allowed.contains($0) }), !body.contains("__"),
+              !body.hasPrefix("_"), !body.hasSuffix("_") else { return nil }
+        return Double(t.replacingOccurrences(of: "_", with: ""))
+    }
+
     // MARK: Tests
 
+    /// Tests that take one argument besides the value; the others take none.
+    private static let binaryTests: Set<String> = [
+        "divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt", "greaterthan", ">",
+        "ge", ">=", "in", "sameas",
+    ]
+
     static func test(_ name: String, _ value: JinjaValue, _ args: JinjaArguments) throws -> Bool {
+        let expected = binaryTests.contains(name) ? 1 : 0
+        if args.positional.count + args.keywords.count != expected {
+            throw JinjaFailure.runtime("test '\(name)' takes \(expected + 1) argument(s) but \(args.positional.count + args.keywords.count + 1) were given")
+        }
         func argument() throws -> JinjaValue {
             guard let first = args.positional.first ?? args.keywords.first?.1 else {
                 throw JinjaFailure.runtime("test '\(name)' needs an argument")
@@ -750,24 +830,27 @@ enum JinjaBuiltins {
         case "mapping": if case .dict = value { return true } else { return false }
         case "sequence":
             switch value {
-            case .string, .list, .tuple, .dict, .undefined: return true
+            case .string, .list, .tuple, .dict, .range, .undefined: return true
             default: return false
             }
         case "iterable":
             switch value {
-            case .string, .list, .tuple, .dict, .iterator, .undefined, .loop: return true
+            case .string, .list, .tuple, .dict, .range, .iterator, .undefined, .loop: return true
             default: return false
             }
-        case "callable": if case .callable = value { return true } else { return false }
+        case "callable":
+            switch value {
+            // LoopContext is callable (for recursive loops), and so is Undefined (calling it raises).
+            case .callable, .loop, .undefined: return true
+            default: return false
+            }
         case "escaped": return false
         case "lower", "upper":
             return caseCheck(JinjaPython.scalars(try JinjaPython.str(value)), lower: name == "lower")
         case "odd", "even":
-            if case .undefined(let u) = value { throw JinjaFailure.runtime(u.hint) }
-            guard let i = integer(value) else {
-                throw JinjaFailure.runtime("test '\(name)' needs an integer, got \(JinjaPython.typeName(value))")
-            }
-            return (i % 2 != 0) == (name == "odd")
+            // `value % 2 == 1` and `value % 2 == 0`, so floats work and strings hit printf formatting.
+            let remainder = try JinjaOperators.binary(.mod, value, .int(2))
+            return JinjaPython.equals(remainder, .int(name == "odd" ? 1 : 0))
         case "divisibleby":
             let remainder = try JinjaOperators.binary(.mod, value, try argument())
             return JinjaPython.equals(remainder, .int(0))
@@ -820,6 +903,7 @@ enum JinjaBuiltins {
         case .list(let items), .tuple(let items): return items.count
         case .dict(let d): return d.count
         case .undefined: return 0
+        case .range(let r): return r.count
         case .loop(let l): return l.items.count
         case .iterator: throw JinjaFailure.runtime("object of type 'generator' has no len()")
         default: throw JinjaFailure.runtime("object of type '\(JinjaPython.typeName(value))' has no len()")
@@ -842,10 +926,10 @@ enum JinjaBuiltins {
         return order.map { items[$0] }
     }
 
-    private static func selectOrReject(_ items: [JinjaValue], _ args: ArraySlice<JinjaValue>, select: Bool,
-                                       getter: ((JinjaValue) throws -> JinjaValue)?) throws -> JinjaValue {
+    private static func selectOrReject(_ items: [JinjaValue], _ args: ArraySlice<JinjaValue>, _ keywords: [(String, JinjaValue)],
+                                       select: Bool, getter: ((JinjaValue) throws -> JinjaValue)?) throws -> JinjaValue {
         var testName: String?
-        var testArgs = JinjaArguments()
+        var testArgs = JinjaArguments(positional: [], keywords: keywords)
         if let first = args.first {
             guard case .string(let name) = first else { throw JinjaFailure.runtime("test name must be a string") }
             guard tests.contains(name) else { throw JinjaFailure.runtime("No test named '\(name)'.") }
@@ -895,6 +979,12 @@ enum JinjaBuiltins {
             let pairs = d.pairs.map { JinjaValue.tuple([$0.0, $0.1]) }
             let keys = d.pairs.map { sortKey(byValue ? $0.1 : $0.0, caseSensitive: caseSensitive) }
             return .list(try sorted(pairs, keys: keys, reverse: p[2].map(JinjaPython.truthy) ?? false))
+        case "format":
+            if !args.positional.isEmpty && !args.keywords.isEmpty {
+                throw JinjaFailure.runtime("can't handle positional and keyword arguments at the same time")
+            }
+            let operand: JinjaValue = args.keywords.isEmpty ? .tuple(args.positional) : .dict(JinjaDict(args.keywords))
+            return .string(try JinjaPrintf.format(try JinjaPython.str(value), operand))
         case "first":
             _ = try args.bind(name, [])
             return try iterate(value).first ?? .undefined("No first item, sequence was empty.")
@@ -909,9 +999,8 @@ enum JinjaBuiltins {
             case .double: return value
             case .int(let i): return .double(Double(i))
             case .bool(let b): return .double(b ? 1 : 0)
-            case .string(let s):
-                let t = strip(s, chars: nil).replacingOccurrences(of: "_", with: "")
-                return Double(t).map(JinjaValue.double) ?? fallback
+            case .string(let s): return pythonFloat(s).map(JinjaValue.double) ?? fallback
+            case .undefined(let u): throw JinjaFailure.runtime(u.hint)
             default: return fallback
             }
         case "int":
@@ -928,10 +1017,11 @@ enum JinjaBuiltins {
                 guard d.isFinite, abs(d) < 9.2e18 else { return fallback }
                 return .int(Int(d))
             case .string(let s):
-                let t = strip(s, chars: nil).replacingOccurrences(of: "_", with: "")
-                if let i = Int(t, radix: base) { return .int(i) }
-                if let d = Double(t), d.isFinite, abs(d) < 9.2e18 { return .int(Int(d)) }
+                if let i = pythonInt(s, base: base) { return .int(i) }
+                if let d = pythonFloat(s), d.isFinite, abs(d) < 9.2e18 { return .int(Int(d)) }
                 return fallback
+            case .undefined(let u):
+                throw JinjaFailure.runtime(u.hint)
             default:
                 return fallback
             }
@@ -942,7 +1032,12 @@ enum JinjaBuiltins {
             case .string(let s): indentation = s
             case let w: indentation = String(repeating: " ", count: max(0, integer(w) ?? 4))
             }
-            let text = try JinjaPython.str(value) + "\n"
+            // `s += "\n"`: only a str works (an Undefined or a number raise).
+            if case .undefined(let u) = value { throw JinjaFailure.runtime(u.hint) }
+            guard case .string(let input) = value else {
+                throw JinjaFailure.runtime("unsupported operand type(s) for +=: '\(JinjaPython.typeName(value))' and 'str'")
+            }
+            let text = input + "\n"
             var result: String
             if p[2].map(JinjaPython.truthy) ?? false {
                 result = splitlines(text, keepEnds: false).joined(separator: "\n" + indentation)
@@ -977,6 +1072,8 @@ enum JinjaBuiltins {
             _ = try args.bind(name, [])
             return .string(try JinjaPython.str(value).uppercased())
         case "map":
+            // map, select and friends start with `if value:`, so a falsy non-sequence gives nothing.
+            guard JinjaPython.truthy(value) else { return .iterator([]) }
             let items = try iterate(value)
             if let attribute = args.keywords.first(where: { $0.0 == "attribute" })?.1 {
                 for (k, _) in args.keywords where k != "attribute" && k != "default" {
@@ -1014,11 +1111,14 @@ enum JinjaBuiltins {
             }
             return items[best]
         case "reject", "select":
-            return try selectOrReject(try iterate(value), args.positional[...], select: name == "select", getter: nil)
+            guard JinjaPython.truthy(value) else { return .iterator([]) }
+            return try selectOrReject(try iterate(value), args.positional[...], args.keywords, select: name == "select", getter: nil)
         case "rejectattr", "selectattr":
+            guard JinjaPython.truthy(value) else { return .iterator([]) }
             guard let attribute = args.positional.first else { throw JinjaFailure.runtime("Missing parameter for attribute name") }
             let getter = try attributeGetter(attribute)
-            return try selectOrReject(try iterate(value), args.positional.dropFirst(), select: name == "selectattr", getter: getter)
+            return try selectOrReject(try iterate(value), args.positional.dropFirst(), args.keywords,
+                                      select: name == "selectattr", getter: getter)
         case "replace":
             let p = try args.bind(name, ["old", "new", "count"])
             guard let old = p[0], let new = p[1] else { throw JinjaFailure.runtime("replace() missing arguments") }
@@ -1042,7 +1142,14 @@ enum JinjaBuiltins {
             guard ["common", "ceil", "floor"].contains(method) else {
                 throw JinjaFailure.runtime("method must be common, ceil or floor")
             }
-            if method == "common", case .int = value, precision >= 0 { return value }
+            if case .undefined = value { throw JinjaFailure.runtime("type Undefined doesn't define __round__ method") }
+            if method == "common", let i = integer(value) {
+                // round(int, n) stays an int; a negative n rounds to tens, hundreds, ... (half to even).
+                guard precision < 0 else { return .int(i) }
+                let scale = precision < -18 ? Int.max : Int(Foundation.pow(10.0, Double(-precision)))
+                let q = Double(i) / Double(scale)
+                return .int(Int(q.rounded(.toNearestOrEven)) * scale)
+            }
             guard let x = { () -> Double? in
                 switch value {
                 case .int(let i): return Double(i)
@@ -1063,14 +1170,23 @@ enum JinjaBuiltins {
                 return .double(Double(text) ?? (x * scale).rounded(.toNearestOrEven) / scale)
             }
         case "safe":
+            // Markup(value): a string (escaping is off, so nothing else changes).
             _ = try args.bind(name, [])
-            return value
+            return .string(try JinjaPython.str(value))
         case "sort":
+            // make_multi_attrgetter: "a,b" sorts by a then b; the key is always a list.
             let p = try args.bind(name, ["reverse", "case_sensitive", "attribute"])
             let items = try iterate(value)
-            let getter = try attributeGetter(p[2])
+            var getters: [((JinjaValue) throws -> JinjaValue)?] = [nil]
+            if case .string(let spec)? = p[2] {
+                getters = try spec.split(separator: ",", omittingEmptySubsequences: false).map { try attributeGetter(.string(String($0))) }
+            } else if let attribute = p[2], !attribute.isNone {
+                getters = [try attributeGetter(attribute)]
+            }
             let caseSensitive = p[1].map(JinjaPython.truthy) ?? false
-            let keys = try items.map { sortKey(try getter?($0) ?? $0, caseSensitive: caseSensitive) }
+            let keys = try items.map { item in
+                JinjaValue.list(try getters.map { sortKey(try $0?(item) ?? item, caseSensitive: caseSensitive) })
+            }
             return .list(try sorted(items, keys: keys, reverse: p[0].map(JinjaPython.truthy) ?? false))
         case "string":
             _ = try args.bind(name, [])
@@ -1101,6 +1217,9 @@ enum JinjaBuiltins {
             var result: [JinjaValue] = []
             for item in try iterate(value) {
                 let key = sortKey(try getter?(item) ?? item, caseSensitive: caseSensitive)
+                guard JinjaPython.isHashable(key) else {
+                    throw JinjaFailure.runtime("unhashable type: '\(JinjaPython.typeName(key))'")
+                }
                 if !seen.contains(where: { JinjaPython.equals($0, key) }) {
                     seen.append(key)
                     result.append(item)

@@ -352,6 +352,8 @@ enum JinjaOperators {
     }
 
     static func binary(_ op: JinjaBinaryOperator, _ a: JinjaValue, _ b: JinjaValue) throws -> JinjaValue {
+        // `str % x` is str.__mod__, which takes any right operand (an Undefined prints as "").
+        if op == .mod, case .string(let format) = a { return .string(try JinjaPrintf.format(format, b)) }
         try undefinedCheck(a, b)
         switch op {
         case .add:
@@ -398,9 +400,6 @@ enum JinjaOperators {
             if y == 0 { throw JinjaFailure.runtime("division by zero") }
             return .double(x / y)
         case .floorDiv, .mod:
-            if case .string = a, op == .mod {
-                throw JinjaFailure.unsupported("printf-style string formatting with '%'")
-            }
             if let x = asInt(a), let y = asInt(b) {
                 if y == 0 { throw JinjaFailure.runtime(op == .mod ? "integer modulo by zero" : "integer division or modulo by zero") }
                 if x == .min && y == -1 { throw overflow() }
@@ -498,6 +497,8 @@ enum JinjaOperators {
             return JinjaPython.find(JinjaPython.scalars(s), JinjaPython.scalars(needle)) != nil
         case .list(let items), .tuple(let items), .iterator(let items):
             return items.contains { JinjaPython.equals($0, item) }
+        case .range(let r):
+            return r.items.contains { JinjaPython.equals($0, item) }
         case .dict(let d):
             guard JinjaPython.isHashable(item) else {
                 throw JinjaFailure.runtime("unhashable type: '\(JinjaPython.typeName(item))'")

@@ -21,6 +21,8 @@ enum JinjaValue {
     case list([JinjaValue])
     case tuple([JinjaValue])
     case dict(JinjaDict)
+    /// Python's `range` object: a sequence that prints as `range(0, 3)`.
+    case range(JinjaRange)
     /// A one-shot Python iterator (`select`, `map`, `reverse`, `unique` results): always truthy,
     /// iterable, but without a length or a printable form.
     case iterator([JinjaValue])
@@ -72,6 +74,21 @@ struct JinjaDict {
     }
 
     subscript(name: String) -> JinjaValue? { self[.string(name)] }
+}
+
+/// `range(start, stop, step)`, with Python's slice-of-a-range arithmetic.
+struct JinjaRange: Equatable {
+    var start: Int
+    var stop: Int
+    var step: Int
+
+    var count: Int {
+        step > 0 ? max(0, (stop - start + step - 1) / step) : max(0, (start - stop - step - 1) / -step)
+    }
+
+    subscript(i: Int) -> Int { start + i * step }
+
+    var items: [JinjaValue] { (0..<count).map { .int(self[$0]) } }
 }
 
 /// `namespace(...)`: the one mutable object a template may assign attributes to.
@@ -218,6 +235,7 @@ enum JinjaPython {
         case .list: return "list"
         case .tuple: return "tuple"
         case .dict: return "dict"
+        case .range: return "range"
         case .iterator: return "generator"
         case .namespace: return "Namespace"
         case .loop: return "LoopContext"
@@ -242,6 +260,7 @@ enum JinjaPython {
         case .string(let s): return !s.isEmpty
         case .list(let a), .tuple(let a): return !a.isEmpty
         case .dict(let d): return d.count > 0
+        case .range(let r): return r.count > 0
         case .loop(let l): return !l.items.isEmpty
         case .iterator, .namespace, .callable: return true
         }
@@ -298,6 +317,11 @@ enum JinjaPython {
                 guard let w = y[k], equals(v, w) else { return false }
             }
             return true
+        case (.range(let x), .range(let y)):
+            // Ranges compare as the sequences they produce.
+            guard x.count == y.count else { return false }
+            if x.count == 0 { return true }
+            return x.start == y.start && (x.count == 1 || x.step == y.step)
         case (.namespace(let x), .namespace(let y)): return x === y
         case (.loop(let x), .loop(let y)): return x === y
         case (.callable(let x), .callable(let y)): return x === y
@@ -364,6 +388,7 @@ enum JinjaPython {
             return "(" + (try items.map(repr)).joined(separator: ", ") + ")"
         case .dict(let d):
             return "{" + (try d.pairs.map { try repr($0.0) + ": " + repr($0.1) }).joined(separator: ", ") + "}"
+        case .range(let r): return "range(\(r.start), \(r.stop)" + (r.step == 1 ? ")" : ", \(r.step))")
         case .namespace(let ns): return "<Namespace " + (try repr(.dict(ns.attributes))) + ">"
         case .loop(let l): return "<LoopContext \(l.index0 + 1)/\(l.items.count)>"
         case .iterator:

@@ -1,0 +1,109 @@
+import AdapterCore
+
+/// Which decoded channel becomes channel 0 of the image tensor.
+public enum ChannelOrder: String, CaseIterable, Sendable {
+    /// Blue, green, red: what the official code feeds CLIP. It reads images with `cv2.imread`
+    /// (B, G, R order) and hands the array to `Image.fromarray`, which labels it RGB, so the CLIP
+    /// normalisation's "red" mean and std are applied to blue. The released weights were trained
+    /// that way, so this is the default for reproducing the official answers.
+    case bgr
+    /// Red, green, blue: what CLIP itself was trained on.
+    case rgb
+}
+
+/// The CLIP image transform of the official code (openai/CLIP `clip/clip.py` `_transform`, built by
+/// `clip.load`): torchvision `Resize(size, BICUBIC)`, `CenterCrop(size)`, `convert("RGB")` (a no-op
+/// here), `ToTensor`, `Normalize(mean, std)`, on the PIL image made from cv2's array.
+///
+/// Exact facts reproduced (torchvision 0.14, Pillow 9.4):
+/// - Resize with one number scales the short side to `size` and the long side to
+///   `int(size * long / short)` (truncation; `_compute_resized_output_size`), also when that means
+///   enlarging a small image. For PIL input torchvision calls `img.resize((w, h), BICUBIC)`; its
+///   `antialias` argument is ignored, and Pillow's bicubic antialiases on its own when shrinking.
+/// - CenterCrop takes `top = int(round((h - size) / 2.0))`, `left` likewise, with Python's
+///   round-half-to-even (an odd excess of 1 gives offset 0, of 3 gives 2).
+/// - ToTensor divides by 255 in float32; Normalize then computes `(x - mean) / std` in float32 with
+///   the constants rounded to float32, so the result here is bit-identical given the same crop.
+public struct CLIPPreprocessor: Sendable {
+    /// CLIP's per-channel mean (R, G, B order as published; index i is applied to tensor channel i).
+    /// Written as Double then narrowed, as `torch.as_tensor(list_of_python_floats, dtype=float32)`
+    /// does, rather than as Float literals.
+    public static let mean: [Float] = [0.48145466, 0.4578275, 0.40821073].map { (v: Double) in Float(v) }
+    /// CLIP's per-channel standard deviation (same convention as `mean`).
+    public static let std: [Float] = [0.26862954, 0.26130258, 0.27577711].map { (v: Double) in Float(v) }
+
+    /// Output side in pixels: 224 for ViT-L/14 (the official model), 336 for the @336px CLIPs.
+    public var size: Int
+    /// Channel order of the output tensor.
+    public var channels: ChannelOrder
+
+    /// A transform producing `channels`-ordered `size` x `size` tensors.
+    public init(size: Int = 224, channels: ChannelOrder = .bgr) {
+        self.size = size
+        self.channels = channels
+    }
+
+    /// torchvision's `_compute_resized_output_size` for `Resize(size)`: the short side becomes `size`,
+    /// the long side `int(size * long / short)`. Returns (width, height).
+    public static func resizedSize(width: Int, height: Int, size: Int) -> (width: Int, height: Int) {
+        let (short, long) = width <= height ? (width, height) : (height, width)
+        // Python computes size * long exactly as an int, then true-divides: both operands are
+        // exactly representable doubles here, so one correctly rounded division matches it.
+        let newLong = Int((Double(size * long) / Double(short)).rounded(.towardZero))
+        return width <= height ? (size, newLong) : (newLong, size)
+    }
+
+    /// torchvision's CenterCrop offset: `int(round((full - crop) / 2.0))`, half to even.
+    public static func centerCropOffset(full: Int, crop: Int) -> Int {
+        Int((Double(full - crop) / 2.0).rounded(.toNearestOrEven))
+    }
+
+    /// Resize and center-crop: the `size` x `size` 8-bit image that ToTensor receives, channels in
+    /// the input's order. It determines the tensor exactly.
+    public func resizedAndCropped(_ image: RGBImage) -> RGBImage {
+        let (w, h) = Self.resizedSize(width: image.width, height: image.height, size: size)
+        let resized = PillowResample.resizeBicubic(image, width: w, height: h)
+        // The short side is exactly `size` and the long side at least `size`, so torchvision never
+        // pads here.
+        let top = Self.centerCropOffset(full: h, crop: size)
+        let left = Self.centerCropOffset(full: w, crop: size)
+        return resized.cropped(x: left, y: top, width: size, height: size)
+    }
+
+    /// ToTensor + Normalize of an already cropped RGB image: a (3, h, w) f32 tensor whose channel 0
+    /// is blue for `.bgr` and red for `.rgb`.
+    public func normalize(_ crop: RGBImage) -> Tensor {
+        let plane = crop.width * crop.height
+        let tensor = Tensor(zeros: [3, crop.height, crop.width], dtype: .f32)
+        let out = tensor.floats
+        crop.pixels.withUnsafeBufferPointer { px in
+            for c in 0..<3 {
+                // Source channel in the RGB-ordered crop for tensor channel c.
+                let source = channels == .rgb ? c : 2 - c
+                let m = Self.mean[c], s = Self.std[c]
+                let dst = out + c * plane
+                for i in 0..<plane {
+                    // Two float32 operations in torch's order: x / 255, then (x - mean) / std.
+                    let x = Float(px[i * 3 + source]) / 255
+                    dst[i] = (x - m) / s
+                }
+            }
+        }
+        return tensor
+    }
+
+    /// The full transform of a decoded image: a (3, size, size) f32 tensor.
+    public func callAsFunction(_ image: RGBImage) -> Tensor {
+        normalize(resizedAndCropped(image))
+    }
+}
+
+/// Decodes the image at `path` as cv2 would and applies the official CLIP transform; returns the
+/// (3, size, size) float32 tensor (what `preprocess --image PATH --channels ... --out FILE.npy` writes).
+public func preprocessImage(path: String, channels: ChannelOrder, size: Int = 224) throws -> Tensor {
+    guard size > 0 && size <= 4096 else {
+        throw AdapterError.invalidArgument("image size must be between 1 and 4096, got \(size)")
+    }
+    let image = try ImageDecoder.decode(path: path)
+    return CLIPPreprocessor(size: size, channels: channels)(image)
+}

@@ -1,1 +1,0 @@
-// AdapterVision: image decoding, PIL-exact preprocessing and the CLIP ViT visual tower.
