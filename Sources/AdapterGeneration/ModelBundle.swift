@@ -27,8 +27,8 @@ public struct ModelBundle {
     public var model: LlamaModel { loaded.model }
 
     /// Opens `modelPath` and its tokenizer (`tokenizerPath` overrides the one found with the model).
-    public static func load(modelPath: String, tokenizerPath: String? = nil, maxSeqLen: Int = 2048) throws -> ModelBundle {
-        let loaded = try ModelLoader.load(path: modelPath, maxSeqLen: maxSeqLen)
+    public static func load(modelPath: String, tokenizerPath: String? = nil, maxSeqLen: Int = 2048, quantize: DType? = nil) throws -> ModelBundle {
+        let loaded = try ModelLoader.load(path: modelPath, maxSeqLen: maxSeqLen, quantize: quantize)
         var tokenizer: any Tokenizer
         var addBOS = true
         var template: String?

@@ -17,7 +17,15 @@ public struct LoadedModel {
 /// Opens models in the formats we support and binds them to official weight names.
 public enum ModelLoader {
     /// Opens a model folder or file. `maxSeqLen` bounds the context (and the KV cache).
-    public static func load(path: String, maxSeqLen: Int = 2048) throws -> LoadedModel {
+    public static func load(path: String, maxSeqLen: Int = 2048, quantize: DType? = nil) throws -> LoadedModel {
+        let loaded = try loadAsStored(path: path, maxSeqLen: maxSeqLen)
+        guard let quantize else { return loaded }
+        let model = try LlamaModel(config: loaded.model.config, weights: loaded.model.weights.quantized(to: quantize))
+        return LoadedModel(model: model, source: loaded.source, tokenizerPath: loaded.tokenizerPath, format: loaded.format)
+    }
+
+    /// Opens a model keeping its stored dtypes.
+    static func loadAsStored(path: String, maxSeqLen: Int) throws -> LoadedModel {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw AdapterError.io("model path \(path) does not exist")

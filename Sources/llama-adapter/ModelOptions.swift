@@ -17,10 +17,20 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("max-seq-len"), help: "Context length (KV cache size).")
     var maxSeqLen: Int = 2048
 
+    @Option(help: "Re-encode f16/f32 weights on load: q8_0, q4_0 or q4_1 (less memory, faster decoding).")
+    var quantize: String?
+
     /// Loads the model with its tokenizer, BOS rule, stop tokens and chat template.
     func load() throws -> ModelBundle {
         guard maxSeqLen > 0 else { throw AdapterError.invalidArgument("--max-seq-len must be positive") }
-        return try ModelBundle.load(modelPath: model, tokenizerPath: tokenizer, maxSeqLen: maxSeqLen)
+        var q: DType?
+        if let quantize {
+            guard let d = DType(rawValue: quantize), [.q8_0, .q4_0, .q4_1].contains(d) else {
+                throw AdapterError.invalidArgument("--quantize must be q8_0, q4_0 or q4_1")
+            }
+            q = d
+        }
+        return try ModelBundle.load(modelPath: model, tokenizerPath: tokenizer, maxSeqLen: maxSeqLen, quantize: q)
     }
 }
 

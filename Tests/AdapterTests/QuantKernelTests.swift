@@ -1,4 +1,6 @@
 import AdapterCore
+import AdapterGeneration
+import AdapterModel
 import XCTest
 
 /// The SIMD block kernels (Q4_0, Q4_1, Q8_0) against a scalar dequantization written here from the
@@ -106,5 +108,26 @@ final class QuantKernelTests: XCTestCase {
             }
             for i in a.indices { XCTAssertEqual(a[i], b[i], accuracy: 2e-3, "T=\(T) \(i)") }
         }
+    }
+}
+
+/// `--quantize` on load: re-encoded weights keep the model's answers close to the f16 original.
+final class RequantizeTests: XCTestCase {
+    func testQ8_0RequantizedModelKeepsReferenceGreedyTokens() throws {
+        let c = Fixtures.tinyLlama.cases[1]
+        let loaded = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64, quantize: .q8_0)
+        XCTAssertEqual(loaded.model.weights.layers[0].wq.dtype, .q8_0)
+        let f16 = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64)
+        let a = try loaded.model.forward(tokens: c.tokens, cache: loaded.model.makeCache())
+        let b = try f16.model.forward(tokens: c.tokens, cache: f16.model.makeCache())
+        var worst: Float = 0
+        for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
+        XCTAssertLessThan(worst, 0.1, "q8_0 vs f16 logits")
+        XCTAssertEqual(Sampler.argmax(a), c.greedy_tokens[0])
+    }
+
+    func testQuantizeRefusesUnsupportedTypes() throws {
+        let f16 = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64)
+        XCTAssertThrowsError(try f16.model.weights.quantized(to: .q6_K))
     }
 }

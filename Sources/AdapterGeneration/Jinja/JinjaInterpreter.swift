@@ -125,13 +125,18 @@ final class JinjaInterpreter {
                 }
             }
         }
-        if items.isEmpty { return try execute(loop.otherwise, JinjaScope(parent: scope), &out) }
+        // jinja2 clears its "no iteration" flag at the end of the loop body, so `{% break %}` and
+        // `{% continue %}` skip it: the else block runs unless some iteration ran its body to the end.
+        var completedAnIteration = false
         for (i, item) in items.enumerated() {
             let inner = JinjaScope(parent: scope)
             try located(loop.position) { try assign(loop.target, item, in: inner) }
             inner.variables["loop"] = .loop(JinjaLoop(items: items, index0: i, depth0: 0))
-            if try execute(loop.body, inner, &out) == .breakLoop { break }
+            let flow = try execute(loop.body, inner, &out)
+            if flow == .breakLoop { break }
+            if flow == .normal { completedAnIteration = true }
         }
+        if !completedAnIteration { return try execute(loop.otherwise, JinjaScope(parent: scope), &out) }
         return .normal
     }
 

@@ -1,0 +1,45 @@
+import AdapterCore
+
+extension Tensor {
+    /// This matrix re-encoded as `dtype` (q8_0 or q4_0, ggml's reference quantizers), row by row in parallel.
+    public func quantized(to dtype: DType, pool: ThreadPool = .shared) throws -> Tensor {
+        guard shape.count == 2 else { throw AdapterError.shape("only matrices can be quantized, got shape \(shape)") }
+        let rows = shape[0], cols = shape[1]
+        guard cols % dtype.blockSize == 0 else {
+            throw AdapterError.shape("cannot quantize a [\(rows), \(cols)] matrix to \(dtype.rawValue): \(cols) columns is not a multiple of \(dtype.blockSize)")
+        }
+        let out = Tensor(uninitialized: shape, dtype: dtype)
+        let inRow = self.dtype.byteCount(elements: cols), outRow = dtype.byteCount(elements: cols)
+        var failure: Error?
+        pool.parallelFor(rows, minChunk: 16) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { buf in
+                for i in r {
+                    convertToFloat(dtype: self.dtype, src: self.data + i * inRow, dst: buf.baseAddress!, count: cols)
+                    do { try quantize(dtype: dtype, src: buf.baseAddress!, dst: out.mutableData + i * outRow, count: cols) } catch { failure = error }
+                }
+            }
+        }
+        if let failure { throw failure }
+        return out
+    }
+}
+
+extension LlamaWeights {
+    /// The weights with every large matrix (attention, feed-forward, output; not the embedding table)
+    /// re-encoded as `dtype`; norms stay f32. Used by `--quantize` for f16/f32 checkpoints.
+    public func quantized(to dtype: DType) throws -> LlamaWeights {
+        guard [.q8_0, .q4_0, .q4_1].contains(dtype) else {
+            throw AdapterError.unsupported("--quantize supports q8_0, q4_0 and q4_1, not \(dtype.rawValue)")
+        }
+        var w = self
+        for i in w.layers.indices {
+            var l = w.layers[i]
+            l.wq = try l.wq.quantized(to: dtype); l.wk = try l.wk.quantized(to: dtype); l.wv = try l.wv.quantized(to: dtype)
+            l.wo = try l.wo.quantized(to: dtype); l.w1 = try l.w1.quantized(to: dtype); l.w2 = try l.w2.quantized(to: dtype)
+            l.w3 = try l.w3.quantized(to: dtype)
+            w.layers[i] = l
+        }
+        w.output = try output.quantized(to: dtype)
+        return w
+    }
+}
