@@ -473,7 +473,14 @@ FEATURES = {
 {{ messages[0].missing }}|{{ messages[0]['missing'] }}|{{ messages[0].missing is defined }} {{ messages[10] is defined }} {{ none.attr }}|{{ 'str'.nope }}|{{ [1, 2].count(1) }} {{ [1, 2].index(2) }} {{ dict(a=1, b='x') }} {{ namespace(a=1).a }} {{ range(3) | list }} {{ range(5, 0, -2) | list }}
 {% set j = joiner(' | ') %}{% for x in 'abc' %}{{ j() }}{{ x }}{% endfor %} {{ strftime_now('%Y') | length }} {{ messages | length > 2 }} {{ messages | selectattr('role', 'in', ['user', 'system']) | list | length }}
 {{ messages }}""",
+    "printf": r"""{{ '%s and %d' % ('a', 3) }} {{ '%5.2f|%-4d|%04d|%x|%#x|%o|%c|%r|%%' % (3.14159, 7, 42, 255, 255, 8, 65, 'q') }} {{ '%(a)s-%(b)s' % {'a': 1, 'b': 2} }} {{ 'abc' % {} }} {{ '%s' % messages[0].role }} {{ '%s' | format(messages | length) }} {{ '%s, %s' | format('x', 'y') }} {{ '%.2e %g %G' % (12345.678, 0.0001, 1e20) }} {{ '%+d % d %5s|%-5s|%.2s' % (5, 5, 'ab', 'cd', 'xyz') }} {{ '%d' % 3.9 }} {{ '%s' % undefined_i }}""",
+    "ranges_and_iterators": r"""{{ range(3) }} {{ range(1, 10, 2) }} {{ range(5)[1:3] }} {{ range(5)[::-1] }} {{ range(3) == range(0, 3) }} {{ range(3) == [0, 1, 2] }} {{ range(3) | list == [0, 1, 2] }} {{ 2 in range(3) }} {{ range(0) }} {{ range(10)[-1] }} {{ range(3).count(1) }} {{ range(3) | length }} {{ range(2, 8, 3) | join(',') }}
+{{ false | select | list }} {{ none | map('upper') | list }} {{ 0 | selectattr('x') | list }} {{ 'ab' | select | list }} {{ messages | selectattr('role', 'in', ['system']) | map(attribute='content') | first }} {% if [] | select %}a generator is truthy{% endif %}
+{{ 3 is callable }} {{ nothing is callable }} {{ 2.5 is odd }} {{ 3.0 is odd }} {{ '' | safe | length }} {{ 5 | safe ~ 1 }}""",
+    "loop_else_after_break": r"""{% for x in [1, 2] %}{{ x }}{% break %}{% else %}E{% endfor %}|{% for x in [1, 2] %}{{ x }}{% continue %}{% else %}E{% endfor %}|{% for x in [1, 2] %}{{ x }}{% if x == 1 %}{% continue %}{% endif %}{% else %}E{% endfor %}|{% for x in [1, 2] %}{{ x }}{% if x == 2 %}{% break %}{% endif %}{% else %}E{% endfor %}|{% for m in messages if m.role == 'tool' %}x{% else %}no tool{% endfor %}""",
     # Outcomes other than text.
+    "error_slice_none": r"""{% set n = none %}{{ n[1:] }}""",
+    "error_printf_arguments": r"""{{ '%s %s' % ('only one',) }}""",
     "error_raise": r"""{% for m in messages %}{% if m.role == 'assistant' %}{{ raise_exception('No assistant turns: "' ~ m.content[:5] ~ '"\nsecond line') }}{% endif %}{% endfor %}""",
     "error_undefined_attribute": r"""{{ messages[0].role }}{{ undefined_g.attribute }}""",
     "error_undefined_add": r"""{{ messages[0].missing + 'x' }}""",
