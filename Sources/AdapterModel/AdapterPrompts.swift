@@ -89,8 +89,9 @@ extension LlamaModel {
             let k = UnsafeMutablePointer<Float>.allocate(capacity: n * c.kvDim)
             let v = UnsafeMutablePointer<Float>.allocate(capacity: n * c.kvDim)
             src.withUnsafeBufferPointer { sp in
-                linearForward(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, T: n, pool: pool)
-                linearForward(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, T: n, pool: pool)
+                let through = ac.promptThroughExtras
+                linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, extras: through ? la.wk : nil, T: n)
+                linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, extras: through ? la.wv : nil, T: n)
             }
             let newGate = la.newGate ?? 1
             let gate = (0..<c.nHeads).map { h in la.gate.map { tanhf($0.floats[h]) * newGate } ?? 0 }

@@ -28,6 +28,10 @@ public struct AdapterConfig: Equatable, Sendable {
     public var wBias = false
     public var wLora = false
     public var loraRank = 16
+    /// True for the 65B chat release's naming (`wq_bias`, `wq_scale`): there the prompt's keys and values
+    /// also go through wk/wv's scales and biases (`forward_linear_with_scale_and_bias(adapter, self.wk, ...)`),
+    /// while the multimodal release uses the plain wk/wv.
+    public var promptThroughExtras = false
     /// Early fusion: visual prompts go into layers 0..<earlyLayers.
     public var fusion: FusionMode = .release
     public var earlyLayers = 0
@@ -137,8 +141,11 @@ public final class AdapterWeights: @unchecked Sendable {
         ac.vDepth = int("v_depth") ?? ac.vDepth
         ac.vNumHeads = int("v_num_heads") ?? ac.vNumHeads
         ac.vMlpRatio = cfg?["v_mlp_ratio"]?.doubleValue ?? ac.vMlpRatio
-        ac.queryLen = int("query_len") ?? ac.queryLen
-        ac.queryLayer = int("query_layer") ?? ac.queryLayer
+        // The 65B chat release calls them adapter_len / adapter_layer.
+        ac.queryLen = int("query_len") ?? int("adapter_len") ?? ac.queryLen
+        ac.queryLayer = int("query_layer") ?? int("adapter_layer") ?? ac.queryLayer
+        let explicitLength = int("query_len") != nil || int("adapter_len") != nil
+        let explicitLayers = int("query_layer") != nil || int("adapter_layer") != nil
         // Names: released files use `llama.layers...`; accept bare `layers...` too.
         func name(_ n: String) -> String? {
             if ckpt.contains(n) { return n }
@@ -162,10 +169,11 @@ public final class AdapterWeights: @unchecked Sendable {
             guard aq.shape.count == 2, aq.shape[1] == c.dim else {
                 throw AdapterError.shape("\(path): adapter expects dim \(aq.shape.last ?? 0) but the model has \(c.dim)")
             }
-            if cfg?["query_len"] == nil, cfg?["query_layer"] == nil, aq.shape[0] % ac.queryLen != 0 {
+            if !explicitLayers, let vq = try opt("visual_query.weight"), !explicitLength { ac.queryLen = vq.shape[0] }
+            if !explicitLayers, aq.shape[0] % ac.queryLen != 0 {
                 throw AdapterError.shape("\(path): adapter_query has \(aq.shape[0]) rows, not a multiple of query_len \(ac.queryLen)")
             }
-            if cfg?["query_layer"] == nil { ac.queryLayer = aq.shape[0] / ac.queryLen }
+            if !explicitLayers { ac.queryLayer = aq.shape[0] / ac.queryLen }
             guard aq.shape[0] == ac.queryLen * ac.queryLayer else {
                 throw AdapterError.shape("\(path): adapter_query has \(aq.shape[0]) rows but query_len \(ac.queryLen) × query_layer \(ac.queryLayer) = \(ac.queryLen * ac.queryLayer)")
             }
@@ -203,8 +211,12 @@ public final class AdapterWeights: @unchecked Sendable {
                     guard s.count == inp else { throw AdapterError.shape("\(path): \(p)\(module).\(short)_scale has \(s.count) values, expected \(inp)") }
                     l[keyPath: kp].scale = s
                     l[keyPath: kp].scaleOnInput = true
+                    ac.promptThroughExtras = true
                 }
-                if l[keyPath: kp].bias == nil, let b = try opt(p + module + "." + short + "_bias", [out]) { l[keyPath: kp].bias = b }
+                if l[keyPath: kp].bias == nil, let b = try opt(p + module + "." + short + "_bias", [out]) {
+                    l[keyPath: kp].bias = b
+                    ac.promptThroughExtras = true
+                }
                 if let a = try opt(p + module + ".lora_\(short)_l1.weight"), let b = try opt(p + module + ".lora_\(short)_l2.weight") {
                     guard a.shape.count == 2, b.shape.count == 2, a.shape[1] == inp, b.shape[0] == out, a.shape[0] == b.shape[1] else {
                         throw AdapterError.shape("\(path): LoRA \(p)\(short) has shapes \(a.shape), \(b.shape) for a [\(out), \(inp)] map")

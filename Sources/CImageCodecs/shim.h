@@ -54,7 +54,8 @@ struct ci_jpeg_error {
     struct jpeg_error_mgr pub;
     jmp_buf jump;
     ci_image *out;
-    int eof_is_fatal;
+    int in_header;
+    int eof_seen;
 };
 
 static void ci_jpeg_error_exit(j_common_ptr cinfo) {
@@ -66,15 +67,19 @@ static void ci_jpeg_error_exit(j_common_ptr cinfo) {
 }
 
 /// Warnings are silenced (cv2 prints them and carries on, and so do we: "extraneous bytes before
-/// marker" is common in camera files and harmless) except one: libjpeg's memory source reports a
-/// truncated file as a warning and pads it with a fake EOI, so cv2 returns an image whose missing
-/// rows are grey. We refuse that instead, unless every scanline was already read (a file that only
-/// lacks its final EOI marker still decodes).
+/// marker" is common in camera files and harmless) except truncation. At the end of the input,
+/// libjpeg's source managers warn (JWRN_JPEG_EOF) and insert a fake EOI marker; if the entropy
+/// decoder then still needs bits it warns again (JWRN_HIT_MARKER) and decodes zeros, so cv2.imread
+/// returns an image whose missing part is a grey/smeared band. We refuse exactly that pair, and an
+/// end of input inside the headers. A file that only lacks its final EOI marker (no missing
+/// entropy data) still decodes, to the same pixels as cv2.
 static void ci_jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
     struct ci_jpeg_error *err = (struct ci_jpeg_error *)cinfo->err;
     if (msg_level < 0) {
-        if (cinfo->err->msg_code == JWRN_JPEG_EOF && err->eof_is_fatal) {
-            snprintf(err->out->message, sizeof err->out->message, "truncated JPEG data");
+        int code = cinfo->err->msg_code;
+        if (code == JWRN_JPEG_EOF) err->eof_seen = 1;
+        if ((code == JWRN_JPEG_EOF && err->in_header) || (code == JWRN_HIT_MARKER && err->eof_seen)) {
+            snprintf(err->out->message, sizeof err->out->message, "file is truncated");
             longjmp(err->jump, 1);
         }
         cinfo->err->num_warnings++;
@@ -118,7 +123,7 @@ __attribute__((noinline)) static int ci_decode_jpeg(const unsigned char *data, u
     jerr.pub.emit_message = ci_jpeg_emit_message;
     jerr.pub.output_message = ci_jpeg_output_message;
     jerr.out = out;
-    jerr.eof_is_fatal = 1;
+    jerr.in_header = 1;
 
     if (setjmp(jerr.jump)) {
         jpeg_destroy_decompress(&cinfo);
@@ -136,6 +141,7 @@ __attribute__((noinline)) static int ci_decode_jpeg(const unsigned char *data, u
     jpeg_mem_src(&cinfo, data, size);
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
+    jerr.in_header = 0;
 
     out->width = cinfo.image_width;
     out->height = cinfo.image_height;
@@ -197,7 +203,6 @@ __attribute__((noinline)) static int ci_decode_jpeg(const unsigned char *data, u
             memcpy(dst, src, (size_t)w * 3);
         }
     }
-    jerr.eof_is_fatal = 0;
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     out->pixels = rgb;

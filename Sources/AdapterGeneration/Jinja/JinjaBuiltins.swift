@@ -1030,7 +1030,10 @@ enum JinjaBuiltins {
             let indentation: String
             switch p[0] ?? .int(4) {
             case .string(let s): indentation = s
-            case let w: indentation = String(repeating: " ", count: max(0, integer(w) ?? 4))
+            case let w:
+                let width = integer(w) ?? 4
+                guard width <= JinjaOperators.maxRepeatedLength else { throw JinjaFailure.unsupported("indent widths above \(JinjaOperators.maxRepeatedLength)") }
+                indentation = String(repeating: " ", count: max(0, width))
             }
             // `s += "\n"`: only a str works (an Undefined or a number raise).
             if case .undefined(let u) = value { throw JinjaFailure.runtime(u.hint) }
@@ -1146,9 +1149,12 @@ enum JinjaBuiltins {
             if method == "common", let i = integer(value) {
                 // round(int, n) stays an int; a negative n rounds to tens, hundreds, ... (half to even).
                 guard precision < 0 else { return .int(i) }
-                let scale = precision < -18 ? Int.max : Int(Foundation.pow(10.0, Double(-precision)))
-                let q = Double(i) / Double(scale)
-                return .int(Int(q.rounded(.toNearestOrEven)) * scale)
+                if precision < -18 { return .int(0) }
+                let scale = Int(Foundation.pow(10.0, Double(-precision)))
+                let q = (Double(i) / Double(scale)).rounded(.toNearestOrEven)
+                let (r, o) = Int(q).multipliedReportingOverflow(by: scale)
+                if o { throw JinjaFailure.unsupported("integer arithmetic beyond 64 bits") }
+                return .int(r)
             }
             guard let x = { () -> Double? in
                 switch value {
@@ -1166,6 +1172,9 @@ enum JinjaBuiltins {
                 // Python's round() is correctly rounded (half to even on the exact decimal value);
                 // parsing the decimal text keeps that for the precisions templates use.
                 if precision == 0 { return .double(x.rounded(.toNearestOrEven)) }
+                // A double has at most 17 significant digits (and 1074 fractional ones): beyond 330
+                // decimals rounding changes nothing.
+                if precision > 330 || !x.isFinite { return .double(x) }
                 let text = String(format: "%.\(max(0, precision))f", x)
                 return .double(Double(text) ?? (x * scale).rounded(.toNearestOrEven) / scale)
             }
@@ -1253,7 +1262,9 @@ enum JinjaJSON {
         switch indent {
         case nil, .none?: indentText = nil
         case .string(let s)?: indentText = s
-        case .int(let n)?: indentText = String(repeating: " ", count: max(0, n))
+        case .int(let n)?:
+            guard n <= 1000 else { throw JinjaFailure.unsupported("tojson indents above 1000") }
+            indentText = String(repeating: " ", count: max(0, n))
         case let other?: throw JinjaFailure.runtime("indent must be an int or a string, not \(JinjaPython.typeName(other))")
         }
         var itemSeparator = indentText == nil ? ", " : ","

@@ -17,6 +17,13 @@ struct JinjaParser {
     private var tagStack: [String] = []
     private var endTokenStack: [[String]] = []
     private var loopDepth = 0
+    /// An upper bound on the depth of the tree being built: one level per nested expression or block
+    /// and per link of an operator chain (`a + b + c` is two levels deep).
+    private var depth = 0
+
+    /// The interpreter recurses once per level of the tree, so deeper templates are refused rather than
+    /// risking the stack. jinja2 stops near here too (Python's recursion limit).
+    static let maxDepth = 200
 
     static func parse(_ source: String) throws -> [JinjaStmt] {
         var parser = JinjaParser(tokens: try JinjaLexer.tokenize(source))
@@ -36,6 +43,14 @@ struct JinjaParser {
         let token = tokens[index]
         if index < tokens.count - 1 { index += 1 }
         return token
+    }
+
+    private mutating func descend() throws {
+        depth += 1
+        if depth > Self.maxDepth {
+            throw JinjaFailure.unsupported("expressions or blocks nested deeper than \(Self.maxDepth) levels")
+                .located((current.line, current.column))
+        }
     }
 
     private func isName(_ token: JinjaToken, _ name: String) -> Bool { token.kind == .name && token.text == name }
@@ -105,6 +120,8 @@ struct JinjaParser {
 
     /// Parses `: %}` then a body up to one of `endTokens`, leaving the end tag's name as the current token.
     private mutating func parseStatements(_ endTokens: [String], dropNeedle: Bool = false) throws -> [JinjaStmt] {
+        try descend()
+        defer { depth -= 1 }
         _ = skipOp(":")
         try expect(.blockEnd, "end of statement block")
         let body = try subparse(endTokens)
@@ -337,12 +354,18 @@ struct JinjaParser {
     }
 
     private mutating func parseExpression(withConditional: Bool = true) throws -> JinjaExpr {
+        try descend()
+        defer { depth -= 1 }
         withConditional ? try parseConditional() : try parseOr()
     }
 
     private mutating func parseConditional() throws -> JinjaExpr {
         var expr = try parseOr()
+        var links = 0
+        defer { depth -= links }
         while skipName("if") {
+            try descend()
+            links += 1
             let test = try parseOr()
             let otherwise: JinjaExpr? = skipName("else") ? try parseConditional() : nil
             expr = .conditional(test: test, then: expr, otherwise: otherwise)
@@ -352,18 +375,34 @@ struct JinjaParser {
 
     private mutating func parseOr() throws -> JinjaExpr {
         var left = try parseAnd()
-        while skipName("or") { left = .or(left, try parseAnd()) }
+        var links = 0
+        defer { depth -= links }
+        while skipName("or") {
+            try descend()
+            links += 1
+            left = .or(left, try parseAnd())
+        }
         return left
     }
 
     private mutating func parseAnd() throws -> JinjaExpr {
         var left = try parseNot()
-        while skipName("and") { left = .and(left, try parseNot()) }
+        var links = 0
+        defer { depth -= links }
+        while skipName("and") {
+            try descend()
+            links += 1
+            left = .and(left, try parseNot())
+        }
         return left
     }
 
     private mutating func parseNot() throws -> JinjaExpr {
-        if skipName("not") { return .not(try parseNot()) }
+        if skipName("not") {
+            try descend()
+            defer { depth -= 1 }
+            return .not(try parseNot())
+        }
         return try parseCompare()
     }
 
@@ -388,7 +427,11 @@ struct JinjaParser {
 
     private mutating func parseMath1() throws -> JinjaExpr {
         var left = try parseConcat()
+        var links = 0
+        defer { depth -= links }
         while current.kind == .op, current.text == "+" || current.text == "-" {
+            try descend()
+            links += 1
             let op: JinjaBinaryOperator = advance().text == "+" ? .add : .sub
             left = .binary(op, left, try parseConcat())
         }
@@ -403,8 +446,12 @@ struct JinjaParser {
 
     private mutating func parseMath2() throws -> JinjaExpr {
         var left = try parsePow()
+        var links = 0
+        defer { depth -= links }
         while current.kind == .op, let op = JinjaBinaryOperator(rawValue: current.text),
               [.mul, .div, .floorDiv, .mod].contains(op) {
+            try descend()
+            links += 1
             advance()
             left = .binary(op, left, try parsePow())
         }
@@ -413,12 +460,20 @@ struct JinjaParser {
 
     private mutating func parsePow() throws -> JinjaExpr {
         var left = try parseUnary()
-        while skipOp("**") { left = .binary(.pow, left, try parseUnary()) }
+        var links = 0
+        defer { depth -= links }
+        while skipOp("**") {
+            try descend()
+            links += 1
+            left = .binary(.pow, left, try parseUnary())
+        }
         return left
     }
 
     private mutating func parseUnary(withFilter: Bool = true) throws -> JinjaExpr {
         var node: JinjaExpr
+        try descend()
+        defer { depth -= 1 }
         if skipOp("-") {
             node = .negative(try parseUnary(withFilter: false))
         } else if skipOp("+") {
@@ -487,7 +542,11 @@ struct JinjaParser {
 
     private mutating func parsePostfix(_ start: JinjaExpr) throws -> JinjaExpr {
         var node = start
+        var links = 0
+        defer { depth -= links }
         while true {
+            try descend()
+            links += 1
             if isOp(current, ".") || isOp(current, "[") {
                 node = try parseSubscript(node)
             } else if isOp(current, "(") {
@@ -501,7 +560,11 @@ struct JinjaParser {
 
     private mutating func parseFilterExpression(_ start: JinjaExpr) throws -> JinjaExpr {
         var node = start
+        var links = 0
+        defer { depth -= links }
         while true {
+            try descend()
+            links += 1
             if isOp(current, "|") {
                 node = try parseFilter(node)!
             } else if isName(current, "is") {
@@ -580,7 +643,11 @@ struct JinjaParser {
     private mutating func parseFilter(_ input: JinjaExpr?, startInline: Bool = false) throws -> JinjaExpr? {
         var node = input
         var inline = startInline
+        var links = 0
+        defer { depth -= links }
         while isOp(current, "|") || inline {
+            try descend()
+            links += 1
             if !inline { advance() }
             inline = false
             let token = try expectName()

@@ -78,17 +78,20 @@ enum JinjaPrintf {
                 }
                 var n: Int?
                 while let p = peek(), p.value >= 48, p.value <= 57 {
-                    n = (n ?? 0) * 10 + Int(p.value - 48)
+                    n = min((n ?? 0) * 10 + Int(p.value - 48), Int.max / 100)
                     i += 1
                 }
                 return n
             }
             var width = try number() ?? 0
-            if width < 0 { minus = true; width = -width }
+            if width < 0 { minus = true; width = width == .min ? .max : -width }
             var precision: Int?
             if peek() == "." {
                 i += 1
                 precision = max(0, try number() ?? 0)
+            }
+            if width > JinjaOperators.maxRepeatedLength || (precision ?? 0) > 1000 {
+                throw JinjaFailure.unsupported("printf widths above \(JinjaOperators.maxRepeatedLength) or precisions above 1000")
             }
             while let p = peek(), p == "h" || p == "l" || p == "L" { i += 1 }
             guard let type = peek() else { throw JinjaFailure.runtime("incomplete format") }

@@ -83,10 +83,16 @@ struct JinjaRange: Equatable {
     var step: Int
 
     var count: Int {
-        step > 0 ? max(0, (stop - start + step - 1) / step) : max(0, (start - stop - step - 1) / -step)
+        // The distance as an unsigned number never overflows; the count is clamped to Int.max.
+        let (low, high) = step > 0 ? (start, stop) : (stop, start)
+        guard low < high else { return 0 }
+        let distance = UInt(bitPattern: high &- low)
+        let n = (distance - 1) / step.magnitude + 1
+        return n > UInt(Int.max) ? Int.max : Int(n)
     }
 
-    subscript(i: Int) -> Int { start + i * step }
+    /// Wrapping, so slicing a range near Int.max cannot trap (Python would use big integers).
+    subscript(i: Int) -> Int { start &+ i &* step }
 
     var items: [JinjaValue] { (0..<count).map { .int(self[$0]) } }
 }
