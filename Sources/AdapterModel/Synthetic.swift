@@ -21,47 +21,42 @@ public enum ModelPreset: String, CaseIterable, Sendable {
 extension LlamaWeights {
     /// Weights of the right shapes filled with small pseudo-random values in `dtype` (f32, f16 or bf16).
     /// A 64K-value random block is tiled, which is enough for speed and memory measurements.
-    public static func synthetic(config c: LlamaConfig, dtype: DType = .f16, seed: UInt64 = 1) -> LlamaWeights {
-        var state = seed | 1
-        var block = [Float](repeating: 0, count: 65536)
-        for i in block.indices {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17
-            block[i] = (Float(state % 20001) / 10000 - 1) * 0.04
-        }
-        var half = [UInt16](repeating: 0, count: block.count)
-        block.withUnsafeBufferPointer { b in half.withUnsafeMutableBufferPointer { h in
-            convertToHalf(src: b.baseAddress!, dst: h.baseAddress!, count: b.count)
-        } }
-        func make(_ shape: [Int], _ dt: DType) -> Tensor {
-            let count = shape.reduce(1, *)
-            let t = Tensor(uninitialized: shape, dtype: dt)
-            var done = 0
-            while done < count {
-                let n = min(block.count, count - done)
-                switch dt {
-                case .f32:
-                    block.withUnsafeBufferPointer { (t.mutableData + done * 4).copyMemory(from: $0.baseAddress!, byteCount: n * 4) }
-                case .f16:
-                    half.withUnsafeBufferPointer { (t.mutableData + done * 2).copyMemory(from: $0.baseAddress!, byteCount: n * 2) }
-                case .bf16:
-                    let p = (t.mutableData + done * 2).assumingMemoryBound(to: UInt16.self)
-                    for i in 0..<n { p[i] = UInt16(truncatingIfNeeded: block[i].bitPattern >> 16) }
-                default:
-                    fatalError("synthetic weights support f32, f16 and bf16")
-                }
-                done += n
-            }
-            return t
-        }
-        func norm() -> Tensor { Tensor([Float](repeating: 1, count: c.dim), shape: [c.dim]) }
+    public static func synthetic(config c: LlamaConfig, dtype: DType = .f16) -> LlamaWeights {
+        func make(_ shape: [Int]) -> Tensor { SyntheticTensors.make(shape, dtype) }
+        func norm() -> Tensor { SyntheticTensors.constant(c.dim, 1) }
         let layers = (0..<c.nLayers).map { _ in
-            LlamaLayerWeights(attentionNorm: norm(), wq: make([c.dim, c.dim], dtype), wk: make([c.kvDim, c.dim], dtype),
-                              wv: make([c.kvDim, c.dim], dtype), wo: make([c.dim, c.dim], dtype), ffnNorm: norm(),
-                              w1: make([c.hiddenDim, c.dim], dtype), w2: make([c.dim, c.hiddenDim], dtype),
-                              w3: make([c.hiddenDim, c.dim], dtype))
+            LlamaLayerWeights(attentionNorm: norm(), wq: make([c.dim, c.dim]), wk: make([c.kvDim, c.dim]),
+                              wv: make([c.kvDim, c.dim]), wo: make([c.dim, c.dim]), ffnNorm: norm(),
+                              w1: make([c.hiddenDim, c.dim]), w2: make([c.dim, c.hiddenDim]), w3: make([c.hiddenDim, c.dim]))
         }
-        let emb = make([c.vocabSize, c.dim], dtype)
-        return LlamaWeights(tokEmbeddings: emb, layers: layers, norm: norm(),
-                            output: c.tiedEmbeddings ? emb : make([c.vocabSize, c.dim], dtype))
+        let emb = make([c.vocabSize, c.dim])
+        return LlamaWeights(tokEmbeddings: emb, layers: layers, norm: norm(), output: c.tiedEmbeddings ? emb : make([c.vocabSize, c.dim]))
+    }
+}
+
+extension AdapterWeights {
+    /// A BIAS-style adapter with made-up values for a model of shape `c` (biases on wq/wo/w1/w2/w3, trained
+    /// norms, gates, `queryLen` × `queryLayer` prompts), for measuring the adapter's decode overhead.
+    public static func syntheticBias(config c: LlamaConfig, queryLen: Int = 10, queryLayer: Int? = nil) -> AdapterWeights {
+        var ac = AdapterConfig()
+        ac.wBias = true
+        ac.queryLen = queryLen
+        ac.queryLayer = queryLayer ?? max(1, c.nLayers - 1)
+        let layers = (0..<c.nLayers).map { _ -> LayerAdapter in
+            var l = LayerAdapter()
+            l.wq.bias = SyntheticTensors.constant(c.dim, 0.01)
+            l.wo.bias = SyntheticTensors.constant(c.dim, 0.01)
+            l.w1.bias = SyntheticTensors.constant(c.hiddenDim, 0.01)
+            l.w2.bias = SyntheticTensors.constant(c.dim, 0.01)
+            l.w3.bias = SyntheticTensors.constant(c.hiddenDim, 0.01)
+            l.attentionNorm = SyntheticTensors.constant(c.dim, 1)
+            l.ffnNorm = SyntheticTensors.constant(c.dim, 1)
+            l.gate = SyntheticTensors.constant(c.nHeads, 0.1)
+            return l
+        }
+        let a = AdapterWeights(config: ac, layers: layers, path: "<synthetic>", kind: "BIAS")
+        a.adapterQuery = SyntheticTensors.make([ac.queryLen * ac.queryLayer, c.dim], .f32)
+        a.norm = SyntheticTensors.constant(c.dim, 1)
+        return a
     }
 }

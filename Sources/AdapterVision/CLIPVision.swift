@@ -209,3 +209,26 @@ public func clipEncodeImage(_ w: CLIPVisionWeights, image: Tensor, pool: ThreadP
     linearForward(out: out.floats, inp: xp, weight: proj, T: T, pool: pool)
     return out
 }
+
+extension CLIPVisionWeights {
+    /// Made-up weights of a CLIP ViT shape (default ViT-L/14 at 224 px, f16 matrices as OpenAI ships them),
+    /// for the image-encode benchmark.
+    public static func synthetic(width: Int = 1024, layers: Int = 24, patch: Int = 14, imageSize: Int = 224,
+                                 outputDim: Int = 768, dtype: DType = .f16) -> CLIPVisionWeights {
+        let g = imageSize / patch
+        func norm() -> Tensor { SyntheticTensors.constant(width, 1) }
+        func bias(_ n: Int) -> Tensor { SyntheticTensors.constant(n, 0.01) }
+        let blocks = (0..<layers).map { _ in
+            EncoderBlockWeights(ln1Weight: norm(), ln1Bias: bias(width), qkvWeight: SyntheticTensors.make([3 * width, width], dtype),
+                                qkvBias: bias(3 * width), projWeight: SyntheticTensors.make([width, width], dtype), projBias: bias(width),
+                                ln2Weight: norm(), ln2Bias: bias(width), fc1Weight: SyntheticTensors.make([4 * width, width], dtype),
+                                fc1Bias: bias(4 * width), fc2Weight: SyntheticTensors.make([width, 4 * width], dtype), fc2Bias: bias(width),
+                                heads: max(1, width / 64), activation: .quickGelu)
+        }
+        return CLIPVisionWeights(patchEmbedding: SyntheticTensors.make([width, 3 * patch * patch], dtype),
+                                 classEmbedding: SyntheticTensors.make([width], .f32),
+                                 positionalEmbedding: SyntheticTensors.make([g * g + 1, width], .f32),
+                                 lnPreWeight: norm(), lnPreBias: bias(width), blocks: blocks, lnPostWeight: norm(), lnPostBias: bias(width),
+                                 projection: SyntheticTensors.make([outputDim, width], .f32), patchSize: patch, imageSize: imageSize)
+    }
+}

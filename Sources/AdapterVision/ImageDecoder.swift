@@ -18,7 +18,10 @@ import Foundation
 /// - The EXIF orientation tag is applied for both JPEG (first APP1 segment) and PNG (eXIf chunk).
 ///
 /// Differences, on purpose: images over `maximumPixelCount` are refused before any pixel memory is
-/// allocated, and a truncated JPEG is an error (cv2 pads the missing rows with grey and returns it).
+/// allocated; a JPEG whose entropy data is cut short is an error (cv2.imread prints "Premature end
+/// of JPEG file" and returns the image with the missing part grey), while one that lacks only its
+/// final EOI marker decodes to cv2's pixels; a progressive JPEG may have at most 1000 scans. Other
+/// libjpeg warnings (corrupt data) are ignored as cv2 ignores them, so such files give cv2's pixels.
 /// Every failure is a one-line `AdapterError` naming the file; malformed input never traps.
 public enum ImageDecoder {
     /// Default pixel limit: 8192 x 8192 (64 Mi pixels, 192 MiB decoded). Larger images are refused

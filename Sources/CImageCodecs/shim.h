@@ -106,8 +106,8 @@ static void ci_jpeg_progress(j_common_ptr cinfo) {
 /// OpenCV's icvCvt_CMYK2BGR_8u_C4C3R (c' = k - ((255 - c) * k >> 8), no division by 255).
 /// The EXIF block is the first APP1 marker after its first 6 bytes, without checking for "Exif\0\0",
 /// because that is what OpenCV parses. EXIF orientation is applied by the caller.
-__attribute__((noinline)) static int ci_decode_jpeg(const unsigned char *data, unsigned long size,
-                                                    unsigned long long max_pixels, ci_image *out) {
+static inline __attribute__((noinline)) int ci_decode_jpeg(const unsigned char *data, unsigned long size,
+                                                           unsigned long long max_pixels, ci_image *out) {
     struct jpeg_decompress_struct cinfo;
     struct ci_jpeg_error jerr;
     struct jpeg_progress_mgr progress;
@@ -248,8 +248,8 @@ static void ci_png_read(png_structp png, png_bytep dst, size_t length) {
 /// png_set_expand_gray_1_2_4_to_8, png_set_gray_to_rgb, interlace handling, no gamma handling.
 /// png_read_end is called, so a file without IEND fails as it does in cv2. The EXIF block is the
 /// eXIf chunk, looked up in the main info and then in the end info (cv2 honours both).
-__attribute__((noinline)) static int ci_decode_png(const unsigned char *data, size_t size,
-                                                   unsigned long long max_pixels, ci_image *out) {
+static inline __attribute__((noinline)) int ci_decode_png(const unsigned char *data, size_t size,
+                                                          unsigned long long max_pixels, ci_image *out) {
     struct ci_png_source src;
     png_structp png = NULL;
     png_infop info = NULL, end_info = NULL;

@@ -2,14 +2,21 @@ import ArgumentParser
 import Foundation
 import AdapterCore
 import AdapterModel
+import AdapterVision
 
 /// `llama-adapter bench`: speed and memory on synthetic weights, printed as one JSON object.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure prefill and decode speed, peak memory and the memory-bandwidth bound (JSON).")
 
-    @Option(help: "Model shape: tiny, smollm2 or 7b (synthetic weights).")
+    @Option(help: "Shape with synthetic weights: tiny, smollm2, 7b (language model) or clip-l14 (image encoder).")
     var preset: String = "tiny"
+
+    @Flag(name: .customLong("adapter-bias"), help: "Also decode with a synthetic BIAS adapter (10-token prompts in all but the first layer) and report the ratio.")
+    var adapterBias = false
+
+    @Option(help: "Repetitions for timings (the best run is reported).")
+    var repeats: Int = 1
 
     @Option(help: "Benchmark a real model (official folder, Hugging Face folder or .gguf) instead of a preset.")
     var model: String?
@@ -50,6 +57,36 @@ struct Bench: ParsableCommand {
         var decode_bound_tokens_per_s: Double
         var decode_fraction_of_bound: Double
         var peak_rss_mb: Double
+        var adapter_decode_tokens_per_s: Double?
+        var adapter_decode_ratio: Double?
+    }
+
+    struct ImageReport: Encodable {
+        var preset: String
+        var threads: Int
+        var simd: String
+        var tokens: Int
+        var width: Int
+        var layers: Int
+        var image_encode_ms: Double
+        var image_encode_ms_runs: [Double]
+        var peak_rss_mb: Double
+    }
+
+    /// Image-encode benchmark: one 224x224 image through a synthetic CLIP ViT-L/14 (f16 weights).
+    func runImageBench(pool: ThreadPool) throws {
+        let clip = CLIPVisionWeights.synthetic()
+        let image = SyntheticTensors.make([3, 224, 224], .f32)
+        _ = try clipEncodeImage(clip, image: image, pool: pool)
+        var runs: [Double] = []
+        for _ in 0..<max(1, repeats) {
+            let t0 = Measure.now()
+            _ = try clipEncodeImage(clip, image: image, pool: pool)
+            runs.append((Measure.now() - t0) * 1000)
+        }
+        try printJSON(ImageReport(preset: preset, threads: pool.activeThreadCount, simd: simdLevel, tokens: clip.tokenCount,
+                                  width: clip.width, layers: clip.blocks.count, image_encode_ms: runs.min()!,
+                                  image_encode_ms_runs: runs, peak_rss_mb: Double(Measure.peakResidentBytes()) / 1_048_576))
     }
 
     func run() throws {
@@ -64,6 +101,7 @@ struct Bench: ParsableCommand {
             guard threads >= 1 else { throw AdapterError.invalidArgument("--threads must be at least 1") }
             pool.setActiveThreads(threads)
         }
+        if preset == "clip-l14" && model == nil { return try runImageBench(pool: pool) }
         let longest = promptTokens.max()! + decodeTokens + 1
         let bandwidth = Measure.readBandwidth(pool: pool)
         let t0 = Measure.now()
@@ -106,6 +144,20 @@ struct Bench: ParsableCommand {
             logits = try llama.forwardLogits(tokens: [next], cache: cache)
         }
         let decode = Measure.now() - td
+        var adapterRate: Double?
+        if adapterBias {
+            try llama.attach(adapter: AdapterWeights.syntheticBias(config: config))
+            let c2 = llama.makeCache(capacity: longest)
+            c2.prompts = try llama.makePrompts(visualQuery: nil)
+            logits = try llama.forwardLogits(tokens: Array(0..<promptTokens[0]).map { ($0 * 7919 + 13) % config.vocabSize }, cache: c2)
+            let ta = Measure.now()
+            for _ in 0..<decodeTokens {
+                var next = 0
+                for i in logits.indices where logits[i] > logits[next] { next = i }
+                logits = try llama.forwardLogits(tokens: [next], cache: c2)
+            }
+            adapterRate = Double(decodeTokens) / (Measure.now() - ta)
+        }
         let bytes = llama.weights.bytesPerToken
         let bound = bandwidth / Double(bytes)
         let decodeRate = Double(decodeTokens) / decode
@@ -116,6 +168,7 @@ struct Bench: ParsableCommand {
             decode_tokens_per_s: decodeRate, decode_ms_per_token: 1000 / decodeRate,
             read_bandwidth_gb_s: bandwidth / 1e9, decode_bound_tokens_per_s: bound,
             decode_fraction_of_bound: decodeRate / bound,
-            peak_rss_mb: Double(Measure.peakResidentBytes()) / 1_048_576))
+            peak_rss_mb: Double(Measure.peakResidentBytes()) / 1_048_576,
+            adapter_decode_tokens_per_s: adapterRate, adapter_decode_ratio: adapterRate.map { $0 / decodeRate }))
     }
 }

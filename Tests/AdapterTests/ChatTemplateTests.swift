@@ -307,8 +307,28 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     func testRunawayMacroRecursionIsAnErrorNotACrash() throws {
-        let e = try XCTUnwrap(error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"))
-        XCTAssertEqual(e.kind, .runtime)
+        XCTAssertEqual(error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")?.kind, .runtime)
+        // Recursion through a deep body is bounded by the total depth, not only the call count.
+        let deepBody = "{% macro f(n) %}" + String(repeating: "{% if true %}", count: 40) + "{{ f(n - 1) if n > 0 else 1 + 1 }}"
+            + String(repeating: "{% endif %}", count: 40) + "{% endmacro %}{{ f(60) }}"
+        XCTAssertEqual(error(deepBody)?.kind, .runtime)
+        XCTAssertEqual(try render("{% macro f(n) %}{{ n }}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(5) }}"), "543210")
+    }
+
+    func testPathologicalNestingIsRefusedInsteadOfOverflowingTheStack() throws {
+        let deep = [
+            "{{ " + String(repeating: "(", count: 5_000) + "1" + String(repeating: ")", count: 5_000) + " }}",
+            "{{ " + Array(repeating: "1", count: 5_000).joined(separator: " + ") + " }}",
+            "{{ " + String(repeating: "not ", count: 5_000) + "1 }}",
+            "{{ 'x'" + String(repeating: " | trim", count: 5_000) + " }}",
+            String(repeating: "{% if true %}", count: 5_000) + String(repeating: "{% endif %}", count: 5_000),
+        ]
+        for source in deep {
+            XCTAssertEqual(error(source)?.kind, .unsupported)
+        }
+        // Depths that real templates reach are fine.
+        XCTAssertEqual(try render("{{ " + Array(repeating: "1", count: 40).joined(separator: " + ") + " }}"), "40")
+        XCTAssertEqual(try render(String(repeating: "{% for i in [1] %}", count: 30) + "{{ i }}" + String(repeating: "{% endfor %}", count: 30)), "1")
     }
 
     func testChatMessageIsCodable() throws {

@@ -35,9 +35,20 @@ final class JinjaInterpreter {
 
     /// Deeper macro recursion than this is an error rather than a stack overflow.
     static let maxCallDepth = 64
+    /// Nested statements and expressions being evaluated at once (macro recursion multiplies the
+    /// template's own depth). Python's recursion limit stops jinja2 in the same region.
+    static let maxActiveDepth = 400
 
     private var closures: [MacroClosure] = []
     private var callDepth = 0
+    private var activeDepth = 0
+
+    private func enter() throws {
+        activeDepth += 1
+        if activeDepth > Self.maxActiveDepth {
+            throw JinjaFailure.runtime("maximum recursion depth exceeded while rendering")
+        }
+    }
 
     func render(_ program: [JinjaStmt], scope: JinjaScope) throws -> String {
         defer {
@@ -68,6 +79,8 @@ final class JinjaInterpreter {
     }
 
     private func execute(_ statement: JinjaStmt, _ scope: JinjaScope, _ out: inout String) throws -> Flow {
+        try enter()
+        defer { activeDepth -= 1 }
         switch statement {
         case .text(let text):
             out += text
@@ -201,6 +214,8 @@ final class JinjaInterpreter {
     // MARK: Expressions
 
     func evaluate(_ expr: JinjaExpr, _ scope: JinjaScope) throws -> JinjaValue {
+        try enter()
+        defer { activeDepth -= 1 }
         switch expr {
         case .literal(let literal):
             switch literal {

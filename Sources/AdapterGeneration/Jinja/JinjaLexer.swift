@@ -482,11 +482,3 @@ struct JinjaLexer {
         return String(out)
     }
 }
-
-extension JinjaFailure {
-    func located(_ location: (line: Int, column: Int)) -> JinjaFailure {
-        var copy = self
-        if copy.line == nil { copy.line = location.line; copy.column = location.column }
-        return copy
-    }
-}

@@ -22,8 +22,8 @@ struct JinjaParser {
     private var depth = 0
 
     /// The interpreter recurses once per level of the tree, so deeper templates are refused rather than
-    /// risking the stack. jinja2 stops near here too (Python's recursion limit).
-    static let maxDepth = 200
+    /// risking the stack (debug builds use about 5 KB per level). Real templates need about 20.
+    static let maxDepth = 100
 
     static func parse(_ source: String) throws -> [JinjaStmt] {
         var parser = JinjaParser(tokens: try JinjaLexer.tokenize(source))
@@ -356,7 +356,7 @@ struct JinjaParser {
     private mutating func parseExpression(withConditional: Bool = true) throws -> JinjaExpr {
         try descend()
         defer { depth -= 1 }
-        withConditional ? try parseConditional() : try parseOr()
+        return withConditional ? try parseConditional() : try parseOr()
     }
 
     private mutating func parseConditional() throws -> JinjaExpr {

@@ -189,6 +189,13 @@ struct JinjaFailure: Error {
     static func syntax(_ message: String, line: Int, column: Int) -> JinjaFailure {
         JinjaFailure(kind: .syntax, message: message, line: line, column: column)
     }
+
+    /// The failure with a position, unless it already has one (the innermost position wins).
+    func located(_ location: (line: Int, column: Int)) -> JinjaFailure {
+        var copy = self
+        if copy.line == nil { copy.line = location.line; copy.column = location.column }
+        return copy
+    }
 }
 
 // MARK: - Python semantics
