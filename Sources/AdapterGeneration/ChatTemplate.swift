@@ -43,19 +43,20 @@ public struct ChatTemplateError: Error, CustomStringConvertible, Equatable, Send
         self.column = column
     }
 
-    /// One line, without the leading "error:" the CLI adds.
+    /// One line, written to follow a "chat template: " prefix: "syntax error at line 3, column 10:
+    /// unexpected '}'", "raise_exception: Conversation roles must alternate ...".
     public var description: String {
         let text = message.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n")
         let place = line.map { l in column.map { "line \(l), column \($0)" } ?? "line \(l)" }
         switch kind {
         case .syntax:
-            return "chat template syntax error" + (place.map { " at \($0)" } ?? "") + ": " + text
+            return "syntax error" + (place.map { " at \($0)" } ?? "") + ": " + text
         case .raised:
-            return "chat template raised an exception: " + text
+            return "raise_exception: " + text
         case .unsupported:
-            return "chat template uses an unsupported Jinja feature: " + text + (place.map { " (\($0))" } ?? "")
+            return "unsupported Jinja feature: " + text + (place.map { " (\($0))" } ?? "")
         case .runtime:
-            return "chat template error" + (place.map { " at \($0)" } ?? "") + ": " + text
+            return "error" + (place.map { " at \($0)" } ?? "") + ": " + text
         }
     }
 

@@ -17,8 +17,12 @@
 ///   intermediate (so the horizontal result is rounded before the vertical pass), then vertical.
 ///   A pass whose size does not change is skipped; if neither changes the image is copied.
 ///
-/// Newer Pillow (after 2026-04, commit 4ef0ac6, per FACTS.md 4.2) runs the vertical pass first when
-/// the image is more than 100 times taller than wide; 9.4 is always horizontal-first, and so is this.
+/// Newer Pillow changes the pass order for tall images: PR #9524 (2026-04, in Python) resizes
+/// vertically first when the image is more than 100 times taller than wide, and PR #9549 (a C rule:
+/// vertical first when the height shrinks much more than the width) refines it. The order changes
+/// the 8-bit rounding in between, so outputs differ by a level here and there for such images.
+/// Pillow 9.4 is always horizontal-first, and so is this (the official stack pins no Pillow version;
+/// 9.4 is what the reference machine has, and the change only touches extreme aspect ratios).
 public enum PillowResample {
     /// Pillow's `PRECISION_BITS`: 32 - 8 (result) - 2 (headroom for negative lobes and overshoot).
     static let precisionBits: Int32 = 22

@@ -203,7 +203,13 @@ static inline __attribute__((noinline)) int ci_decode_jpeg(const unsigned char *
             memcpy(dst, src, (size_t)w * 3);
         }
     }
-    jpeg_finish_decompress(&cinfo);
+    // OpenCV sets its result to true before jpeg_finish_decompress, so an error while reading the
+    // rest of the file to EOI (a bad marker after the last scan) still returns the image. Same here:
+    // every pixel has been written, so such an error only ends the reading.
+    if (setjmp(jerr.jump) == 0) {
+        jpeg_finish_decompress(&cinfo);
+    }
+    out->message[0] = 0;
     jpeg_destroy_decompress(&cinfo);
     out->pixels = rgb;
     out->width = w;

@@ -265,7 +265,7 @@ final class ChatTemplateTests: XCTestCase {
                                     [ChatMessage(role: "assistant", content: "x")]))
         XCTAssertEqual(e.kind, .raised)
         XCTAssertEqual(e.message, "Roles must alternate\n!")
-        XCTAssertEqual(e.description, "chat template raised an exception: Roles must alternate\\n!")
+        XCTAssertEqual(e.description, "raise_exception: Roles must alternate\\n!")
     }
 
     func testSyntaxErrorsNameTheirLineAndColumn() throws {
@@ -273,7 +273,7 @@ final class ChatTemplateTests: XCTestCase {
         XCTAssertEqual(e.kind, .syntax)
         XCTAssertEqual(e.line, 3)
         XCTAssertEqual(e.column, 10)
-        XCTAssertEqual(e.description, "chat template syntax error at line 3, column 10: unexpected 'end of print statement'")
+        XCTAssertEqual(e.description, "syntax error at line 3, column 10: unexpected 'end of print statement'")
         let unclosed = try XCTUnwrap(error("{% for m in messages %}{{ m }}"))
         XCTAssertEqual(unclosed.kind, .syntax)
         XCTAssertTrue(unclosed.message.hasPrefix("Unexpected end of template."), unclosed.message)

@@ -18,7 +18,8 @@ Writes Tests/Fixtures/images/ (about 1.5 MB):
   expected.json         per image: cv2-decoded size, CRC-32 of the decoded BGR bytes, per-channel sums,
                         sampled pixels; Pillow resize cases (CRC-32 of the output, samples); CLIP
                         tensors (CRC-32 of the float32 bytes, CRC-32 of the 8-bit crop, resized size,
-                        crop offsets, sampled values, mean, mean |x|)
+                        crop offsets, sampled values, mean, mean |x|); EXIF orientation cases (APP1
+                        payloads in hex inserted after SOI of progressive.jpg, and cv2's result)
   photo_bgr.npy         full (3, 224, 224) float32 tensor for photo.jpg (official BGR order)
   rgba_bgr.npy          full (3, 224, 224) float32 tensor for rgba.png
   palette_decoded.npy   cv2.imread output (uint8, H x W x 3, BGR) of palette.png
@@ -98,6 +99,27 @@ def smooth_rgb(h, w, seed, noise=0.0):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def write_interlaced_png(path, rgb):
+    """An 8-bit RGB PNG with Adam7 interlacing; every reduced-image row uses filter type 0."""
+    h, w, _ = rgb.shape
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = rgb[y0::dy, x0::dx]
+        if sub.shape[0] == 0 or sub.shape[1] == 0:
+            continue
+        raw += b"".join(b"\0" + row.tobytes() for row in sub)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1))
+    png += chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(png)
+    assert np.array_equal(np.array(Image.open(path)), rgb), "interlaced PNG round trip"
+
+
 def make_images():
     os.makedirs(OUT, exist_ok=True)
     files = {}
@@ -145,6 +167,9 @@ def make_images():
     exif8 = Image.Exif()
     exif8[0x0112] = 8
     Image.fromarray(smooth_rgb(20, 30, 15)).save(os.path.join(OUT, "exif8.png"), exif=exif8.tobytes())
+
+    # Adam7-interlaced PNG (neither PIL nor cv2 writes one): encoded by hand below.
+    write_interlaced_png(os.path.join(OUT, "interlaced.png"), smooth_rgb(27, 33, 17, noise=10))
 
     # Source for the resampler cases: noise is the hardest case for bit-exactness.
     noise = np.random.default_rng(16).integers(0, 256, (83, 97, 3), dtype=np.uint8)
@@ -290,7 +315,7 @@ def main():
     check_decoder_facts()
 
     decode_files = ["photo.jpg", "rgba.png", "gray.png", "palette.png", "rgb16.png", "tiny.png", "exif6.jpg",
-                    "gray.jpg", "cmyk.jpg", "progressive.jpg", "la.png", "gray16.png", "bilevel.png", "exif8.png",
+                    "gray.jpg", "cmyk.jpg", "progressive.jpg", "la.png", "gray16.png", "bilevel.png", "exif8.png", "interlaced.png",
                     "resize_src.png"]
     decode = [decode_case(f, 10 + i) for i, f in enumerate(decode_files)]
     np.save(os.path.join(OUT, "palette_decoded.npy"), cv2.imread(os.path.join(OUT, "palette.png")))
