@@ -19,17 +19,7 @@ struct Chat: ParsableCommand {
     @Option(help: "System message (chat template only).")
     var system: String?
 
-    @Option(help: "Sampling temperature; 0 is greedy.")
-    var temperature: Float = 0.1
-
-    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass.")
-    var topP: Float = 0.75
-
-    @Option(name: .customLong("top-k"), help: "Keep only the k most likely tokens; 0 disables.")
-    var topK: Int = 0
-
-    @Option(help: "Random seed.")
-    var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingOptions
 
     @Option(name: .customLong("max-new-tokens"), help: "Maximum tokens per answer.")
     var maxNewTokens: Int = 512
@@ -85,10 +75,10 @@ struct Chat: ParsableCommand {
                 messages.removeLast()
                 continue
             }
-            let sampling = SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed &+ turn)
+            let parameters = sampling.parameters(turn: turn)
             turn += 1
             let result = try generator.generate(prompt: Array(ids[cached.count...]), maxNewTokens: maxNewTokens,
-                                                sampling: sampling, stopIds: bundle.stopIds, cache: cache,
+                                                sampling: parameters, stopIds: bundle.stopIds, cache: cache,
                                                 onText: { writeOut($0) })
             writeOut("\n")
             cached = ids + result.tokens

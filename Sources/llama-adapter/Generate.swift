@@ -11,17 +11,7 @@ struct Generate: ParsableCommand {
     @OptionGroup var adapterOptions: AdapterOptions
     @OptionGroup var promptOptions: PromptOptions
 
-    @Option(help: "Sampling temperature; 0 is greedy.")
-    var temperature: Float = 0.1
-
-    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass (official sample_top_p).")
-    var topP: Float = 0.75
-
-    @Option(name: .customLong("top-k"), help: "Keep only the k most likely tokens; 0 disables.")
-    var topK: Int = 0
-
-    @Option(help: "Random seed.")
-    var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingOptions
 
     @Option(name: .customLong("max-new-tokens"), help: "Maximum number of tokens to generate.")
     var maxNewTokens: Int = 256
@@ -39,9 +29,6 @@ struct Generate: ParsableCommand {
     }
 
     func validate() throws {
-        guard temperature >= 0, temperature.isFinite else { throw AdapterError.invalidArgument("--temperature must be a non-negative number") }
-        guard topP > 0, topP <= 1 else { throw AdapterError.invalidArgument("--top-p must be in (0, 1]") }
-        guard topK >= 0 else { throw AdapterError.invalidArgument("--top-k must be non-negative") }
         guard maxNewTokens >= 0 else { throw AdapterError.invalidArgument("--max-new-tokens must be non-negative") }
     }
 
@@ -51,8 +38,7 @@ struct Generate: ParsableCommand {
         let text = try promptOptions.formatted(bundle)
         let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
         let prompt = bundle.encodePrompt(text)
-        let sampling = SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed)
-        let result = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling,
+        let result = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling.parameters(),
                                             stopIds: bundle.stopIds, prompts: prompts, onText: json ? nil : { writeOut($0) })
         if json {
             try printJSON(Output(

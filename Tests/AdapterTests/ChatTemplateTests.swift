@@ -46,8 +46,7 @@ final class ChatTemplateTests: XCTestCase {
         let truncations: [Truncation]
     }
 
-    static let fixtureURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("chat_templates/cases.json")
+    static let fixtureURL = Fixtures.root.appendingPathComponent("chat_templates/cases.json")
 
     static let fixture: Fixture = {
         let data = try! Data(contentsOf: fixtureURL)

@@ -6,8 +6,7 @@ import XCTest
 /// Fixtures come from tools/reference/make_gguf_fixtures.py (gguf-py 0.19: its writer, quantizers and
 /// dequantizers are the reference).
 final class GGUFTests: XCTestCase {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("gguf")
+    static let fixtures = Fixtures.root.appendingPathComponent("gguf")
 
     static func fixture(_ name: String) -> String { fixtures.appendingPathComponent(name).path }
 

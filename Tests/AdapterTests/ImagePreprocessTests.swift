@@ -8,8 +8,7 @@ import XCTest
 final class ImagePreprocessTests: XCTestCase {
     // MARK: Fixtures
 
-    static let imageDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("images")
+    static let imageDir = Fixtures.root.appendingPathComponent("images")
 
     static func path(_ name: String) -> String { imageDir.appendingPathComponent(name).path }
 

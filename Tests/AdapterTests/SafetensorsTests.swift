@@ -5,8 +5,7 @@ import XCTest
 
 /// Fixtures come from tools/reference/make_gguf_fixtures.py (written by hand with struct + json).
 final class SafetensorsTests: XCTestCase {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("safetensors")
+    static let fixtures = Fixtures.root.appendingPathComponent("safetensors")
 
     static func fixture(_ name: String) -> String { fixtures.appendingPathComponent(name).path }
 

@@ -9,8 +9,7 @@ import XCTest
 
 /// The golden cases and helpers, namespaced so that no name collides with other test files.
 private enum SentencePieceGolden {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("tokenizer")
+    static let directory = Fixtures.root.appendingPathComponent("tokenizer")
 
     static let modelPath = directory.appendingPathComponent("tokenizer.model").path
 

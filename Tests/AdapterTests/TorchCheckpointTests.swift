@@ -5,8 +5,7 @@ import XCTest
 
 /// Fixtures come from tools/reference/make_format_fixtures.py (torch 1.13).
 final class TorchCheckpointTests: XCTestCase {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("formats")
+    static let fixtures = Fixtures.root.appendingPathComponent("formats")
 
     static func fixture(_ name: String) -> String { fixtures.appendingPathComponent(name).path }
 
