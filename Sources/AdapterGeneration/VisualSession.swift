@@ -32,7 +32,7 @@ public struct AdapterSetup {
     /// Loads and attaches the adapter to `model`; returns the adapter prompts for this session (image
     /// included), or nil without an adapter. Without an image, an adapter with a visual branch sees an
     /// all-zero image tensor, as the official training does for text-only samples.
-    public func prepare(model: LlamaModel) throws -> AdapterPrompts? {
+    public func prepare(model: LlamaModel, warn: (String) -> Void = { _ in }) throws -> AdapterPrompts? {
         guard let adapterPath else {
             if imagePath != nil || clipPath != nil { throw AdapterError.invalidArgument("--image and --clip need --adapter") }
             return nil
@@ -43,6 +43,15 @@ public struct AdapterSetup {
         cfg.earlyLayers = earlyLayers
         let configured = try adapter.withConfig(cfg)
         try model.attach(adapter: configured)
+        if fusion == .early {
+            // Released checkpoints never train the early layers' gates (no prompt reached them), so they are
+            // exactly zero there and early fusion would silently ignore the image.
+            let silent = (0..<earlyLayers).allSatisfy { l in
+                guard let g = configured.layers[l].gate else { return true }
+                return (0..<g.count).allSatisfy { g.floats[$0] == 0 }
+            }
+            if silent { warn("the gates of layers 0..<\(earlyLayers) are zero in \(adapterPath): with --fusion early the image has no effect") }
+        }
         var visualQuery: Tensor?
         if configured.visual != nil {
             if let clipPath {

@@ -88,10 +88,14 @@ extension LlamaModel {
             let n = src.count / c.dim
             let k = UnsafeMutablePointer<Float>.allocate(capacity: n * c.kvDim)
             let v = UnsafeMutablePointer<Float>.allocate(capacity: n * c.kvDim)
+            // The prompt goes through wk/wv with their scales and biases (the 65B release's code; under the
+            // paper's Eq. 1 the scale belongs to the linear layer) but never through LoRA (the multimodal
+            // release applies LoRA to token keys/values only). The multimodal release has no wk/wv extras.
+            var ek = la.wk, ev = la.wv
+            ek.loraA = nil; ek.loraB = nil; ev.loraA = nil; ev.loraB = nil
             src.withUnsafeBufferPointer { sp in
-                let through = ac.promptThroughExtras
-                linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, extras: through ? la.wk : nil, T: n)
-                linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, extras: through ? la.wv : nil, T: n)
+                linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, extras: ek, T: n)
+                linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, extras: ev, T: n)
             }
             let newGate = la.newGate ?? 1
             let gate = (0..<c.nHeads).map { h in la.gate.map { tanhf($0.floats[h]) * newGate } ?? 0 }

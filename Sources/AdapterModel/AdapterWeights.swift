@@ -28,10 +28,6 @@ public struct AdapterConfig: Equatable, Sendable {
     public var wBias = false
     public var wLora = false
     public var loraRank = 16
-    /// True for the 65B chat release's naming (`wq_bias`, `wq_scale`): there the prompt's keys and values
-    /// also go through wk/wv's scales and biases (`forward_linear_with_scale_and_bias(adapter, self.wk, ...)`),
-    /// while the multimodal release uses the plain wk/wv.
-    public var promptThroughExtras = false
     /// Early fusion: visual prompts go into layers 0..<earlyLayers.
     public var fusion: FusionMode = .release
     public var earlyLayers = 0
@@ -211,12 +207,8 @@ public final class AdapterWeights: @unchecked Sendable {
                     guard s.count == inp else { throw AdapterError.shape("\(path): \(p)\(module).\(short)_scale has \(s.count) values, expected \(inp)") }
                     l[keyPath: kp].scale = s
                     l[keyPath: kp].scaleOnInput = true
-                    ac.promptThroughExtras = true
                 }
-                if l[keyPath: kp].bias == nil, let b = try opt(p + module + "." + short + "_bias", [out]) {
-                    l[keyPath: kp].bias = b
-                    ac.promptThroughExtras = true
-                }
+                if l[keyPath: kp].bias == nil, let b = try opt(p + module + "." + short + "_bias", [out]) { l[keyPath: kp].bias = b }
                 if let a = try opt(p + module + ".lora_\(short)_l1.weight"), let b = try opt(p + module + ".lora_\(short)_l2.weight") {
                     guard a.shape.count == 2, b.shape.count == 2, a.shape[1] == inp, b.shape[0] == out, a.shape[0] == b.shape[1] else {
                         throw AdapterError.shape("\(path): LoRA \(p)\(short) has shapes \(a.shape), \(b.shape) for a [\(out), \(inp)] map")

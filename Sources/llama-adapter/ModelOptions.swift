@@ -60,7 +60,7 @@ struct AdapterOptions: ParsableArguments {
         guard let mode = FusionMode(rawValue: fusion) else { throw AdapterError.invalidArgument("--fusion must be release or early") }
         let setup = AdapterSetup(adapterPath: adapter, clipPath: clip, imagePath: image, channels: order, fusion: mode,
                                  earlyLayers: mode == .early ? earlyLayers : 0)
-        return try setup.prepare(model: bundle.model)
+        return try setup.prepare(model: bundle.model, warn: { FileHandle.standardError.write(Data(("warning: " + $0 + "\n").utf8)) })
     }
 }
 
