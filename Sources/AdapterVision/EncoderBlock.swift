@@ -72,18 +72,22 @@ public func encoderBlockForward(_ x: UnsafeMutablePointer<Float>, T: Int, block 
     let qkv = UnsafeMutablePointer<Float>.allocate(capacity: T * 3 * d)
     let att = UnsafeMutablePointer<Float>.allocate(capacity: T * d)
     let hid = UnsafeMutablePointer<Float>.allocate(capacity: T * h)
-    let scores = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * T)
-    defer { [xb, qkv, att, hid, scores].forEach { $0.deallocate() } }
+    defer { [xb, qkv, att, hid].forEach { $0.deallocate() } }
 
     layerNormForward(out: xb, inp: x, weight: w.ln1Weight.floats, bias: w.ln1Bias.floats, T: T, C: d, eps: w.eps)
     linearForward(out: qkv, inp: xb, weight: w.qkvWeight, bias: w.qkvBias?.floats, T: T, pool: pool)
     let scale = 1 / Float(hd).squareRoot()
+    // Per head: S = Q Kᵀ (GEMM), row softmax, O = S V (GEMM); heads are split over the pool, each thread
+    // with its own T×T score matrix. Per-position dot products ran at ~6 GFLOP/s on ViT-L/14.
+    let scoreMats = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * T * T)
+    defer { scoreMats.deallocate() }
     pool.run { ti, tn in
-        let total = T * heads
-        for job in (total * ti / tn)..<(total * (ti + 1) / tn) {
-            let t = job / heads, head = job % heads
-            attendHead(q: qkv + t * 3 * d + head * hd, keys: qkv + d + head * hd, values: qkv + 2 * d + head * hd,
-                       count: T, headDim: hd, stride: 3 * d, scale: scale, scores: scores + ti * T, out: att + t * d + head * hd)
+        let sm = scoreMats + ti * T * T
+        for head in (heads * ti / tn)..<(heads * (ti + 1) / tn) {
+            BLAS.gemmABt(m: T, n: T, k: hd, a: qkv + head * hd, lda: 3 * d, b: qkv + d + head * hd, ldb: 3 * d,
+                         c: sm, ldc: T, alpha: scale)
+            for t in 0..<T { softmaxInPlace(sm + t * T, T) }
+            BLAS.gemmAB(m: T, n: hd, k: T, a: sm, lda: T, b: qkv + 2 * d + head * hd, ldb: 3 * d, c: att + head * hd, ldc: d)
         }
     }
     linearForward(out: xb, inp: att, weight: w.projWeight, bias: w.projBias?.floats, T: T, pool: pool)

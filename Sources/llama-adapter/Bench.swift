@@ -74,8 +74,8 @@ struct Bench: ParsableCommand {
     }
 
     /// Image-encode benchmark: one 224x224 image through a synthetic CLIP ViT-L/14 (f16 weights).
-    func runImageBench(pool: ThreadPool) throws {
-        let clip = CLIPVisionWeights.synthetic()
+    func runImageBench(pool: ThreadPool, dtype: DType) throws {
+        let clip = CLIPVisionWeights.synthetic(dtype: dtype)
         let image = SyntheticTensors.make([3, 224, 224], .f32)
         _ = try clipEncodeImage(clip, image: image, pool: pool)
         var runs: [Double] = []
@@ -101,7 +101,7 @@ struct Bench: ParsableCommand {
             guard threads >= 1 else { throw AdapterError.invalidArgument("--threads must be at least 1") }
             pool.setActiveThreads(threads)
         }
-        if preset == "clip-l14" && model == nil { return try runImageBench(pool: pool) }
+        if preset == "clip-l14" && model == nil { return try runImageBench(pool: pool, dtype: dt) }
         let longest = promptTokens.max()! + decodeTokens + 1
         let bandwidth = Measure.readBandwidth(pool: pool)
         let t0 = Measure.now()
