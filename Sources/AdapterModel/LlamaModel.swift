@@ -239,30 +239,56 @@ public final class LlamaModel: @unchecked Sendable {
         let group = c.nHeads / c.nKVHeads
         let nHeads = c.nHeads
         let prompt = cache.prompts?.layers[l]
-        // Parallel over (position, head) pairs; each worker has its own score row.
-        pool.run { ti, tn in
-            let scores = s.scores + ti * s.scoreStride
-            let total = T * nHeads
-            let lo = total * ti / tn, hi = total * (ti + 1) / tn
-            for job in lo..<hi {
-                let t = job / nHeads, h = job % nHeads
-                let kvh = h / group
-                let q = s.q + t * dim + h * hd
-                let n = startPos + t + 1
-                let out = s.att + t * dim + h * hd
-                attendHead(q: q, keys: kc + kvh * hd, values: vc + kvh * hd, count: n, headDim: hd, stride: kvDim,
-                           scale: scale, scores: scores, out: out)
-                if let prompt {
-                    // The adapter's own attention over the prompt (its own softmax), scaled by the
-                    // per-head gate tanh(g_h) (times new_gate), added before wo (official llama.py).
-                    let g = prompt.gate[h]
-                    if prompt.length == 1 {
-                        axpy(g, prompt.values + kvh * hd, out, hd)
-                    } else {
-                        let tmp = scores + n
-                        attendHead(q: q, keys: prompt.keys + kvh * hd, values: prompt.values + kvh * hd, count: prompt.length,
-                                   headDim: hd, stride: kvDim, scale: scale, scores: tmp, out: tmp + prompt.length)
-                        axpy(g, tmp + prompt.length, out, hd)
+        if T >= 16 {
+            // Prefill: per head, S = Q Kᵀ over all cached positions (GEMM), causal mask, row softmax, O = S V.
+            let nTot = startPos + T
+            let mats = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * T * nTot)
+            defer { mats.deallocate() }
+            pool.run { ti, tn in
+                let sm = mats + ti * T * nTot
+                for h in (nHeads * ti / tn)..<(nHeads * (ti + 1) / tn) {
+                    let kvh = h / group
+                    BLAS.gemmABt(m: T, n: nTot, k: hd, a: s.q + h * hd, lda: dim, b: kc + kvh * hd, ldb: kvDim,
+                                 c: sm, ldc: nTot, alpha: scale)
+                    for t in 0..<T {
+                        let row = sm + t * nTot, n = startPos + t + 1
+                        softmaxInPlace(row, n)
+                        (row + n).initialize(repeating: 0, count: nTot - n)
+                    }
+                    BLAS.gemmAB(m: T, n: hd, k: nTot, a: sm, lda: nTot, b: vc + kvh * hd, ldb: kvDim, c: s.att + h * hd, ldc: dim)
+                }
+            }
+        }
+        // Decoding (and short chunks): per (position, head) pair; each worker has its own score row.
+        // The adapter prompt's own attention is added here in both cases.
+        if T < 16 || prompt != nil {
+            let full = T < 16
+            pool.run { ti, tn in
+                let scores = s.scores + ti * s.scoreStride
+                let total = T * nHeads
+                let lo = total * ti / tn, hi = total * (ti + 1) / tn
+                for job in lo..<hi {
+                    let t = job / nHeads, h = job % nHeads
+                    let kvh = h / group
+                    let q = s.q + t * dim + h * hd
+                    let n = startPos + t + 1
+                    let out = s.att + t * dim + h * hd
+                    if full {
+                        attendHead(q: q, keys: kc + kvh * hd, values: vc + kvh * hd, count: n, headDim: hd, stride: kvDim,
+                                   scale: scale, scores: scores, out: out)
+                    }
+                    if let prompt {
+                        // The adapter's own attention over the prompt (its own softmax), scaled by the
+                        // per-head gate tanh(g_h) (times new_gate), added before wo (official llama.py).
+                        let g = prompt.gate[h]
+                        if prompt.length == 1 {
+                            axpy(g, prompt.values + kvh * hd, out, hd)
+                        } else {
+                            let tmp = scores + n
+                            attendHead(q: q, keys: prompt.keys + kvh * hd, values: prompt.values + kvh * hd, count: prompt.length,
+                                       headDim: hd, stride: kvDim, scale: scale, scores: tmp, out: tmp + prompt.length)
+                            axpy(g, tmp + prompt.length, out, hd)
+                        }
                     }
                 }
             }
