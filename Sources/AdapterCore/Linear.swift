@@ -19,56 +19,52 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
     }
 }
 
-/// y[N] = W[N, K] · x[K], rows split over the pool.
-public func matvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, weight: Tensor, pool: ThreadPool = .shared) {
-    let N = weight.shape[0], K = weight.shape[1]
-    let w = weight.data
-    let minRows = max(1, 16384 / max(K, 1))
-    switch weight.dtype {
-    case .f32:
-        let wp = w.assumingMemoryBound(to: Float.self)
-        pool.parallelFor(N, minChunk: minRows) { r in ck_matvec_f32(wp, x, y, K, r.lowerBound, r.upperBound) }
-    case .f16:
-        let wp = w.assumingMemoryBound(to: UInt16.self)
-        pool.parallelFor(N, minChunk: minRows) { r in ck_matvec_f16(wp, x, y, K, r.lowerBound, r.upperBound) }
-    case .bf16:
-        let wp = w.assumingMemoryBound(to: UInt16.self)
-        pool.parallelFor(N, minChunk: minRows) { r in ck_matvec_bf16(wp, x, y, K, r.lowerBound, r.upperBound) }
-    default:
-        quantizedMatvec(out: y, x: x, weight: weight, pool: pool)
+/// Several mat-vecs on the same input in one pool job: y_i = W_i · x. Decoding a small model is bound by
+/// the number of thread hand-offs as much as by bandwidth, so wq/wk/wv (and w1/w3) share one hand-off.
+public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Float>, weights: [Tensor], pool: ThreadPool = .shared) {
+    let K = weights[0].shape[1]
+    precondition(weights.allSatisfy { $0.shape[1] == K }, "grouped mat-vecs need one input width")
+    var starts = [0]
+    for w in weights { starts.append(starts.last! + w.shape[0]) }
+    let total = starts.last!
+    let needSums = weights.contains { [.q4_0, .q4_1, .q8_0].contains($0.dtype) }
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, K / 32)) { sums in
+        let xs = sums.baseAddress!
+        if needSums { ck_block_sums32(x, xs, K) }
+        pool.parallelFor(total, minChunk: max(1, 16384 / max(K, 1))) { r in
+            for (i, w) in weights.enumerated() {
+                let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
+                if lo < hi { matvecRows(out: outs[i], x: x, xsum: xs, weight: w, rows: lo..<hi) }
+            }
+        }
     }
 }
 
-/// Quantized mat-vec: Q4_0/Q4_1/Q8_0 through SIMD block kernels with f32 activations; other block types
-/// (K-quants) dequantize one row at a time into a per-thread buffer, then take a SIMD dot product.
-public func quantizedMatvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, weight: Tensor, pool: ThreadPool) {
-    let N = weight.shape[0], K = weight.shape[1]
-    let w = weight.data
-    let minRows = max(1, 16384 / max(K, 1))
+/// Rows `rows` of y = W · x on the calling thread (xsum: per-32 block sums of x for Q4/Q8 kernels).
+@inline(__always)
+func matvecRows(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, xsum: UnsafePointer<Float>, weight: Tensor, rows: Range<Int>) {
+    let K = weight.shape[1], w = weight.data, a = rows.lowerBound, b = rows.upperBound
     switch weight.dtype {
-    case .q4_0, .q4_1, .q8_0:
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: K / 32) { sums in
-            let xs = sums.baseAddress!
-            ck_block_sums32(x, xs, K)
-            let kernel: (UnsafeRawPointer?, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int, Int, Int) -> Void
-            switch weight.dtype {
-            case .q4_0: kernel = ck_matvec_q4_0
-            case .q4_1: kernel = ck_matvec_q4_1
-            default: kernel = ck_matvec_q8_0
-            }
-            pool.parallelFor(N, minChunk: minRows) { r in kernel(w, x, xs, y, K, r.lowerBound, r.upperBound) }
-        }
+    case .f32: ck_matvec_f32(w.assumingMemoryBound(to: Float.self), x, y, K, a, b)
+    case .f16: ck_matvec_f16(w.assumingMemoryBound(to: UInt16.self), x, y, K, a, b)
+    case .bf16: ck_matvec_bf16(w.assumingMemoryBound(to: UInt16.self), x, y, K, a, b)
+    case .q4_0: ck_matvec_q4_0(w, x, xsum, y, K, a, b)
+    case .q4_1: ck_matvec_q4_1(w, x, xsum, y, K, a, b)
+    case .q8_0: ck_matvec_q8_0(w, x, xsum, y, K, a, b)
     default:
         let rowBytes = weight.dtype.byteCount(elements: K)
-        pool.parallelFor(N, minChunk: minRows) { r in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: K) { row in
-                for i in r {
-                    convertToFloat(dtype: weight.dtype, src: w + i * rowBytes, dst: row.baseAddress!, count: K)
-                    y[i] = ck_dot_f32(row.baseAddress!, x, K)
-                }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: K) { row in
+            for i in rows {
+                convertToFloat(dtype: weight.dtype, src: w + i * rowBytes, dst: row.baseAddress!, count: K)
+                y[i] = ck_dot_f32(row.baseAddress!, x, K)
             }
         }
     }
+}
+
+/// y[N] = W[N, K] · x[K], rows split over the pool.
+public func matvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, weight: Tensor, pool: ThreadPool = .shared) {
+    matvecGroup(outs: [y], x: x, weights: [weight], pool: pool)
 }
 
 /// GEMM against a weight of any dtype: each thread takes a band of weight rows (output columns),

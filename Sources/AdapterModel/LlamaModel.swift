@@ -227,9 +227,13 @@ public final class LlamaModel: @unchecked Sendable {
         let dim = c.dim, kvDim = c.kvDim, hd = c.headDim
         let ad = adapter?.layers[l]
         rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
-        linear(out: s.q, inp: s.xb, weight: layer.wq, extras: ad?.wq, T: T)
-        linear(out: s.k, inp: s.xb, weight: layer.wk, extras: ad?.wk, T: T)
-        linear(out: s.v, inp: s.xb, weight: layer.wv, extras: ad?.wv, T: T)
+        if T == 1 && ad == nil {
+            matvecGroup(outs: [s.q, s.k, s.v], x: s.xb, weights: [layer.wq, layer.wk, layer.wv], pool: pool)
+        } else {
+            linear(out: s.q, inp: s.xb, weight: layer.wq, extras: ad?.wq, T: T)
+            linear(out: s.k, inp: s.xb, weight: layer.wk, extras: ad?.wk, T: T)
+            linear(out: s.v, inp: s.xb, weight: layer.wv, extras: ad?.wv, T: T)
+        }
         ropeForward(s.q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
         ropeForward(s.k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
         let kc = cache.keys[l], vc = cache.values[l]
@@ -331,8 +335,12 @@ public final class LlamaModel: @unchecked Sendable {
         let c = config
         let ad = adapter?.layers[l]
         rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.ffnNorm ?? layer.ffnNorm).floats, T: T, C: c.dim, eps: c.normEps)
-        linear(out: s.ffA, inp: s.xb, weight: layer.w1, extras: ad?.w1, T: T)
-        linear(out: s.ffB, inp: s.xb, weight: layer.w3, extras: ad?.w3, T: T)
+        if T == 1 && ad == nil {
+            matvecGroup(outs: [s.ffA, s.ffB], x: s.xb, weights: [layer.w1, layer.w3], pool: pool)
+        } else {
+            linear(out: s.ffA, inp: s.xb, weight: layer.w1, extras: ad?.w1, T: T)
+            linear(out: s.ffB, inp: s.xb, weight: layer.w3, extras: ad?.w3, T: T)
+        }
         swigluForward(out: s.ffA, a: s.ffA, b: s.ffB, n: T * c.hiddenDim)
         linear(out: s.xb, inp: s.ffA, weight: layer.w2, extras: ad?.w2, T: T)
         addInPlace(s.x, s.xb, T * c.dim)
