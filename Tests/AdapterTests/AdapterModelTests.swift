@@ -132,3 +132,19 @@ final class AdapterModelTests: XCTestCase {
         XCTAssertEqual(obj["tokens"] as? [Int], Array(greedy.prefix { $0 != 2 }))
     }
 }
+
+/// Adapters attach to any base of matching width: the same tiny weights in Hugging Face layout give the
+/// official layout's adapter logits.
+final class AdapterOnAnyBaseTests: XCTestCase {
+    func testBiasAdapterOnHuggingFaceBaseMatchesMetaBase() throws {
+        var logits: [[Float]] = []
+        for base in ["tiny_llama/model", "tiny_llama/hf"] {
+            let loaded = try ModelLoader.load(path: Fixtures.path(base), maxSeqLen: 128)
+            try loaded.model.attach(adapter: AdapterWeights.load(path: Fixtures.path("tiny_adapter/adapter_bias.pth"), model: loaded.model.config))
+            let cache = loaded.model.makeCache()
+            cache.prompts = try loaded.model.makePrompts(visualQuery: nil)
+            logits.append(try loaded.model.forward(tokens: Fixtures.tinyLlama.cases[2].tokens, cache: cache, allLogits: true))
+        }
+        XCTAssertEqual(logits[0], logits[1])
+    }
+}
