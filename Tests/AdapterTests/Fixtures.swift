@@ -1,3 +1,4 @@
+import AdapterCore
 import Foundation
 import XCTest
 
@@ -75,4 +76,30 @@ enum CLIRunner {
         return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
+}
+
+extension XCTestCase {
+    /// A scratch directory removed after the test.
+    func makeTemporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("llama-adapter-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// Asserts `body` throws a one-line AdapterError containing every needle.
+    func assertThrows(_ body: @autoclosure () throws -> Any, contains needles: [String],
+                      file: StaticString = #filePath, line: UInt = #line) {
+        do {
+            _ = try body()
+            XCTFail("expected an error containing \(needles)", file: file, line: line)
+        } catch let error as AdapterError {
+            for n in needles {
+                XCTAssertTrue(error.description.contains(n), "'\(error.description)' lacks '\(n)'", file: file, line: line)
+            }
+            XCTAssertFalse(error.description.contains("\n"), "error message should be one line", file: file, line: line)
+        } catch {
+            XCTFail("expected AdapterError, got \(error)", file: file, line: line)
+        }
+    }
 }

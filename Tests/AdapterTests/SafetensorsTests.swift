@@ -43,27 +43,6 @@ final class SafetensorsTests: XCTestCase {
         return try! JSONDecoder().decode(Expected.self, from: data)
     }()
 
-    func makeTemporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("safetensors-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url
-    }
-
-    func assertThrows(_ body: @autoclosure () throws -> Any, contains needles: [String],
-                      file: StaticString = #filePath, line: UInt = #line) {
-        do {
-            _ = try body()
-            XCTFail("expected an error containing \(needles)", file: file, line: line)
-        } catch let error as AdapterError {
-            for n in needles {
-                XCTAssertTrue(error.description.contains(n), "'\(error.description)' lacks '\(n)'", file: file, line: line)
-            }
-            XCTAssertFalse(error.description.contains("\n"), "error message should be one line", file: file, line: line)
-        } catch {
-            XCTFail("expected AdapterError, got \(error)", file: file, line: line)
-        }
-    }
 
     func assertMatches(_ source: TensorSource, _ expected: [ExpectedTensor], file: StaticString = #filePath, line: UInt = #line) throws {
         for e in expected {

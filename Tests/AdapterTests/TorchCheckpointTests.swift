@@ -45,21 +45,6 @@ final class TorchCheckpointTests: XCTestCase {
         }
     }
 
-    func assertThrows(_ body: @autoclosure () throws -> Any, contains needles: [String],
-                      file: StaticString = #filePath, line: UInt = #line) {
-        do {
-            _ = try body()
-            XCTFail("expected an error containing \(needles)", file: file, line: line)
-        } catch let error as AdapterError {
-            for n in needles {
-                XCTAssertTrue(error.description.contains(n), "'\(error.description)' lacks '\(n)'", file: file, line: line)
-            }
-            XCTAssertFalse(error.description.contains("\n"), "error message should be one line", file: file, line: line)
-        } catch {
-            XCTFail("expected AdapterError, got \(error)", file: file, line: line)
-        }
-    }
-
     // MARK: - Good files
 
     func testMixedCheckpointMatchesTorch() throws {
