@@ -36,7 +36,9 @@ public struct ModelBundle {
             tokenizer = try openTokenizer(path: tokenizerPath)
             if let bpe = tokenizer as? ByteLevelBPETokenizer { addBOS = bpe.addBosToken }
         } else if let gguf = loaded.source as? GGUFFile {
-            (tokenizer, addBOS) = try ggufTokenizer(gguf)
+            do { (tokenizer, addBOS) = try ggufTokenizer(gguf) } catch let e as TokenizerError {
+                throw AdapterError.format("\(gguf.path): \(e.description)")
+            }
             template = gguf.string("tokenizer.chat_template")
         } else if let path = loaded.tokenizerPath {
             tokenizer = try openTokenizer(path: path)
@@ -67,8 +69,19 @@ public struct ModelBundle {
     /// The tokenizer described by GGUF metadata (`tokenizer.ggml.*`).
     static func ggufTokenizer(_ g: GGUFFile) throws -> (any Tokenizer, Bool) {
         let kind = g.string("tokenizer.ggml.model") ?? "?"
+        if kind == "llama" {
+            // SentencePiece vocabulary (LLaMA-1/2 and their fine-tunes).
+            guard let tokens = g.stringArray("tokenizer.ggml.tokens") else {
+                throw AdapterError.format("\(g.path): GGUF lacks tokenizer.ggml.tokens")
+            }
+            let tok = try SentencePieceTokenizer(
+                tokens: tokens, scores: g.floatArray("tokenizer.ggml.scores"), types: g.intArray("tokenizer.ggml.token_type"),
+                unkId: g.int("tokenizer.ggml.unknown_token_id"), bosId: g.int("tokenizer.ggml.bos_token_id"),
+                eosId: g.int("tokenizer.ggml.eos_token_id"), addDummyPrefix: g.bool("tokenizer.ggml.add_space_prefix") ?? true)
+            return (tok, g.bool("tokenizer.ggml.add_bos_token") ?? true)
+        }
         guard kind == "gpt2" else {
-            throw AdapterError.unsupported("\(g.path): GGUF tokenizer '\(kind)' is not supported yet (only gpt2-style BPE); pass --tokenizer PATH")
+            throw AdapterError.unsupported("\(g.path): GGUF tokenizer '\(kind)' is not supported (llama SentencePiece and gpt2 BPE are); pass --tokenizer PATH")
         }
         guard let tokens = g.stringArray("tokenizer.ggml.tokens"), let merges = g.stringArray("tokenizer.ggml.merges") else {
             throw AdapterError.format("\(g.path): GGUF lacks tokenizer.ggml.tokens or tokenizer.ggml.merges")

@@ -39,8 +39,15 @@ public enum ModelLoader {
             }
             throw AdapterError.format("\(path) is not a model folder: no params.json (official LLaMA layout) or config.json (Hugging Face)")
         }
-        if path.hasSuffix(".gguf") { return try loadGGUF(path: path, maxSeqLen: maxSeqLen) }
+        if path.hasSuffix(".gguf") || fileStarts(path, with: "GGUF") { return try loadGGUF(path: path, maxSeqLen: maxSeqLen) }
         throw AdapterError.unsupported("\(path): unsupported model file (expected an official LLaMA folder, a Hugging Face folder or a .gguf file)")
+    }
+
+    /// True when the file's first bytes are `magic` (formats are recognised by content, not by extension).
+    static func fileStarts(_ path: String, with magic: String) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        return (try? h.read(upToCount: magic.utf8.count)).map { Array($0) == Array(magic.utf8) } ?? false
     }
 
     /// The keys of a Hugging Face LLaMA-family `config.json` that the model needs.

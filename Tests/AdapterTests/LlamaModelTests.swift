@@ -117,3 +117,34 @@ final class HuggingFaceLayoutTests: XCTestCase {
         XCTAssertEqual(a, b)
     }
 }
+
+/// The tiny model as a llama.cpp GGUF with a SentencePiece vocabulary (tools/reference/make_tiny_gguf.py).
+final class GGUFLlamaTests: XCTestCase {
+    static let path = Fixtures.path("tiny_llama/tiny_llama.f16.gguf.bin")
+
+    func testGGUFGivesTheOfficialFolderLogits() throws {
+        let meta = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 128)
+        let gguf = try ModelLoader.load(path: Self.path, maxSeqLen: 128)
+        XCTAssertEqual(gguf.format, "gguf")
+        XCTAssertFalse(gguf.model.config.tiedEmbeddings)
+        let tokens = Fixtures.tinyLlama.cases[2].tokens
+        let a = try meta.model.forward(tokens: tokens, cache: meta.model.makeCache(), allLogits: true)
+        let b = try gguf.model.forward(tokens: tokens, cache: gguf.model.makeCache(), allLogits: true)
+        XCTAssertEqual(a, b)
+    }
+
+    func testSentencePieceVocabularyFromGGUFEncodesLikeTokenizerModel() throws {
+        let bundle = try ModelBundle.load(modelPath: Self.path, maxSeqLen: 128)
+        XCTAssertTrue(bundle.addBOS)
+        let reference = try SentencePieceTokenizer(path: Fixtures.path("tiny_llama/tokenizer.model"))
+        for text in ["Hello world", "  two  spaces\tand a tab\n", "Café 🦙 数字 12345", "</s> is plain text", ""] {
+            XCTAssertEqual(bundle.tokenizer.encode(text), reference.encode(text), text)
+        }
+        for c in Fixtures.tinyLlama.cases {
+            XCTAssertEqual(bundle.encodePrompt(c.prompt), c.tokens, c.name)
+            XCTAssertEqual(bundle.tokenizer.decode(c.greedy_tokens), c.greedy_text, c.name)
+        }
+        XCTAssertEqual(bundle.tokenizer.bosId, 1)
+        XCTAssertEqual(bundle.tokenizer.eosId, 2)
+    }
+}
