@@ -126,6 +126,10 @@ public final class LlamaModel: @unchecked Sendable {
     private var scratch: Scratch?
     /// The attached LLaMA-Adapter V2 parameters, if any.
     public private(set) var adapter: AdapterWeights?
+    /// `--compat official`: reproduce the official plain `Transformer.forward`, whose softmax sits inside
+    /// `if mask is not None` and is therefore skipped on one-token steps (without an adapter; the adapter
+    /// path always builds a mask). Off by default: we do what the code intended.
+    public var officialSoftmaxBug = false
 
     /// Attaches an adapter (biases, scales, LoRA, trained norms, gates, prompts); it must fit this model.
     public func attach(adapter: AdapterWeights) throws {
@@ -267,6 +271,7 @@ public final class LlamaModel: @unchecked Sendable {
         // The adapter prompt's own attention is added here in both cases.
         if T < 16 || prompt != nil {
             let full = T < 16
+            let rawScores = officialSoftmaxBug && T == 1 && cache.prompts == nil
             pool.run { ti, tn in
                 let scores = s.scores + ti * s.scoreStride
                 let total = T * nHeads
@@ -277,7 +282,10 @@ public final class LlamaModel: @unchecked Sendable {
                     let q = s.q + t * dim + h * hd
                     let n = startPos + t + 1
                     let out = s.att + t * dim + h * hd
-                    if full {
+                    if full && rawScores {
+                        out.initialize(repeating: 0, count: hd)
+                        for p in 0..<n { axpy(dot(q, kc + p * kvDim + kvh * hd, hd) * scale, vc + p * kvDim + kvh * hd, out, hd) }
+                    } else if full {
                         attendHead(q: q, keys: kc + kvh * hd, values: vc + kvh * hd, count: n, headDim: hd, stride: kvDim,
                                    scale: scale, scores: scores, out: out)
                     }

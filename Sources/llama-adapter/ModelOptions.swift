@@ -20,6 +20,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Re-encode f16/f32 weights on load: q8_0, q4_0 or q4_1 (less memory, faster decoding).")
     var quantize: String?
 
+    @Option(help: "official: reproduce the official code's bugs (base model: no softmax on one-token decoding steps).")
+    var compat: String?
+
     /// Loads the model with its tokenizer, BOS rule, stop tokens and chat template.
     func load() throws -> ModelBundle {
         guard maxSeqLen > 0 else { throw AdapterError.invalidArgument("--max-seq-len must be positive") }
@@ -30,7 +33,10 @@ struct ModelOptions: ParsableArguments {
             }
             q = d
         }
-        return try ModelBundle.load(modelPath: model, tokenizerPath: tokenizer, maxSeqLen: maxSeqLen, quantize: q)
+        if let compat, compat != "official" { throw AdapterError.invalidArgument("--compat takes 'official'") }
+        let bundle = try ModelBundle.load(modelPath: model, tokenizerPath: tokenizer, maxSeqLen: maxSeqLen, quantize: q)
+        bundle.model.officialSoftmaxBug = compat == "official"
+        return bundle
     }
 }
 

@@ -22,6 +22,7 @@ enum Fixtures {
             let greedy_text: String
             let step_logits: [[Float]]
             let step_input_tokens: [Int]
+            let step_logits_compat_official: [[Float]]
         }
         let cases: [Case]
     }

@@ -38,6 +38,19 @@ final class LlamaModelTests: XCTestCase {
         }
     }
 
+    func testCompatOfficialReproducesTheSkippedSoftmaxOnOneTokenSteps() throws {
+        let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
+        loaded.model.officialSoftmaxBug = true
+        for c in Fixtures.tinyLlama.cases {
+            let cache = loaded.model.makeCache()
+            _ = try loaded.model.forward(tokens: c.tokens, cache: cache)
+            for (k, token) in c.step_input_tokens.enumerated() {
+                let logits = try loaded.model.forward(tokens: [token], cache: cache)
+                assertClose(logits, c.step_logits_compat_official[k], tolerance: 1e-4, "compat decode step \(k) of \(c.name)")
+            }
+        }
+    }
+
     func testGreedyGenerationReproducesReferenceTokensAndText() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
         let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))

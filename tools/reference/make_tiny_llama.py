@@ -106,6 +106,8 @@ GOLDEN_SCHEMA = {
     "cases[].greedy_text": "sp.decode(greedy_tokens)",
     "cases[].step_start_pos": "start_pos of decode step k = len(tokens) + k",
     "cases[].step_input_tokens": "token fed at decode step k = greedy_tokens[k]",
+    "cases[].step_logits_compat_official": "[4][vocab] the same decode steps with the official plain "
+                                           "Transformer.forward's bug: no softmax on 1-token steps (--compat official)",
     "cases[].step_logits": "[4][vocab] logits of decode step k (one token at step_start_pos[k], KV cache from the prefill "
                            "and earlier steps); argmax(step_logits[k]) == greedy_tokens[k+1]",
     "cases[].min_top_gap": "smallest top1 - top2 logit gap over the greedy decisions (> 1e-2)",
@@ -169,6 +171,8 @@ class TinyLlama:
         self.vocab_size = vocab_size
         self.dtype = dtype
         self.max_seq_len = max_seq_len
+        # True reproduces the official bug (softmax only when a mask exists), for --compat official.
+        self.official_softmax_bug = False
         fc = precompute_freqs_cis(self.head_dim, max_seq_len * 2, ROPE_THETA)
         self.freqs_cis = fc.to(torch.complex128) if dtype == torch.float64 else fc
         self.reset_cache()
@@ -199,8 +203,9 @@ class TinyLlama:
         if mask is not None:
             scores = scores + mask
         # Official code: the softmax sits inside `if mask is not None` (skipped on 1-token steps).
-        # We always apply it (DESIGN.md section 2).
-        scores = F.softmax(_float(scores), dim=-1).type_as(xq)
+        # We always apply it (DESIGN.md section 2) unless official_softmax_bug reproduces the official code.
+        if mask is not None or not self.official_softmax_bug:
+            scores = F.softmax(_float(scores), dim=-1).type_as(xq)
         output = torch.matmul(scores, values)
         output = output.transpose(1, 2).contiguous().view(bsz, seqlen, -1)
         return output @ self.w[p + "wo.weight"].T
@@ -483,6 +488,15 @@ def main():
         },
         "cases": [],
     }
+    def compat_steps(tokens, inputs):
+        """Decode steps of the official plain Transformer.forward, softmax skipped on 1-token steps."""
+        model32.official_softmax_bug = True
+        model32.reset_cache()
+        model32.forward(torch.tensor([tokens]), 0)
+        out = [model32.forward(torch.tensor([[t]]), len(tokens) + k)[0] for k, t in enumerate(inputs)]
+        model32.official_softmax_bug = False
+        return out
+
     for name, prompt, tokens, prefill, greedy, steps, gaps in results:
         golden["cases"].append({
             "name": name,
@@ -494,6 +508,7 @@ def main():
             "step_start_pos": [len(tokens) + k for k in range(len(steps))],
             "step_input_tokens": greedy[: len(steps)],
             "step_logits": [f32_list(s) for s in steps],
+            "step_logits_compat_official": [f32_list(s) for s in compat_steps(tokens, greedy[: len(steps)])],
             "min_top_gap": min(gaps),
         })
     path = os.path.join(OUT, "golden.json")
@@ -521,8 +536,13 @@ def main():
     if official:
         check_official(official, sd, vocab, results)
     total = 0
+    # Only this script's outputs (make_tiny_hf.py and make_tiny_gguf.py add hf/ and the .gguf.bin).
     for dirpath, _, files in os.walk(OUT):
+        if os.path.relpath(dirpath, OUT).startswith("hf"):
+            continue
         for fn in sorted(files):
+            if fn.endswith(".gguf.bin"):
+                continue
             p = os.path.join(dirpath, fn)
             total += os.path.getsize(p)
             print(f"  {os.path.relpath(p, ROOT)}: {os.path.getsize(p)} bytes")
