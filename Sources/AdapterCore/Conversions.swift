@@ -15,8 +15,12 @@ public func convertToFloat(dtype: DType, src: UnsafeRawPointer, dst: UnsafeMutab
         ck_dequant_q4_1(src, dst, count)
     case .q8_0:
         ck_dequant_q8_0(src, dst, count)
-    default:
-        dequantize(dtype: dtype, src: src, dst: dst, count: count)
+    case .q4_K:
+        ck_dequant_q4_K(src, dst, count)
+    case .q5_K:
+        ck_dequant_q5_K(src, dst, count)
+    case .q6_K:
+        ck_dequant_q6_K(src, dst, count)
     }
 }
 

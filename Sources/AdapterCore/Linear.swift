@@ -51,14 +51,9 @@ func matvecRows(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, xsu
     case .q4_0: ck_matvec_q4_0(w, x, xsum, y, K, a, b)
     case .q4_1: ck_matvec_q4_1(w, x, xsum, y, K, a, b)
     case .q8_0: ck_matvec_q8_0(w, x, xsum, y, K, a, b)
-    default:
-        let rowBytes = weight.dtype.byteCount(elements: K)
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: K) { row in
-            for i in rows {
-                convertToFloat(dtype: weight.dtype, src: w + i * rowBytes, dst: row.baseAddress!, count: K)
-                y[i] = ck_dot_f32(row.baseAddress!, x, K)
-            }
-        }
+    case .q4_K: ck_matvec_q4_K(w, x, y, K, a, b)
+    case .q5_K: ck_matvec_q5_K(w, x, y, K, a, b)
+    case .q6_K: ck_matvec_q6_K(w, x, y, K, a, b)
     }
 }
 

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ckquant.h"
+#include "ckquant_k.h"
 
 /// Converts `n` IEEE half floats to f32.
 void ck_f16_to_f32(const uint16_t *src, float *dst, size_t n);
