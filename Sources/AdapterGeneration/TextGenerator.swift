@@ -43,17 +43,21 @@ public final class TextGenerator {
         let capacity = min(model.config.maxSeqLen, model.rope.maxPos)
         let cache = cache ?? model.makeCache(capacity: min(capacity, prompt.count + maxNewTokens))
         if let prompts { cache.prompts = prompts }
-        guard cache.length + prompt.count < cache.capacity || (maxNewTokens == 0 && cache.length + prompt.count <= cache.capacity) else {
-            throw AdapterError.invalidArgument("the prompt has \(cache.length + prompt.count) tokens but the context holds \(cache.capacity)")
+        let used = cache.length + prompt.count
+        guard used < cache.capacity || (maxNewTokens == 0 && used <= cache.capacity) else {
+            throw AdapterError.invalidArgument("the prompt has \(used) tokens but the context holds \(cache.capacity)")
         }
+        // As the official generate: total_len = min(max_seq_len, prompt + max_gen_len) positions, so a long
+        // prompt gets max_seq_len - prompt new tokens (the last one never needs a cache slot).
+        let limit = min(maxNewTokens, min(capacity, cache.capacity + 1) - used)
         var sampler = Sampler(sampling)
         let t0 = DispatchTime.now().uptimeNanoseconds
         var logits = try model.forwardLogits(tokens: prompt, cache: cache)
         let t1 = DispatchTime.now().uptimeNanoseconds
         var generated: [Int] = []
         var stream = StreamingDecoder(tokenizer: tokenizer)
-        var stopReason = "length"
-        while generated.count < maxNewTokens {
+        var stopReason = limit < maxNewTokens ? "context" : "length"
+        while generated.count < limit {
             let next = sampler.sample(logits)
             if stops.contains(next) { stopReason = "eos"; break }
             generated.append(next)
@@ -61,10 +65,7 @@ public final class TextGenerator {
                 let piece = stream.add(next)
                 if !piece.isEmpty { onText(piece) }
             }
-            if generated.count == maxNewTokens || cache.length >= cache.capacity {
-                if cache.length >= cache.capacity && generated.count < maxNewTokens { stopReason = "context" }
-                break
-            }
+            if generated.count == limit { break }
             logits = try model.forwardLogits(tokens: [next], cache: cache)
         }
         let t2 = DispatchTime.now().uptimeNanoseconds

@@ -25,7 +25,7 @@ struct Chat: ParsableCommand {
     var maxNewTokens: Int = 512
 
     func run() throws {
-        let bundle = try modelOptions.load()
+        let bundle = try modelOptions.load(withAdapter: adapterOptions.adapter != nil)
         // The image is encoded once; its adapter prompts serve every turn.
         let prompts = try adapterOptions.prepare(bundle)
         let chosen: PromptTemplate

@@ -33,7 +33,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let bundle = try modelOptions.load()
+        let bundle = try modelOptions.load(withAdapter: adapterOptions.adapter != nil)
         let prompts = try adapterOptions.prepare(bundle)
         let text = try promptOptions.formatted(bundle)
         let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
@@ -72,7 +72,7 @@ struct Score: ParsableCommand {
     }
 
     func run() throws {
-        let bundle = try modelOptions.load()
+        let bundle = try modelOptions.load(withAdapter: adapterOptions.adapter != nil)
         let prompts = try adapterOptions.prepare(bundle)
         let text = try promptOptions.formatted(bundle)
         let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)

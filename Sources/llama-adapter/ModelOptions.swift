@@ -14,8 +14,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "tokenizer.model or tokenizer.json (default: the model's own).")
     var tokenizer: String?
 
-    @Option(name: .customLong("max-seq-len"), help: "Context length (KV cache size).")
-    var maxSeqLen: Int = 2048
+    @Option(name: .customLong("max-seq-len"),
+            help: "Context length (default 2048; 512 with --adapter, the official LLaMA-Adapter setting, which also bounds generation: prompt + new tokens <= 512).")
+    var maxSeqLen: Int?
 
     @Option(help: "Re-encode f16/f32 weights on load: q8_0, q4_0 or q4_1 (less memory, faster decoding).")
     var quantize: String?
@@ -23,8 +24,11 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "official: reproduce the official code's bugs (base model: no softmax on one-token decoding steps).")
     var compat: String?
 
-    /// Loads the model with its tokenizer, BOS rule, stop tokens and chat template.
-    func load() throws -> ModelBundle {
+    /// Loads the model with its tokenizer, BOS rule, stop tokens and chat template. With an adapter the
+    /// default context is the official 512, so long prompts get as many new tokens as the official
+    /// `generate` gives them (total_len = min(max_seq_len, prompt + max_gen_len)).
+    func load(withAdapter: Bool = false) throws -> ModelBundle {
+        let maxSeqLen = self.maxSeqLen ?? (withAdapter ? 512 : 2048)
         guard maxSeqLen > 0 else { throw AdapterError.invalidArgument("--max-seq-len must be positive") }
         var q: DType?
         if let quantize {

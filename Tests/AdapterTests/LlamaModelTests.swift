@@ -109,6 +109,17 @@ final class LlamaModelTests: XCTestCase {
         XCTAssertThrowsError(try ModelLoader.load(path: dir.path))
     }
 
+    func testContextBoundsNewTokensAsTheOfficialTotalLength() throws {
+        // Official generate: total_len = min(max_seq_len, prompt + max_gen_len) positions.
+        let c = Fixtures.tinyLlama.cases[0]
+        let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: c.tokens.count + 5)
+        let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))
+        let result = try TextGenerator(model: loaded.model, tokenizer: tokenizer)
+            .generate(prompt: c.tokens, maxNewTokens: 12, sampling: SamplingParameters(temperature: 0))
+        XCTAssertEqual(result.tokens, Array(c.greedy_tokens.prefix(5)))
+        XCTAssertEqual(result.stopReason, "context")
+    }
+
     func testPromptLongerThanContextIsAnError() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 8)
         let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))
