@@ -231,13 +231,7 @@ public final class LlamaModel: @unchecked Sendable {
         let dim = c.dim, kvDim = c.kvDim, hd = c.headDim
         let ad = adapter?.layers[l]
         rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
-        if T == 1 && ad == nil {
-            matvecGroup(outs: [s.q, s.k, s.v], x: s.xb, weights: [layer.wq, layer.wk, layer.wv], pool: pool)
-        } else {
-            linear(out: s.q, inp: s.xb, weight: layer.wq, extras: ad?.wq, T: T)
-            linear(out: s.k, inp: s.xb, weight: layer.wk, extras: ad?.wk, T: T)
-            linear(out: s.v, inp: s.xb, weight: layer.wv, extras: ad?.wv, T: T)
-        }
+        linearGroup(outs: [s.q, s.k, s.v], inp: s.xb, weights: [layer.wq, layer.wk, layer.wv], extras: [ad?.wq, ad?.wk, ad?.wv], T: T)
         ropeForward(s.q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
         ropeForward(s.k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
         let kc = cache.keys[l], vc = cache.values[l]
@@ -315,27 +309,49 @@ public final class LlamaModel: @unchecked Sendable {
             linearForward(out: out, inp: inp, weight: weight, T: T, pool: pool)
             return
         }
-        let N = weight.shape[0], K = weight.shape[1]
+        let K = weight.shape[1]
         if e.scaleOnInput, let sc = e.scale {
             withUnsafeTemporaryAllocation(of: Float.self, capacity: T * K) { buf in
                 let xs = buf.baseAddress!
                 for t in 0..<T { for i in 0..<K { xs[t * K + i] = inp[t * K + i] * sc.floats[i] } }
                 linearForward(out: out, inp: xs, weight: weight, bias: e.bias?.floats, T: T, pool: pool)
             }
+            addLoRA(out: out, inp: inp, extras: e, T: T)
         } else {
-            linearForward(out: out, inp: inp, weight: weight, bias: e.bias?.floats, T: T, pool: pool)
-            if let sc = e.scale {
-                for t in 0..<T { for i in 0..<N { out[t * N + i] *= sc.floats[i] } }
-            }
+            linearForward(out: out, inp: inp, weight: weight, T: T, pool: pool)
+            finishOutput(out: out, inp: inp, extras: e, N: weight.shape[0], T: T)
         }
-        if let a = e.loraA, let b = e.loraB {
-            let r = a.shape[0]
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: T * r + T * N) { buf in
-                let mid = buf.baseAddress!, up = mid + T * r
-                linearForward(out: mid, inp: inp, weight: a, T: T, pool: pool)
-                linearForward(out: up, inp: mid, weight: b, T: T, pool: pool)
-                addInPlace(out, up, T * N)
-            }
+    }
+
+    /// Several linear maps of one input (wq/wk/wv, or w1/w3). When decoding, their frozen parts run as one
+    /// grouped mat-vec (one pool hand-off) and the output-side extras follow.
+    func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], extras: [LinearExtras?], T: Int) {
+        guard T == 1, !extras.contains(where: { $0?.scaleOnInput == true }) else {
+            for i in weights.indices { linear(out: outs[i], inp: inp, weight: weights[i], extras: extras[i], T: T) }
+            return
+        }
+        matvecGroup(outs: outs, x: inp, weights: weights, pool: pool)
+        for i in weights.indices {
+            if let e = extras[i], !e.isEmpty { finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T) }
+        }
+    }
+
+    /// y = s ⊙ (y + b) + B(A x) on the frozen map's output y.
+    private func finishOutput(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, extras e: LinearExtras, N: Int, T: Int) {
+        if let b = e.bias { for t in 0..<T { addInPlace(out + t * N, b.floats, N) } }
+        if let sc = e.scale { for t in 0..<T { for i in 0..<N { out[t * N + i] *= sc.floats[i] } } }
+        addLoRA(out: out, inp: inp, extras: e, T: T)
+    }
+
+    /// y += B(A x) when the extras carry LoRA.
+    private func addLoRA(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, extras e: LinearExtras, T: Int) {
+        guard let a = e.loraA, let b = e.loraB else { return }
+        let r = a.shape[0], N = b.shape[0]
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: T * r + T * N) { buf in
+            let mid = buf.baseAddress!, up = mid + T * r
+            linearForward(out: mid, inp: inp, weight: a, T: T, pool: pool)
+            linearForward(out: up, inp: mid, weight: b, T: T, pool: pool)
+            addInPlace(out, up, T * N)
         }
     }
 
@@ -343,12 +359,7 @@ public final class LlamaModel: @unchecked Sendable {
         let c = config
         let ad = adapter?.layers[l]
         rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.ffnNorm ?? layer.ffnNorm).floats, T: T, C: c.dim, eps: c.normEps)
-        if T == 1 && ad == nil {
-            matvecGroup(outs: [s.ffA, s.ffB], x: s.xb, weights: [layer.w1, layer.w3], pool: pool)
-        } else {
-            linear(out: s.ffA, inp: s.xb, weight: layer.w1, extras: ad?.w1, T: T)
-            linear(out: s.ffB, inp: s.xb, weight: layer.w3, extras: ad?.w3, T: T)
-        }
+        linearGroup(outs: [s.ffA, s.ffB], inp: s.xb, weights: [layer.w1, layer.w3], extras: [ad?.w1, ad?.w3], T: T)
         swigluForward(out: s.ffA, a: s.ffA, b: s.ffB, n: T * c.hiddenDim)
         linear(out: s.xb, inp: s.ffA, weight: layer.w2, extras: ad?.w2, T: T)
         addInPlace(s.x, s.xb, T * c.dim)
