@@ -112,25 +112,25 @@ public enum ModelLoader {
     /// names. GGUF stores wq/wk in Meta's rotary layout already (the converter undoes the HF permutation).
     public static func loadGGUF(path: String, maxSeqLen: Int = 2048) throws -> LoadedModel {
         let file = try GGUFFile(path: path)
-        let meta = file.metadata
-        let arch = meta["general.architecture"]?.stringValue ?? "?"
+        // Typed accessors: building `metadata` would wrap the whole vocabulary (49152 strings for SmolLM2).
+        let arch = file.string("general.architecture") ?? "?"
         guard arch == "llama" else {
             throw AdapterError.unsupported("\(path): GGUF architecture '\(arch)' is not supported (only llama)")
         }
         func int(_ key: String) throws -> Int {
-            guard let v = meta["llama." + key]?.intValue else { throw AdapterError.format("\(path): GGUF metadata lacks llama.\(key)") }
+            guard let v = file.int("llama." + key) else { throw AdapterError.format("\(path): GGUF metadata lacks llama.\(key)") }
             return v
         }
         guard let emb = file.info("token_embd.weight"), emb.shape.count == 2 else {
             throw AdapterError.format("\(path): no token_embd.weight")
         }
-        let contextLength = meta["llama.context_length"]?.intValue ?? maxSeqLen
+        let contextLength = file.int("llama.context_length") ?? maxSeqLen
         var config = LlamaConfig(
             dim: try int("embedding_length"), nLayers: try int("block_count"), nHeads: try int("attention.head_count"),
-            nKVHeads: meta["llama.attention.head_count_kv"]?.intValue, vocabSize: emb.shape[0],
+            nKVHeads: file.int("llama.attention.head_count_kv"), vocabSize: emb.shape[0],
             hiddenDim: try int("feed_forward_length"),
-            normEps: Float(meta["llama.attention.layer_norm_rms_epsilon"]?.doubleValue ?? 1e-5),
-            ropeTheta: Float(meta["llama.rope.freq_base"]?.doubleValue ?? 10000),
+            normEps: Float(file.double("llama.attention.layer_norm_rms_epsilon") ?? 1e-5),
+            ropeTheta: Float(file.double("llama.rope.freq_base") ?? 10000),
             maxSeqLen: min(maxSeqLen, contextLength), tiedEmbeddings: !file.contains("output.weight"))
         try config.validate()
         config.maxSeqLen = min(maxSeqLen, contextLength)

@@ -148,3 +148,18 @@ final class AdapterOnAnyBaseTests: XCTestCase {
         XCTAssertEqual(logits[0], logits[1])
     }
 }
+
+/// `chat` with an adapter and an image: the image is encoded once and every turn answers with it.
+final class AdapterChatTests: XCTestCase {
+    func testChatWithImageAnswersLikeGenerateOnTheFirstTurn() throws {
+        let common = ["--model", Fixtures.path("tiny_llama/model"), "--adapter", Fixtures.path("tiny_adapter/adapter_bias.pth"),
+                      "--clip", Fixtures.path("tiny_adapter/clip_tiny.pth"), "--image", Fixtures.path("tiny_adapter/image.png"),
+                      "--temperature", "0", "--max-new-tokens", "6"]
+        let g = try CLIRunner.run(["generate"] + common + ["--prompt", "Describe this image.", "--json"])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let text = try XCTUnwrap((JSONSerialization.jsonObject(with: Data(g.stdout.utf8)) as? [String: Any])?["text"] as? String)
+        let c = try CLIRunner.run(["chat"] + common, stdin: "Describe this image.\nAnd again?\n/exit\n")
+        XCTAssertEqual(c.status, 0, c.stderr)
+        XCTAssertTrue(c.stdout.hasPrefix(text), "chat: \(c.stdout.debugDescription) generate: \(text.debugDescription)")
+    }
+}
