@@ -130,6 +130,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// `if mask is not None` and is therefore skipped on one-token steps (without an adapter; the adapter
     /// path always builds a mask). Off by default: we do what the code intended.
     public var officialSoftmaxBug = false
+    /// Activation precision of decoding mat-vecs against Q4_0/Q4_1/Q8_0 weights (`--int8-activations`).
+    public var activations: ActivationPrecision = .f32
 
     /// Attaches an adapter (biases, scales, LoRA, trained norms, gates, prompts); it must fit this model.
     public func attach(adapter: AdapterWeights) throws {
@@ -222,7 +224,7 @@ public final class LlamaModel: @unchecked Sendable {
         let rows = allLogits ? T : 1
         let first = allLogits ? 0 : T - 1
         rmsnormForward(out: s.xb, inp: s.x + first * dim, weight: (adapter?.norm ?? weights.norm).floats, T: rows, C: dim, eps: c.normEps)
-        linearForward(out: s.logits, inp: s.xb, weight: weights.output, T: rows, pool: pool)
+        linearForward(out: s.logits, inp: s.xb, weight: weights.output, T: rows, activations: activations, pool: pool)
         return UnsafeBufferPointer(start: s.logits, count: rows * c.vocabSize)
     }
 
@@ -306,7 +308,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// A frozen linear map with its adapter extras: y = s ⊙ (W x + b) + B(A x), or W(x ⊙ s) + b for input-side scales.
     func linear(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, extras: LinearExtras?, T: Int) {
         guard let e = extras, !e.isEmpty else {
-            linearForward(out: out, inp: inp, weight: weight, T: T, pool: pool)
+            linearForward(out: out, inp: inp, weight: weight, T: T, activations: activations, pool: pool)
             return
         }
         let K = weight.shape[1]
@@ -318,7 +320,7 @@ public final class LlamaModel: @unchecked Sendable {
             }
             addLoRA(out: out, inp: inp, extras: e, T: T)
         } else {
-            linearForward(out: out, inp: inp, weight: weight, T: T, pool: pool)
+            linearForward(out: out, inp: inp, weight: weight, T: T, activations: activations, pool: pool)
             finishOutput(out: out, inp: inp, extras: e, N: weight.shape[0], T: T)
         }
     }
@@ -330,7 +332,7 @@ public final class LlamaModel: @unchecked Sendable {
             for i in weights.indices { linear(out: outs[i], inp: inp, weight: weights[i], extras: extras[i], T: T) }
             return
         }
-        matvecGroup(outs: outs, x: inp, weights: weights, pool: pool)
+        matvecGroup(outs: outs, x: inp, weights: weights, activations: activations, pool: pool)
         for i in weights.indices {
             if let e = extras[i], !e.isEmpty { finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T) }
         }

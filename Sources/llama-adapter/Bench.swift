@@ -18,6 +18,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Repetitions for timings (the best run is reported).")
     var repeats: Int = 1
 
+    @Flag(name: .customLong("int8-activations"), help: "Decode quantized weights with 8-bit activations.")
+    var int8Activations = false
+
     @Option(help: "Benchmark a real model (official folder, Hugging Face folder or .gguf) instead of a preset.")
     var model: String?
 
@@ -121,6 +124,7 @@ struct Bench: ParsableCommand {
             llama = try LlamaModel(config: config, weights: LlamaWeights.synthetic(config: config, dtype: dt), pool: pool)
         }
         let loadSeconds = Measure.now() - t0
+        llama.activations = int8Activations ? .int8 : .f32
         let config = llama.config
         guard longest <= llama.rope.maxPos else {
             throw AdapterError.invalidArgument("prompt + decode tokens (\(longest)) exceed the model's context")

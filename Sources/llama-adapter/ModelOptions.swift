@@ -24,6 +24,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "official: reproduce the official code's bugs (base model: no softmax on one-token decoding steps).")
     var compat: String?
 
+    @Flag(name: .customLong("int8-activations"),
+          help: "Decode Q4_0/Q4_1/Q8_0 weights with 8-bit activations (faster, as llama.cpp; no longer exact vs an f32 reference).")
+    var int8Activations = false
+
     /// Loads the model with its tokenizer, BOS rule, stop tokens and chat template. With an adapter the
     /// default context is the official 512, so long prompts get as many new tokens as the official
     /// `generate` gives them (total_len = min(max_seq_len, prompt + max_gen_len)).
@@ -40,6 +44,7 @@ struct ModelOptions: ParsableArguments {
         if let compat, compat != "official" { throw AdapterError.invalidArgument("--compat takes 'official'") }
         let bundle = try ModelBundle.load(modelPath: model, tokenizerPath: tokenizer, maxSeqLen: maxSeqLen, quantize: q)
         bundle.model.officialSoftmaxBug = compat == "official"
+        bundle.model.activations = int8Activations ? .int8 : .f32
         return bundle
     }
 }

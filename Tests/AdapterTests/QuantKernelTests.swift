@@ -12,14 +12,14 @@ final class QuantKernelTests: XCTestCase {
         mutating func unit() -> Float { Float(next() % 1_000_000) / 1_000_000 }
     }
 
-    func half(_ f: Float) -> [UInt8] {
+    static func half(_ f: Float) -> [UInt8] {
         var h: UInt16 = 0
         var v = f
         convertToHalf(src: &v, dst: &h, count: 1)
         return [UInt8(h & 0xff), UInt8(h >> 8)]
     }
 
-    func halfValue(_ b: ArraySlice<UInt8>) -> Float {
+    static func halfValue(_ b: ArraySlice<UInt8>) -> Float {
         var h = UInt16(b[b.startIndex]) | UInt16(b[b.startIndex + 1]) << 8
         var f: Float = 0
         convertToFloat(dtype: .f16, src: &h, dst: &f, count: 1)
@@ -27,7 +27,7 @@ final class QuantKernelTests: XCTestCase {
     }
 
     /// Random blocks and the values they stand for, decoded by the ggml rules.
-    func makeRows(_ dtype: DType, rows: Int, k: Int, rng: inout LCG) -> (bytes: [UInt8], values: [Float]) {
+    static func makeRows(_ dtype: DType, rows: Int, k: Int, rng: inout LCG) -> (bytes: [UInt8], values: [Float]) {
         var bytes: [UInt8] = []
         var values: [Float] = []
         for _ in 0..<(rows * k / 32) {
@@ -61,7 +61,7 @@ final class QuantKernelTests: XCTestCase {
     func checkType(_ dtype: DType) throws {
         var rng = LCG(s: 99)
         let rows = 37, k = 96
-        let (bytes, values) = makeRows(dtype, rows: rows, k: k, rng: &rng)
+        let (bytes, values) = Self.makeRows(dtype, rows: rows, k: k, rng: &rng)
         XCTAssertEqual(bytes.count, dtype.byteCount(elements: rows * k))
         let storage = Storage(zeroedBytes: bytes.count)
         bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
@@ -129,5 +129,29 @@ final class RequantizeTests: XCTestCase {
     func testQuantizeRefusesUnsupportedTypes() throws {
         let f16 = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64)
         XCTAssertThrowsError(try f16.model.weights.quantized(to: .q6_K))
+    }
+}
+
+/// The opt-in 8-bit activation path stays close to the exact f32 path (it quantizes x per 32-block).
+final class Int8ActivationTests: XCTestCase {
+    func testInt8ActivationMatvecIsCloseToF32() throws {
+        var rng = QuantKernelTests.LCG(s: 7)
+        for dtype in [DType.q4_0, .q4_1, .q8_0] {
+            let rows = 40, k = 256
+            let (bytes, _) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
+            let storage = Storage(zeroedBytes: bytes.count)
+            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let x = (0..<k).map { _ in rng.unit() * 2 - 1 }
+            var exact = [Float](repeating: 0, count: rows), fast = exact
+            x.withUnsafeBufferPointer { xp in
+                exact.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: 1) }
+                fast.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: 1, activations: .int8) }
+            }
+            let norm = exact.map { $0 * $0 }.reduce(0, +).squareRoot()
+            let err = zip(exact, fast).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+            XCTAssertLessThan(err / norm, 0.02, "\(dtype): relative error \(err / norm)")
+            XCTAssertNotEqual(exact, fast, "\(dtype): the int8 path should not be the f32 path")
+        }
     }
 }

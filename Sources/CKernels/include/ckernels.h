@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ckquant.h"
+#include "ckquant8.h"
 #include "ckquant_k.h"
 
 /// Converts `n` IEEE half floats to f32.

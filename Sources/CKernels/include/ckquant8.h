@@ -1,0 +1,19 @@
+// Opt-in integer mat-vec for Q4_0/Q4_1/Q8_0 weights: the activation vector is quantized to 8-bit blocks once
+// (as llama.cpp does), then each weight block is an integer dot product. Faster than the exact f32 path,
+// but results no longer match an f32 reference to rounding (activations carry ~0.4% relative error).
+#ifndef CKQUANT8_H
+#define CKQUANT8_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Quantizes n floats (a multiple of 32) to int8 blocks: qs[n], per-block scale d[n/32] and sum of q isum[n/32].
+void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n);
+
+/// y[r] = Σ_blocks d_w d_x Σ w_q x_q (plus the block offsets) for rows r in [r0, r1), with x given as int8 blocks.
+void ck_matvec_q4_0_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1);
+/// See ck_matvec_q4_0_q8.
+void ck_matvec_q4_1_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1);
+/// See ck_matvec_q4_0_q8.
+void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1);
+
+#endif

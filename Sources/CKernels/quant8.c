@@ -1,0 +1,190 @@
+// Integer mat-vec kernels for the opt-in 8-bit activation path (see ckquant8.h).
+#include "ckquant8.h"
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define Q8_X86 1
+#include <immintrin.h>
+#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#endif
+
+typedef struct { uint16_t d; uint8_t qs[16]; } bq4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } bq4_1;
+typedef struct { uint16_t d; int8_t qs[32]; } bq8_0;
+
+static inline float h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (mant == 0) bits = sign;
+        else {
+            exp = 113;
+            while ((mant & 0x400) == 0) { mant <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
+    else bits = sign | ((exp + 112) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n) {
+    for (size_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) { float a = fabsf(xb[j]); if (a > amax) amax = a; }
+        float db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0;
+        int32_t s = 0;
+        for (int j = 0; j < 32; j++) { int v = (int)roundf(xb[j] * id); qs[b * 32 + j] = (int8_t)v; s += v; }
+        d[b] = db;
+        isum[b] = s;
+    }
+}
+
+// ---------------------------------------------------------------- portable
+
+static inline int32_t dot_nib(const uint8_t *q, const int8_t *x) {
+    int32_t s = 0;
+    for (int j = 0; j < 16; j++) s += (q[j] & 15) * x[j] + (q[j] >> 4) * x[j + 16];
+    return s;
+}
+
+static void q4_0_generic(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const bq4_0 *b = (const bq4_0 *)w + r * nb;
+        float acc = 0;
+        for (size_t i = 0; i < nb; i++) acc += h2f(b[i].d) * xd[i] * (float)(dot_nib(b[i].qs, xq + i * 32) - 8 * xsum[i]);
+        y[r] = acc;
+    }
+}
+
+static void q4_1_generic(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const bq4_1 *b = (const bq4_1 *)w + r * nb;
+        float acc = 0;
+        for (size_t i = 0; i < nb; i++)
+            acc += h2f(b[i].d) * xd[i] * (float)dot_nib(b[i].qs, xq + i * 32) + h2f(b[i].m) * xd[i] * (float)xsum[i];
+        y[r] = acc;
+    }
+}
+
+static void q8_0_generic(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    (void)xsum;
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const bq8_0 *b = (const bq8_0 *)w + r * nb;
+        float acc = 0;
+        for (size_t i = 0; i < nb; i++) {
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) s += b[i].qs[j] * xq[i * 32 + j];
+            acc += h2f(b[i].d) * xd[i] * (float)s;
+        }
+        y[r] = acc;
+    }
+}
+
+#ifdef Q8_X86
+// ---------------------------------------------------------------- AVX2 (maddubs) and AVX-512 VNNI (dpbusd)
+
+// The 32 nibbles of a block as bytes in element order: low nibbles are elements 0-15, high nibbles 16-31.
+TGT_AVX2 static inline __m256i nibbles32(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+
+TGT_AVX2 static inline __m256i udot_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+TGT_AVX2 static inline float hsum8f(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+#define Q4_LOOP(NAME, TGT, UDOT, BLOCK, OFFSET)                                                             \
+    TGT static void NAME(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y,  \
+                         size_t k, size_t r0, size_t r1) {                                                 \
+        size_t nb = k / 32;                                                                                \
+        for (size_t r = r0; r < r1; r++) {                                                                 \
+            const BLOCK *b = (const BLOCK *)w + r * nb;                                                    \
+            __m256 acc = _mm256_setzero_ps();                                                              \
+            float off = 0;                                                                                 \
+            for (size_t i = 0; i < nb; i++) {                                                              \
+                __m256i p = UDOT(nibbles32(b[i].qs), _mm256_loadu_si256((const __m256i *)(xq + i * 32)));  \
+                float dd = _cvtsh_ss(b[i].d) * xd[i];                                                      \
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(p), acc);                     \
+                OFFSET;                                                                                    \
+            }                                                                                              \
+            y[r] = hsum8f(acc) + off;                                                                      \
+        }                                                                                                  \
+    }
+
+Q4_LOOP(q4_0_avx2, TGT_AVX2, udot_avx2, bq4_0, off -= 8.0f * dd * (float)xsum[i])
+Q4_LOOP(q4_1_avx2, TGT_AVX2, udot_avx2, bq4_1, off += _cvtsh_ss(b[i].m) * xd[i] * (float)xsum[i])
+
+TGT_VNNI static inline __m256i udot_vnni(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+
+Q4_LOOP(q4_0_vnni, TGT_VNNI, udot_vnni, bq4_0, off -= 8.0f * dd * (float)xsum[i])
+Q4_LOOP(q4_1_vnni, TGT_VNNI, udot_vnni, bq4_1, off += _cvtsh_ss(b[i].m) * xd[i] * (float)xsum[i])
+
+// Signed × signed: |w| as the unsigned operand and x with w's sign, as llama.cpp does.
+#define Q8_LOOP(NAME, TGT, UDOT)                                                                            \
+    TGT static void NAME(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y,  \
+                         size_t k, size_t r0, size_t r1) {                                                 \
+        (void)xsum;                                                                                        \
+        size_t nb = k / 32;                                                                                \
+        for (size_t r = r0; r < r1; r++) {                                                                 \
+            const bq8_0 *b = (const bq8_0 *)w + r * nb;                                                    \
+            __m256 acc = _mm256_setzero_ps();                                                              \
+            for (size_t i = 0; i < nb; i++) {                                                              \
+                __m256i wq = _mm256_loadu_si256((const __m256i *)b[i].qs);                                 \
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + i * 32));                           \
+                __m256i p = UDOT(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xv, wq));                      \
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d) * xd[i]), _mm256_cvtepi32_ps(p), acc); \
+            }                                                                                              \
+            y[r] = hsum8f(acc);                                                                            \
+        }                                                                                                  \
+    }
+
+Q8_LOOP(q8_0_avx2, TGT_AVX2, udot_avx2)
+Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
+#endif
+
+// ---------------------------------------------------------------- dispatch
+
+static int q8_level = -1;
+
+static int level8(void) {
+    if (q8_level >= 0) return q8_level;
+    int l = 0;
+#ifdef Q8_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
+    if (l == 1 && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) l = 2;
+#endif
+    q8_level = l;
+    return l;
+}
+
+#ifdef Q8_X86
+#define DISPATCH8(name, ...)                                        \
+    do {                                                            \
+        int l_ = level8();                                          \
+        if (l_ >= 2) { name##_vnni(__VA_ARGS__); return; }          \
+        if (l_ >= 1) { name##_avx2(__VA_ARGS__); return; }          \
+        name##_generic(__VA_ARGS__);                                \
+    } while (0)
+#else
+#define DISPATCH8(name, ...) name##_generic(__VA_ARGS__)
+#endif
+
+void ck_matvec_q4_0_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH8(q4_0, w, xq, xd, xsum, y, k, r0, r1); }
+void ck_matvec_q4_1_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH8(q4_1, w, xq, xd, xsum, y, k, r0, r1); }
+void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH8(q8_0, w, xq, xd, xsum, y, k, r0, r1); }
