@@ -14,7 +14,7 @@ public final class AdapterPrompts: @unchecked Sendable {
         public let values: UnsafeMutablePointer<Float>
         /// Number of prompt tokens.
         public let length: Int
-        /// tanh(gate_h) × new_gate per head.
+        /// tanh(gate_h) × new_gate per head (the official code drops new_gate for a one-token prompt).
         public let gate: [Float]
     }
 
@@ -97,7 +97,8 @@ extension LlamaModel {
                 linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, extras: ek, T: n)
                 linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, extras: ev, T: n)
             }
-            let newGate = la.newGate ?? 1
+            // Official llama.py: a one-token prompt takes `gate.tanh() * adapter_v`, without new_gate.
+            let newGate = n == 1 ? 1 : (la.newGate ?? 1)
             let gate = (0..<c.nHeads).map { h in la.gate.map { tanhf($0.floats[h]) * newGate } ?? 0 }
             layers.append(AdapterPrompts.Layer(keys: k, values: v, length: n, gate: gate))
         }
