@@ -127,6 +127,9 @@ public final class AdapterWeights: @unchecked Sendable {
     /// the tensor shapes.
     public static func load(path: String, model c: LlamaConfig) throws -> AdapterWeights {
         let ckpt = try TorchCheckpoint(path: path)
+        guard summarize(ckpt) != nil || ckpt.tensorNames.contains(where: { $0.hasSuffix("_bias") || $0.hasSuffix(".bias") || $0.contains("lora_") }) else {
+            throw AdapterError.format("\(path) is not a LLaMA-Adapter checkpoint (no adapter_query, gate, bias or LoRA tensors)")
+        }
         let cfg = ckpt.metadata["config"]
         var ac = AdapterConfig()
         func int(_ k: String) -> Int? { cfg?[k]?.intValue }
@@ -170,12 +173,12 @@ public final class AdapterWeights: @unchecked Sendable {
                 throw AdapterError.shape("\(path): adapter_query has \(aq.shape[0]) rows, not a multiple of query_len \(ac.queryLen)")
             }
             if !explicitLayers { ac.queryLayer = aq.shape[0] / ac.queryLen }
+            guard ac.queryLayer <= c.nLayers else {
+                throw AdapterError.shape("\(path): query_layer \(ac.queryLayer) exceeds the model's \(c.nLayers) layers")
+            }
             guard aq.shape[0] == ac.queryLen * ac.queryLayer else {
                 throw AdapterError.shape("\(path): adapter_query has \(aq.shape[0]) rows but query_len \(ac.queryLen) × query_layer \(ac.queryLayer) = \(ac.queryLen * ac.queryLayer)")
             }
-        }
-        guard ac.queryLayer <= c.nLayers else {
-            throw AdapterError.shape("\(path): query_layer \(ac.queryLayer) exceeds the model's \(c.nLayers) layers")
         }
         var layers = [LayerAdapter](repeating: LayerAdapter(), count: c.nLayers)
         for i in 0..<c.nLayers {

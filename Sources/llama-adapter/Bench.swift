@@ -117,7 +117,7 @@ struct Bench: ParsableCommand {
             dtypeName = llama.weights.layers[0].wq.dtype.rawValue
         } else {
             guard let p = ModelPreset(rawValue: preset) else {
-                throw AdapterError.invalidArgument("unknown preset '\(preset)' (expected one of: \(ModelPreset.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw AdapterError.invalidArgument("unknown preset '\(preset)' (expected one of: \((ModelPreset.allCases.map(\.rawValue) + ["clip-l14"]).joined(separator: ", ")))")
             }
             var config = p.config
             config.maxSeqLen = max(config.maxSeqLen, longest)
