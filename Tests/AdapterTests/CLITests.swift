@@ -92,6 +92,23 @@ final class CLITests: XCTestCase {
         assertOneLineError(r, mentioning: "feed-forward width")
     }
 
+    func testBaseCheckpointPassedAsAdapterIsOneErrorLine() throws {
+        let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--prompt", "x",
+                         "--adapter", Fixtures.path("tiny_llama/model/consolidated.00.pth")])
+        assertOneLineError(r, mentioning: "not a LLaMA-Adapter checkpoint")
+    }
+
+    func testImageWithoutClipIsOneErrorLine() throws {
+        let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--prompt", "x",
+                         "--adapter", Fixtures.path("tiny_adapter/adapter_bias.pth"), "--image", Fixtures.path("tiny_adapter/image.png")])
+        assertOneLineError(r, mentioning: "--clip")
+    }
+
+    func testUnreadableImageIsOneErrorLine() throws {
+        let r = try run(["preprocess", "--image", Fixtures.path("tiny_llama/model/params.json"), "--out", "/tmp/never.npy"])
+        assertOneLineError(r, mentioning: "not a JPEG or PNG")
+    }
+
     func testUnknownFlagIsOneErrorLine() throws {
         let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--prompt", "x", "--bogus"])
         XCTAssertEqual(r.status, 1)
