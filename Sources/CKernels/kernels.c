@@ -3,38 +3,10 @@
 #include <string.h>
 #include <math.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define CK_X86 1
-#include <immintrin.h>
-#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#endif
+#include "ck_common.h"
 
 // ---------------------------------------------------------------- scalar helpers
 
-static inline float half_to_float_sw(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else {  // subnormal: normalise
-            exp = 127 - 15 + 1;
-            while ((mant & 0x400) == 0) { mant <<= 1; exp--; }
-            mant &= 0x3ff;
-            bits = sign | (exp << 23) | (mant << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 static inline uint16_t float_to_half_sw(float f) {
     uint32_t x;
@@ -77,14 +49,14 @@ static inline float bf16_to_float(uint16_t h) {
 // ---------------------------------------------------------------- generic versions
 
 static void f16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = half_to_float_sw(src[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = h2f(src[i]);
 }
 
 static void matvec_f16_generic(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r++) {
         const uint16_t *row = w + r * k;
         float acc = 0;
-        for (size_t i = 0; i < k; i++) acc += half_to_float_sw(row[i]) * x[i];
+        for (size_t i = 0; i < k; i++) acc += h2f(row[i]) * x[i];
         y[r] = acc;
     }
 }
@@ -136,7 +108,7 @@ TGT_AVX2 static void f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) 
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = half_to_float_sw(src[i]);
+    for (; i < n; i++) dst[i] = h2f(src[i]);
 }
 
 TGT_AVX2 static void f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n) {
@@ -179,7 +151,7 @@ TGT_AVX2 static void matvec_f16_avx2(const uint16_t *w, const float *x, float *y
         for (; i + 8 <= k; i += 8)
             s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))), _mm256_loadu_ps(x + i), s0);
         float acc = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-        for (; i < k; i++) acc += half_to_float_sw(row[i]) * x[i];
+        for (; i < k; i++) acc += h2f(row[i]) * x[i];
         y[r] = acc;
     }
 }

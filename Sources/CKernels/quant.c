@@ -2,32 +2,12 @@
 #include "ckquant.h"
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define CQ_X86 1
-#include <immintrin.h>
-#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#endif
+#include "ck_common.h"
 
 typedef struct { uint16_t d; uint8_t qs[16]; } block_q4_0;
 typedef struct { uint16_t d, m; uint8_t qs[16]; } block_q4_1;
 typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;
 
-static inline float h2f(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (mant == 0) bits = sign;
-        else {
-            exp = 113;
-            while ((mant & 0x400) == 0) { mant <<= 1; exp--; }
-            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
-    else bits = sign | ((exp + 112) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 // ---------------------------------------------------------------- portable
 
@@ -112,7 +92,7 @@ static void dequant_q8_0_generic(const void *src, float *dst, size_t n) {
     }
 }
 
-#ifdef CQ_X86
+#ifdef CK_X86
 // ---------------------------------------------------------------- AVX-512
 // Per block: expand nibbles (or int8) to f32 in registers, multiply with x, scale by the block's d with
 // one FMA into a vector accumulator; the horizontal sum happens once per row, not per block.
@@ -303,7 +283,7 @@ static int q_level_cache = Q_UNKNOWN;
 static int q_level(void) {
     if (q_level_cache != Q_UNKNOWN) return q_level_cache;
     int l = Q_GENERIC;
-#ifdef CQ_X86
+#ifdef CK_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = Q_AVX2;
     if (l == Q_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = Q_AVX512;
@@ -312,7 +292,7 @@ static int q_level(void) {
     return l;
 }
 
-#ifdef CQ_X86
+#ifdef CK_X86
 #define DISPATCH(name, ...)                                              \
     do {                                                                 \
         int l_ = q_level();                                              \
@@ -328,7 +308,7 @@ void ck_matvec_q4_0(const void *w, const float *x, const float *xsum, float *y, 
 void ck_matvec_q4_1(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q4_1, w, x, xsum, y, k, r0, r1); }
 void ck_matvec_q8_0(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q8_0, w, x, xsum, y, k, r0, r1); }
 
-#ifdef CQ_X86
+#ifdef CK_X86
 #define DISPATCH512(name, ...)                                           \
     do {                                                                 \
         if (q_level() >= Q_AVX512) { name##_avx512(__VA_ARGS__); return; } \

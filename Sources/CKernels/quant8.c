@@ -3,32 +3,12 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define Q8_X86 1
-#include <immintrin.h>
-#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-#endif
+#include "ck_common.h"
 
 typedef struct { uint16_t d; uint8_t qs[16]; } bq4_0;
 typedef struct { uint16_t d, m; uint8_t qs[16]; } bq4_1;
 typedef struct { uint16_t d; int8_t qs[32]; } bq8_0;
 
-static inline float h2f(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (mant == 0) bits = sign;
-        else {
-            exp = 113;
-            while ((mant & 0x400) == 0) { mant <<= 1; exp--; }
-            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
-    else bits = sign | ((exp + 112) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n) {
     for (size_t b = 0; b < n / 32; b++) {
@@ -87,7 +67,7 @@ static void q8_0_generic(const void *w, const int8_t *xq, const float *xd, const
     }
 }
 
-#ifdef Q8_X86
+#ifdef CK_X86
 // ---------------------------------------------------------------- AVX2 (maddubs) and AVX-512 VNNI (dpbusd)
 
 // The 32 nibbles of a block as bytes in element order: low nibbles are elements 0-15, high nibbles 16-31.
@@ -164,7 +144,7 @@ static int q8_level = -1;
 static int level8(void) {
     if (q8_level >= 0) return q8_level;
     int l = 0;
-#ifdef Q8_X86
+#ifdef CK_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
     if (l == 1 && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) l = 2;
@@ -173,7 +153,7 @@ static int level8(void) {
     return l;
 }
 
-#ifdef Q8_X86
+#ifdef CK_X86
 #define DISPATCH8(name, ...)                                        \
     do {                                                            \
         int l_ = level8();                                          \

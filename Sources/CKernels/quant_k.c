@@ -18,12 +18,7 @@
 // dequantized values would stop being bit-identical. Vector code spells its FMAs out explicitly.
 #pragma STDC FP_CONTRACT OFF
 
-#if defined(__x86_64__) || defined(__i386__)
-#define CK_X86 1
-#include <immintrin.h>
-#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#endif
+#include "ck_common.h"
 
 #define QK_K 256
 
@@ -34,22 +29,6 @@ _Static_assert(sizeof(block_q4_K) == 144, "block_q4_K is 144 bytes");
 _Static_assert(sizeof(block_q5_K) == 176, "block_q5_K is 176 bytes");
 _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K is 210 bytes");
 
-// IEEE half to f32, exact for every input (subnormals, inf, NaN payloads) without needing F16C.
-static inline float h2f(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (mant == 0) bits = sign;
-        else {
-            exp = 113;
-            while ((mant & 0x400) == 0) { mant <<= 1; exp--; }
-            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
-    else bits = sign | ((exp + 112) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 // The eight 6-bit scales (out[0..7]) and mins (out[8..15]) of a Q4_K/Q5_K block: ggml's get_scale_min_k4 for
 // every sub-block. Byte by byte so it is right on any endianness; the x86 paths use k4_unpack_le.
