@@ -13,6 +13,13 @@
 #define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #endif
 
+// SIMD levels of the kernels, detected once for the whole target (defined in kernels.c).
+enum { CK_GENERIC = 0, CK_AVX2 = 1, CK_AVX512 = 2 };
+/// Best level this CPU supports: AVX2 needs FMA and F16C; AVX-512 needs F, BW and VL.
+int ck_cpu_level(void);
+/// True when AVX-512 VNNI with VL is available (integer dot products of the 8-bit activation path).
+int ck_cpu_has_vnni(void);
+
 // IEEE half to f32 (subnormals normalised, inf/NaN kept).
 static inline float h2f(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;

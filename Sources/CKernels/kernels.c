@@ -201,39 +201,51 @@ TGT_AVX512 static void matvec_f32_avx512(const float *w, const float *x, float *
 
 // ---------------------------------------------------------------- dispatch
 
-enum { LEVEL_UNKNOWN = -1, LEVEL_GENERIC = 0, LEVEL_AVX2 = 1, LEVEL_AVX512 = 2 };
-static int g_level = LEVEL_UNKNOWN;
+static int g_level = -1, g_vnni = -1;
 
-static int level(void) {
-    if (g_level != LEVEL_UNKNOWN) return g_level;
-    int l = LEVEL_GENERIC;
+int ck_cpu_level(void) {
+    if (g_level >= 0) return g_level;
+    int l = CK_GENERIC;
 #ifdef CK_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = LEVEL_AVX2;
-    if (l == LEVEL_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = LEVEL_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = CK_AVX2;
+    if (l == CK_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = CK_AVX512;
 #endif
     g_level = l;
     return l;
 }
 
+int ck_cpu_has_vnni(void) {
+    if (g_vnni >= 0) return g_vnni;
+    int v = 0;
+#ifdef CK_X86
+    __builtin_cpu_init();
+    v = __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#endif
+    g_vnni = v;
+    return v;
+}
+
+static inline int level(void) { return ck_cpu_level(); }
+
 const char *ck_simd_level(void) {
     switch (level()) {
-    case LEVEL_AVX512: return "avx512";
-    case LEVEL_AVX2: return "avx2";
+    case CK_AVX512: return "avx512";
+    case CK_AVX2: return "avx2";
     default: return "generic";
     }
 }
 
 void ck_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
 #ifdef CK_X86
-    if (level() >= LEVEL_AVX2) { f16_to_f32_avx2(src, dst, n); return; }
+    if (level() >= CK_AVX2) { f16_to_f32_avx2(src, dst, n); return; }
 #endif
     f16_to_f32_generic(src, dst, n);
 }
 
 void ck_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
 #ifdef CK_X86
-    if (level() >= LEVEL_AVX2) { f32_to_f16_avx2(src, dst, n); return; }
+    if (level() >= CK_AVX2) { f32_to_f16_avx2(src, dst, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) dst[i] = float_to_half_sw(src[i]);
 }
@@ -247,7 +259,7 @@ void ck_matvec_f16(const uint16_t *w, const float *x, float *y, size_t k, size_t
     int l = level();
     // No AVX-512 variant: a 2-row zmm version measured 2x slower than this ymm one on Zen 4
     // (SmolLM2 shapes, 1 thread: 39.7 vs 83.2 tokens/s).
-    if (l >= LEVEL_AVX2) { matvec_f16_avx2(w, x, y, k, r0, r1); return; }
+    if (l >= CK_AVX2) { matvec_f16_avx2(w, x, y, k, r0, r1); return; }
 #endif
     matvec_f16_generic(w, x, y, k, r0, r1);
 }
@@ -255,15 +267,15 @@ void ck_matvec_f16(const uint16_t *w, const float *x, float *y, size_t k, size_t
 void ck_matvec_f32(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
 #ifdef CK_X86
     int l = level();
-    if (l >= LEVEL_AVX512) { matvec_f32_avx512(w, x, y, k, r0, r1); return; }
-    if (l >= LEVEL_AVX2) { matvec_f32_avx2(w, x, y, k, r0, r1); return; }
+    if (l >= CK_AVX512) { matvec_f32_avx512(w, x, y, k, r0, r1); return; }
+    if (l >= CK_AVX2) { matvec_f32_avx2(w, x, y, k, r0, r1); return; }
 #endif
     matvec_f32_generic(w, x, y, k, r0, r1);
 }
 
 void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
 #ifdef CK_X86
-    if (level() >= LEVEL_AVX2) { matvec_bf16_avx2(w, x, y, k, r0, r1); return; }
+    if (level() >= CK_AVX2) { matvec_bf16_avx2(w, x, y, k, r0, r1); return; }
 #endif
     matvec_bf16_generic(w, x, y, k, r0, r1);
 }
@@ -271,15 +283,15 @@ void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_
 float ck_dot_f32(const float *a, const float *b, size_t n) {
 #ifdef CK_X86
     int l = level();
-    if (l >= LEVEL_AVX512) return dot_f32_avx512(a, b, n);
-    if (l >= LEVEL_AVX2) return dot_f32_avx2(a, b, n);
+    if (l >= CK_AVX512) return dot_f32_avx512(a, b, n);
+    if (l >= CK_AVX2) return dot_f32_avx2(a, b, n);
 #endif
     return dot_f32_generic(a, b, n);
 }
 
 void ck_axpy_f32(float a, const float *x, float *y, size_t n) {
 #ifdef CK_X86
-    if (level() >= LEVEL_AVX2) { axpy_f32_avx2(a, x, y, n); return; }
+    if (level() >= CK_AVX2) { axpy_f32_avx2(a, x, y, n); return; }
 #endif
     axpy_f32_generic(a, x, y, n);
 }
@@ -316,7 +328,7 @@ TGT_AVX512 static void attend_head_avx512(const float *q, const float *k, const 
 void ck_attend_head(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,
                     float scale, float *scores, float *out) {
 #ifdef CK_X86
-    if (hd % 16 == 0 && level() >= LEVEL_AVX512) { attend_head_avx512(q, k, v, n, hd, stride, scale, scores, out); return; }
+    if (hd % 16 == 0 && level() >= CK_AVX512) { attend_head_avx512(q, k, v, n, hd, stride, scale, scores, out); return; }
 #endif
     // One dispatch per head instead of two calls per cached position (decode at 300+ positions was
     // spending 11% of its time in call overhead of tiny dot/axpy calls).

@@ -277,27 +277,12 @@ TGT_AVX2 static void matvec_q8_0_avx2(const void *w, const float *x, const float
 
 // ---------------------------------------------------------------- dispatch
 
-enum { Q_UNKNOWN = -1, Q_GENERIC = 0, Q_AVX2 = 1, Q_AVX512 = 2 };
-static int q_level_cache = Q_UNKNOWN;
-
-static int q_level(void) {
-    if (q_level_cache != Q_UNKNOWN) return q_level_cache;
-    int l = Q_GENERIC;
-#ifdef CK_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = Q_AVX2;
-    if (l == Q_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = Q_AVX512;
-#endif
-    q_level_cache = l;
-    return l;
-}
-
 #ifdef CK_X86
 #define DISPATCH(name, ...)                                              \
     do {                                                                 \
-        int l_ = q_level();                                              \
-        if (l_ >= Q_AVX512) { name##_avx512(__VA_ARGS__); return; }      \
-        if (l_ >= Q_AVX2) { name##_avx2(__VA_ARGS__); return; }          \
+        int l_ = ck_cpu_level();                                              \
+        if (l_ >= CK_AVX512) { name##_avx512(__VA_ARGS__); return; }      \
+        if (l_ >= CK_AVX2) { name##_avx2(__VA_ARGS__); return; }          \
         name##_generic(__VA_ARGS__);                                     \
     } while (0)
 #else
@@ -311,7 +296,7 @@ void ck_matvec_q8_0(const void *w, const float *x, const float *xsum, float *y, 
 #ifdef CK_X86
 #define DISPATCH512(name, ...)                                           \
     do {                                                                 \
-        if (q_level() >= Q_AVX512) { name##_avx512(__VA_ARGS__); return; } \
+        if (ck_cpu_level() >= CK_AVX512) { name##_avx512(__VA_ARGS__); return; } \
         name##_generic(__VA_ARGS__);                                     \
     } while (0)
 #else

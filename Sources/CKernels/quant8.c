@@ -139,18 +139,10 @@ Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 
 // ---------------------------------------------------------------- dispatch
 
-static int q8_level = -1;
-
+// 2: AVX-512 VNNI dpbusd, 1: AVX2 maddubs, 0: portable.
 static int level8(void) {
-    if (q8_level >= 0) return q8_level;
-    int l = 0;
-#ifdef CK_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
-    if (l == 1 && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) l = 2;
-#endif
-    q8_level = l;
-    return l;
+    if (ck_cpu_level() < CK_AVX2) return 0;
+    return ck_cpu_has_vnni() ? 2 : 1;
 }
 
 #ifdef CK_X86

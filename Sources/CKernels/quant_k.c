@@ -600,27 +600,17 @@ TGT_AVX2 static void dequant_q6_K_avx2(const void *src, float *dst, size_t n) {
 
 // ---------------------------------------------------------------- dispatch
 
-enum { KQ_UNKNOWN = -1, KQ_GENERIC = 0, KQ_AVX2 = 1, KQ_AVX512 = 2 };
-static int kq_cpu = KQ_UNKNOWN;      // best level the CPU supports
-static int kq_cap = KQ_AVX512;       // test override (ck_quant_k_set_level)
+static int kq_cap = CK_AVX512;       // test override (ck_quant_k_set_level)
 
 // The SIMD level to use: the CPU's best, capped by the test override.
 static int kq_level(void) {
-    if (kq_cpu == KQ_UNKNOWN) {
-        int l = KQ_GENERIC;
-#ifdef CK_X86
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = KQ_AVX2;
-        if (l == KQ_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = KQ_AVX512;
-#endif
-        kq_cpu = l;
-    }
-    return kq_cpu < kq_cap ? kq_cpu : kq_cap;
+    int cpu = ck_cpu_level();
+    return cpu < kq_cap ? cpu : kq_cap;
 }
 
 // Test hook: caps the level kq_level returns (see ckquant_k.h).
 int ck_quant_k_set_level(int level) {
-    kq_cap = level < 0 || level > KQ_AVX512 ? KQ_AVX512 : level;
+    kq_cap = level < 0 || level > CK_AVX512 ? CK_AVX512 : level;
     return kq_level();
 }
 
@@ -628,8 +618,8 @@ int ck_quant_k_set_level(int level) {
 #define KQ_DISPATCH(name, ...)                                           \
     do {                                                                 \
         int l_ = kq_level();                                             \
-        if (l_ >= KQ_AVX512) { name##_avx512(__VA_ARGS__); return; }     \
-        if (l_ >= KQ_AVX2) { name##_avx2(__VA_ARGS__); return; }         \
+        if (l_ >= CK_AVX512) { name##_avx512(__VA_ARGS__); return; }     \
+        if (l_ >= CK_AVX2) { name##_avx2(__VA_ARGS__); return; }         \
         name##_generic(__VA_ARGS__);                                     \
     } while (0)
 #else
