@@ -1,50 +1,47 @@
 /// Maps official LLaMA weight names (`layers.3.attention.wq.weight`) to the names other formats use.
 /// The model binds official names only; each format's loader supplies one of these mappings.
 public enum WeightNames {
-    /// llama.cpp GGUF names (`blk.3.attn_q.weight`).
-    public static func gguf(_ official: String) -> String {
-        let fixed: [String: String] = [
-            "tok_embeddings.weight": "token_embd.weight",
-            "norm.weight": "output_norm.weight",
-            "output.weight": "output.weight",
-        ]
-        if let f = fixed[official] { return f }
-        return mapLayer(official) { layer, part in
-            let table = [
-                "attention_norm.weight": "attn_norm.weight", "ffn_norm.weight": "ffn_norm.weight",
-                "attention.wq.weight": "attn_q.weight", "attention.wk.weight": "attn_k.weight",
-                "attention.wv.weight": "attn_v.weight", "attention.wo.weight": "attn_output.weight",
-                "feed_forward.w1.weight": "ffn_gate.weight", "feed_forward.w2.weight": "ffn_down.weight",
-                "feed_forward.w3.weight": "ffn_up.weight",
-            ]
-            return table[part].map { "blk.\(layer).\($0)" }
-        }
+    /// One naming scheme: whole-model names, and per-layer names under a layer prefix.
+    struct Scheme {
+        let fixed: [String: String]
+        let layerPrefix: String
+        let perLayer: [String: String]
     }
+
+    static let ggufScheme = Scheme(
+        fixed: ["tok_embeddings.weight": "token_embd.weight", "norm.weight": "output_norm.weight", "output.weight": "output.weight"],
+        layerPrefix: "blk.",
+        perLayer: [
+            "attention_norm.weight": "attn_norm.weight", "ffn_norm.weight": "ffn_norm.weight",
+            "attention.wq.weight": "attn_q.weight", "attention.wk.weight": "attn_k.weight",
+            "attention.wv.weight": "attn_v.weight", "attention.wo.weight": "attn_output.weight",
+            "feed_forward.w1.weight": "ffn_gate.weight", "feed_forward.w2.weight": "ffn_down.weight",
+            "feed_forward.w3.weight": "ffn_up.weight",
+        ])
+
+    static let huggingFaceScheme = Scheme(
+        fixed: ["tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"],
+        layerPrefix: "model.layers.",
+        perLayer: [
+            "attention_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
+            "attention.wq.weight": "self_attn.q_proj.weight", "attention.wk.weight": "self_attn.k_proj.weight",
+            "attention.wv.weight": "self_attn.v_proj.weight", "attention.wo.weight": "self_attn.o_proj.weight",
+            "feed_forward.w1.weight": "mlp.gate_proj.weight", "feed_forward.w2.weight": "mlp.down_proj.weight",
+            "feed_forward.w3.weight": "mlp.up_proj.weight",
+        ])
+
+    /// llama.cpp GGUF names (`blk.3.attn_q.weight`).
+    public static func gguf(_ official: String) -> String { map(official, ggufScheme) }
 
     /// Hugging Face transformers names (`model.layers.3.self_attn.q_proj.weight`).
-    public static func huggingFace(_ official: String) -> String {
-        let fixed: [String: String] = [
-            "tok_embeddings.weight": "model.embed_tokens.weight",
-            "norm.weight": "model.norm.weight",
-            "output.weight": "lm_head.weight",
-        ]
-        if let f = fixed[official] { return f }
-        return mapLayer(official) { layer, part in
-            let table = [
-                "attention_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
-                "attention.wq.weight": "self_attn.q_proj.weight", "attention.wk.weight": "self_attn.k_proj.weight",
-                "attention.wv.weight": "self_attn.v_proj.weight", "attention.wo.weight": "self_attn.o_proj.weight",
-                "feed_forward.w1.weight": "mlp.gate_proj.weight", "feed_forward.w2.weight": "mlp.down_proj.weight",
-                "feed_forward.w3.weight": "mlp.up_proj.weight",
-            ]
-            return table[part].map { "model.layers.\(layer).\($0)" }
-        }
-    }
+    public static func huggingFace(_ official: String) -> String { map(official, huggingFaceScheme) }
 
-    private static func mapLayer(_ official: String, _ f: (Int, String) -> String?) -> String {
+    private static func map(_ official: String, _ scheme: Scheme) -> String {
+        if let f = scheme.fixed[official] { return f }
         guard official.hasPrefix("layers.") else { return official }
         let rest = official.dropFirst("layers.".count)
-        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return official }
-        return f(layer, String(rest[rest.index(after: dot)...])) ?? official
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]),
+              let part = scheme.perLayer[String(rest[rest.index(after: dot)...])] else { return official }
+        return "\(scheme.layerPrefix)\(layer).\(part)"
     }
 }
