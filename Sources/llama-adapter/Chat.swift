@@ -16,7 +16,7 @@ struct Chat: ParsableCommand {
     @Option(help: "Prompt template: chat (default when the model has one), alpaca or raw.")
     var template: String?
 
-    @Option(help: "System message (chat template only).")
+    @Option(help: "System message (chat template; with alpaca it replaces the header).")
     var system: String?
 
     @OptionGroup var sampling: SamplingOptions
@@ -62,8 +62,8 @@ struct Chat: ParsableCommand {
             let text: String
             switch chosen {
             case .chat: text = try renderChat(bundle, messages: messages, addGenerationPrompt: true)
-            case .alpaca: text = transcript(messages, alpaca: true)
-            case .raw: text = transcript(messages, alpaca: false)
+            case .alpaca: text = try renderChat(bundle, messages: messages, addGenerationPrompt: true, source: ChatTemplate.alpaca)
+            case .raw: text = rawTranscript(messages)
             }
             let ids = bundle.encodePrompt(text)
             if !(ids.count > cached.count && Array(ids.prefix(cached.count)) == cached) {
@@ -86,16 +86,8 @@ struct Chat: ParsableCommand {
         }
     }
 
-    /// A plain-text transcript for models without a chat template: Alpaca turns, or raw lines.
-    func transcript(_ messages: [ChatMessage], alpaca: Bool) -> String {
-        var out = ""
-        for m in messages where m.role != "system" {
-            if m.role == "user" {
-                out += alpaca ? PromptTemplate.alpaca(m.content) : m.content + "\n"
-            } else {
-                out += m.content + "\n\n"
-            }
-        }
-        return out
+    /// The conversation as plain lines, for `--template raw`.
+    func rawTranscript(_ messages: [ChatMessage]) -> String {
+        messages.map { $0.role == "assistant" ? $0.content + "\n\n" : $0.content + "\n" }.joined()
     }
 }

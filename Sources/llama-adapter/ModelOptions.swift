@@ -124,13 +124,17 @@ struct PromptOptions: ParsableArguments {
 }
 
 /// Renders `messages` with the model's chat template (an error when the model has none).
-func renderChat(_ bundle: ModelBundle, messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
-    guard let source = bundle.chatTemplate else {
+/// `source` overrides the model's template (e.g. the built-in multi-turn `ChatTemplate.alpaca`).
+func renderChat(_ bundle: ModelBundle, messages: [ChatMessage], addGenerationPrompt: Bool, source: String? = nil) throws -> String {
+    guard let source = source ?? bundle.chatTemplate else {
         throw AdapterError.unsupported("this model has no chat template; use --template raw or alpaca")
     }
+    // SentencePiece never parses "</s>" written in text as EOS, so a template's eos_token text would only
+    // add stray pieces there; byte-level BPE vocabularies do parse their special tokens.
+    let eos = bundle.tokenizer is SentencePieceTokenizer ? "" : bundle.eosToken
     do {
         return try ChatTemplate(source: source).render(messages: messages, addGenerationPrompt: addGenerationPrompt,
-                                                       bosToken: bundle.bosToken, eosToken: bundle.eosToken)
+                                                       bosToken: bundle.bosToken, eosToken: eos)
     } catch let e as ChatTemplateError {
         throw AdapterError.format("chat template: \(e.description)")
     }
