@@ -7,8 +7,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "llama-adapter", targets: ["llama-adapter"]),
-        .library(name: "AdapterModel", targets: ["AdapterModel"]),
-        .library(name: "AdapterGeneration", targets: ["AdapterGeneration"]),
+        // The library API: `import LlamaAdapter` gives ModelContainer, Session, ChatSession and the layers below.
+        .library(name: "LlamaAdapter", targets: ["LlamaAdapter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -42,20 +42,25 @@ let package = Package(
         .target(name: "AdapterTokenizers", dependencies: []),
         .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision"]),
         .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers"]),
+        .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration"]),
         .executableTarget(
             name: "llama-adapter",
             dependencies: [
-                "AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterVision", "AdapterModel", "AdapterGeneration",
+                "LlamaAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            // The CLI's ParsableCommand structs predate strict concurrency checking in swift-argument-parser's API.
+            swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .testTarget(
             name: "AdapterTests",
             // The executable is a dependency so CLI tests can run the built binary.
-            dependencies: ["AdapterCore", "AdapterFormats", "AdapterTokenizers", "AdapterVision", "AdapterModel", "AdapterGeneration", "llama-adapter"],
-            path: "Tests/AdapterTests"
+            dependencies: ["LlamaAdapter", "llama-adapter"],
+            path: "Tests/AdapterTests",
+            swiftSettings: [.swiftLanguageMode(.v5)]
         ),
     ],
-    // Swift 5 mode: the kernels share raw buffers across threads on purpose; strict Sendable checking adds noise there.
-    swiftLanguageModes: [.v5]
+    // Library targets build in the Swift 6 language mode (strict concurrency); the places where kernels
+    // share raw buffers across threads say so with `@unchecked Sendable` or `nonisolated(unsafe)`.
+    swiftLanguageModes: [.v6]
 )

@@ -4,18 +4,18 @@ import AdapterVision
 
 /// Keys and values of the adapter prompts for one session (one image), per layer. They depend only on the
 /// adapter and the image, so they are computed once per image instead of at every step as the official
-/// code does.
+/// code does. Immutable once built, so sessions of one image may share them.
 public final class AdapterPrompts: @unchecked Sendable {
     /// One layer's prompt.
-    public struct Layer {
+    public struct Layer: @unchecked Sendable {
         /// Prompt keys [length, kvDim] (through wk, without bias, LoRA or RoPE).
         public let keys: UnsafeMutablePointer<Float>
         /// Prompt values [length, kvDim].
         public let values: UnsafeMutablePointer<Float>
         /// Number of prompt tokens.
         public let length: Int
-        /// tanh(gate_h) × new_gate per head (the official code drops new_gate for a one-token prompt).
-        public let gate: [Float]
+        /// Effective gate per query head (`adaptionGate`: tanh(gate_h), times new_gate for prompts longer than one).
+        public let gates: UnsafeMutablePointer<Float>
     }
 
     /// Per model layer; nil where no prompt enters.
@@ -26,7 +26,7 @@ public final class AdapterPrompts: @unchecked Sendable {
     init(layers: [Layer?]) { self.layers = layers }
 
     deinit {
-        for l in layers.compactMap({ $0 }) { l.keys.deallocate(); l.values.deallocate() }
+        for l in layers.compactMap({ $0 }) { l.keys.deallocate(); l.values.deallocate(); l.gates.deallocate() }
     }
 }
 
@@ -54,12 +54,15 @@ extension LlamaModel {
         return out
     }
 
-    /// Builds the per-layer prompts of the attached adapter, with `visualQuery` [queryLen, dim] if given.
+    /// Builds the per-layer prompts of the model's adapter, with `visualQuery` [queryLen, dim] if given.
     /// `release`: layer (nLayers - queryLayer + i) gets adapter_query[i] + visualQuery.
-    /// `early`: layers 0..<earlyLayers get the visual query alone; the last queryLayer layers get adapter_query[i].
-    public func makePrompts(visualQuery: Tensor?) throws -> AdapterPrompts? {
+    /// `early(K)`: layers 0..<K get the visual query alone; the last queryLayer layers get adapter_query[i].
+    public func makePrompts(visualQuery: Tensor?, fusion: Fusion = .release) throws -> AdapterPrompts? {
         guard let a = adapter else { return nil }
         let c = config, ac = a.config, ql = ac.queryLen
+        if case .early(let k) = fusion, k < 0 || k + ac.queryLayer > c.nLayers {
+            throw AdapterError.invalidArgument("early fusion into \(k) layers overlaps the last \(ac.queryLayer) adapter layers of a \(c.nLayers)-layer model")
+        }
         if let vq = visualQuery, vq.shape != [ql, c.dim] {
             throw AdapterError.shape("visual query has shape \(vq.shape), expected [\(ql), \(c.dim)]")
         }
@@ -67,17 +70,14 @@ extension LlamaModel {
         if let aq = a.adapterQuery {
             for i in 0..<ac.queryLayer {
                 var p = Array(UnsafeBufferPointer(start: aq.floats + i * ql * c.dim, count: ql * c.dim))
-                if ac.fusion == .release, let vq = visualQuery {
+                if fusion == .release, let vq = visualQuery {
                     for j in 0..<p.count { p[j] += vq.floats[j] }
                 }
                 sources[c.nLayers - ac.queryLayer + i] = p
             }
         }
-        if ac.fusion == .early, let vq = visualQuery {
-            for l in 0..<ac.earlyLayers {
-                guard sources[l] == nil else {
-                    throw AdapterError.invalidArgument("early fusion layers 0..<\(ac.earlyLayers) overlap the last \(ac.queryLayer) adapter layers")
-                }
+        if case .early(let k) = fusion, let vq = visualQuery {
+            for l in 0..<k {
                 sources[l] = Array(UnsafeBufferPointer(start: vq.floats, count: ql * c.dim))
             }
         }
@@ -94,13 +94,12 @@ extension LlamaModel {
             var ek = la.wk, ev = la.wv
             ek.loraA = nil; ek.loraB = nil; ev.loraA = nil; ev.loraB = nil
             src.withUnsafeBufferPointer { sp in
-                linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, extras: ek, T: n)
-                linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, extras: ev, T: n)
+                linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, extras: ek, T: n, activations: .f32)
+                linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, extras: ev, T: n, activations: .f32)
             }
-            // Official llama.py: a one-token prompt takes `gate.tanh() * adapter_v`, without new_gate.
-            let newGate = n == 1 ? 1 : (la.newGate ?? 1)
-            let gate = (0..<c.nHeads).map { h in la.gate.map { tanhf($0.floats[h]) * newGate } ?? 0 }
-            layers.append(AdapterPrompts.Layer(keys: k, values: v, length: n, gate: gate))
+            let gates = UnsafeMutablePointer<Float>.allocate(capacity: c.nHeads)
+            for h in 0..<c.nHeads { gates[h] = la.gate.map { adaptionGate($0.floats[h], newGate: la.newGate, promptLength: n) } ?? 0 }
+            layers.append(AdapterPrompts.Layer(keys: k, values: v, length: n, gates: gates))
         }
         return AdapterPrompts(layers: layers)
     }

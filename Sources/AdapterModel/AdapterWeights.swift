@@ -7,14 +7,15 @@ import AdapterCore
 import AdapterFormats
 import AdapterVision
 
-/// Where visual and adaption prompts enter the language model.
-public enum FusionMode: String, Sendable, CaseIterable {
+/// Where visual and adaption prompts enter the language model (a per-session choice: the same weights
+/// serve both).
+public enum Fusion: Sendable, Equatable {
     /// The official release: the visual query is added to the adaption prompt of each of the last
     /// `queryLayer` layers (what the released checkpoints were trained with).
     case release
-    /// The paper's early fusion: visual prompts (gated) only in the first layers, adaption prompts only in
-    /// the last `queryLayer` layers, disjoint.
-    case early
+    /// The paper's early fusion: visual prompts (gated) only in the first `layers` layers, adaption prompts
+    /// only in the last `queryLayer` layers, disjoint.
+    case early(layers: Int)
 }
 
 /// Architecture of an adapter; defaults are the official 7B release's.
@@ -28,9 +29,6 @@ public struct AdapterConfig: Equatable, Sendable {
     public var wBias = false
     public var wLora = false
     public var loraRank = 16
-    /// Early fusion: visual prompts go into layers 0..<earlyLayers.
-    public var fusion: FusionMode = .release
-    public var earlyLayers = 0
 
     /// Official defaults.
     public init() {}
@@ -83,43 +81,36 @@ public struct VisualBranch: @unchecked Sendable {
     public var visualProjNormWeight: Tensor, visualProjNormBias: Tensor
 }
 
-/// A loaded adapter checkpoint.
-public final class AdapterWeights: @unchecked Sendable {
+/// A loaded adapter checkpoint, immutable once read.
+public final class AdapterWeights: Sendable {
     /// Architecture.
     public let config: AdapterConfig
     /// Per-layer parts, one entry per model layer.
-    public var layers: [LayerAdapter]
+    public let layers: [LayerAdapter]
     /// `adapter_query.weight` [queryLayer * queryLen, dim], f32.
-    public var adapterQuery: Tensor?
+    public let adapterQuery: Tensor?
     /// Visual branch, when the checkpoint has one.
-    public var visual: VisualBranch?
+    public let visual: VisualBranch?
     /// Trained final norm.
-    public var norm: Tensor?
+    public let norm: Tensor?
     /// Path it came from.
     public let path: String
     /// Number of adapter parameters.
-    public private(set) var parameterCount = 0
+    public let parameterCount: Int
     /// What kind of checkpoint this is ("BIAS", "LORA-BIAS", "CAPTION", ...), guessed from its keys.
-    public var kind: String
+    public let kind: String
 
-    init(config: AdapterConfig, layers: [LayerAdapter], path: String, kind: String) {
+    /// Wraps adapter parameters.
+    public init(config: AdapterConfig, layers: [LayerAdapter], adapterQuery: Tensor?, visual: VisualBranch?, norm: Tensor?,
+                path: String, kind: String, parameterCount: Int) {
         self.config = config
         self.layers = layers
+        self.adapterQuery = adapterQuery
+        self.visual = visual
+        self.norm = norm
         self.path = path
         self.kind = kind
-    }
-
-    /// The same parameters with another architecture setting (fusion mode); checks what can be checked.
-    public func withConfig(_ c: AdapterConfig) throws -> AdapterWeights {
-        if c.fusion == .early, c.earlyLayers + c.queryLayer > layers.count {
-            throw AdapterError.invalidArgument("early fusion into \(c.earlyLayers) layers overlaps the last \(c.queryLayer) adapter layers of a \(layers.count)-layer model")
-        }
-        let a = AdapterWeights(config: c, layers: layers, path: path, kind: kind)
-        a.adapterQuery = adapterQuery
-        a.visual = visual
-        a.norm = norm
-        a.parameterCount = parameterCount
-        return a
+        self.parameterCount = parameterCount
     }
 
     /// Reads an official adapter checkpoint `{'model': {...}, 'config': {...}}` for a base model of `model`'s shape.
@@ -151,8 +142,10 @@ public final class AdapterWeights: @unchecked Sendable {
             if n.hasPrefix("llama."), ckpt.contains(String(n.dropFirst(6))) { return String(n.dropFirst(6)) }
             return nil
         }
+        var used = Set<String>()
         func opt(_ n: String, _ shape: [Int]? = nil, flatten: Bool = false) throws -> Tensor? {
             guard let key = name(n) else { return nil }
+            used.insert(key)
             var t = try ckpt.tensor(key).toF32()
             if flatten { t = try t.reshaped([t.count]) }
             if let shape, t.shape != shape {
@@ -261,11 +254,14 @@ public final class AdapterWeights: @unchecked Sendable {
         let hasLora = layers.contains { $0.wq.loraA != nil || $0.w1.loraA != nil }
         let hasBias = layers.contains { $0.wq.bias != nil || $0.w1.bias != nil }
         let kind = hasLora ? "LORA-BIAS" : (hasBias ? "BIAS" : (visual != nil ? "CAPTION/PRETRAIN" : "ADAPTER"))
-        let a = AdapterWeights(config: ac, layers: layers, path: path, kind: kind)
-        a.adapterQuery = try opt("adapter_query.weight")
-        a.visual = visual
-        a.norm = try opt("llama.norm.weight", [c.dim])
-        a.parameterCount = ckpt.tensorNames.reduce(0) { $0 + (ckpt.info($1)?.shape.reduce(1, *) ?? 0) }
+        let a = AdapterWeights(config: ac, layers: layers, adapterQuery: try opt("adapter_query.weight"), visual: visual,
+                               norm: try opt("llama.norm.weight", [c.dim]), path: path, kind: kind,
+                               parameterCount: ckpt.tensorNames.reduce(0) { $0 + (ckpt.info($1)?.shape.reduce(1, *) ?? 0) })
+        // Strict binding: a tensor nothing read would silently change nothing, which is never what its author meant.
+        let unused = ckpt.tensorNames.filter { !used.contains($0) }.sorted()
+        if !unused.isEmpty {
+            throw AdapterError.format("\(path): \(unused.count) tensor(s) this program does not use, e.g. '\(unused[0])' (unsupported adapter part?)")
+        }
         return a
     }
 }

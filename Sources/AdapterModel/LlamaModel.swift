@@ -80,233 +80,145 @@ public struct LlamaWeights: @unchecked Sendable {
     }
 }
 
-// MARK: - KV cache
-
-/// Keys and values of past positions, f32, laid out [layer][position][kvDim].
-public final class KVCache: @unchecked Sendable {
-    /// Positions the cache can hold.
-    public let capacity: Int
-    /// Positions filled so far.
-    public var length: Int = 0
-    let kvDim: Int
-    let keys: [UnsafeMutablePointer<Float>]
-    let values: [UnsafeMutablePointer<Float>]
-
-    /// Allocates a cache for `capacity` positions of a model with `config`.
-    public init(config: LlamaConfig, capacity: Int) {
-        self.capacity = capacity
-        kvDim = config.kvDim
-        keys = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
-        values = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
-    }
-
-    /// Adapter prompt keys/values per layer for this session (one image), or nil.
-    public var prompts: AdapterPrompts?
-
-    /// Forgets all positions (keeps the memory and the prompts).
-    public func reset() { length = 0 }
-
-    deinit {
-        keys.forEach { $0.deallocate() }
-        values.forEach { $0.deallocate() }
-    }
-}
-
 // MARK: - Model
 
-/// A LLaMA model ready for inference: weights, rotary tables and reusable scratch buffers.
-public final class LlamaModel: @unchecked Sendable {
+/// A LLaMA model with its LLaMA-Adapter V2 parts, immutable once loaded: weights (base and adapter) are
+/// bound at construction and nothing changes afterwards, so one model serves any number of sessions on
+/// any threads. Everything that belongs to one sequence (KV cache, scratch, the current image's prompts,
+/// compatibility and precision modes) lives in a `DecoderState`.
+public final class LlamaModel: Sendable {
     /// Shapes and numerics.
     public let config: LlamaConfig
-    /// Bound weights.
+    /// Bound base weights.
     public let weights: LlamaWeights
+    /// The LLaMA-Adapter V2 parameters (biases, scales, LoRA, trained norms, gates, prompts), if any.
+    public let adapter: AdapterWeights?
     /// Rotary tables for `2 * maxSeqLen` positions, as the official code precomputes.
     public let rope: RopeTable
-    let pool: ThreadPool
-    private var scratch: Scratch?
-    /// The attached LLaMA-Adapter V2 parameters, if any.
-    public private(set) var adapter: AdapterWeights?
-    /// `--compat official`: reproduce the official plain `Transformer.forward`, whose softmax sits inside
-    /// `if mask is not None` and is therefore skipped on one-token steps (without an adapter; the adapter
-    /// path always builds a mask). Off by default: we do what the code intended.
-    public var officialSoftmaxBug = false
-    /// Activation precision of decoding mat-vecs against Q4_0/Q4_1/Q8_0 weights (`--int8-activations`).
-    public var activations: ActivationPrecision = .f32
+    /// The thread pool kernels run on.
+    public let pool: ThreadPool
 
-    /// Attaches an adapter (biases, scales, LoRA, trained norms, gates, prompts); it must fit this model.
-    public func attach(adapter: AdapterWeights) throws {
-        guard adapter.layers.count == config.nLayers else {
+    /// Binds weights (and an adapter, which must fit them).
+    public init(config: LlamaConfig, weights: LlamaWeights, adapter: AdapterWeights? = nil, pool: ThreadPool = .shared) throws {
+        try config.validate()
+        if let adapter, adapter.layers.count != config.nLayers {
             throw AdapterError.shape("\(adapter.path): adapter has \(adapter.layers.count) layers but the model has \(config.nLayers)")
         }
-        self.adapter = adapter
-    }
-
-    /// Wraps bound weights.
-    public init(config: LlamaConfig, weights: LlamaWeights, pool: ThreadPool = .shared) throws {
-        try config.validate()
         self.config = config
         self.weights = weights
+        self.adapter = adapter
         self.pool = pool
         rope = RopeTable(headDim: config.headDim, maxPos: 2 * config.maxSeqLen, theta: config.ropeTheta)
         BLAS.useSingleThread()
     }
 
-    /// A new KV cache for up to `capacity` positions (default: the model's maximum sequence length).
-    public func makeCache(capacity: Int? = nil) -> KVCache {
-        KVCache(config: config, capacity: min(capacity ?? config.maxSeqLen, rope.maxPos))
+    /// The same base weights with `adapter` bound (the base tensors are shared, not copied).
+    public func with(adapter: AdapterWeights?) throws -> LlamaModel {
+        try LlamaModel(config: config, weights: weights, adapter: adapter, pool: pool)
     }
 
-    /// Activation buffers for up to `T` positions, reused across calls to avoid allocating per token.
-    final class Scratch {
-        let T: Int
-        let x, xb, q, k, v, att, ffA, ffB, logits: UnsafeMutablePointer<Float>
-        let scores: UnsafeMutablePointer<Float>
-        let scoreStride: Int
-        init(config c: LlamaConfig, T: Int, maxPos: Int, threads: Int) {
-            self.T = T
-            x = .allocate(capacity: T * c.dim)
-            xb = .allocate(capacity: T * c.dim)
-            q = .allocate(capacity: T * c.dim)
-            k = .allocate(capacity: T * c.kvDim)
-            v = .allocate(capacity: T * c.kvDim)
-            att = .allocate(capacity: T * c.dim)
-            ffA = .allocate(capacity: T * c.hiddenDim)
-            ffB = .allocate(capacity: T * c.hiddenDim)
-            logits = .allocate(capacity: T * c.vocabSize)
-            scoreStride = maxPos
-            scores = .allocate(capacity: max(threads, 1) * maxPos)
-        }
-        deinit {
-            for p in [x, xb, q, k, v, att, ffA, ffB, logits, scores] { p.deallocate() }
-        }
-    }
+    /// Longest sequence a state of this model can hold.
+    public var contextLength: Int { min(config.maxSeqLen, rope.maxPos) }
 
-    private func scratch(for T: Int, cache: KVCache) -> Scratch {
-        // A score row holds the cached positions, then the adapter prompt's scores and its head output.
-        let needed = cache.capacity + (cache.prompts?.maxLength ?? 0) + config.headDim
-        if let s = scratch, s.T >= T, s.scoreStride >= needed { return s }
-        let s = Scratch(config: config, T: max(T, scratch?.T ?? 0), maxPos: max(needed, scratch?.scoreStride ?? 0),
-                        threads: pool.threadCount)
-        scratch = s
-        return s
-    }
-
-    /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends their keys and
-    /// values to `cache`, and returns logits [vocab] of the last position (or of all positions when `allLogits`).
-    public func forward(tokens: [Int], cache: KVCache, allLogits: Bool = false) throws -> [Float] {
-        Array(try forwardLogits(tokens: tokens, cache: cache, allLogits: allLogits))
-    }
-
-    /// As `forward`, but returns a view of the model's own logits buffer, valid until the next call;
-    /// the decoding loop uses it to avoid allocating (and page-faulting) a vocabulary-sized array per token.
-    public func forwardLogits(tokens: [Int], cache: KVCache, allLogits: Bool = false) throws -> UnsafeBufferPointer<Float> {
+    /// Runs `tokens` at positions `state.length ..< state.length + tokens.count`, appends their keys and
+    /// values to the state's cache and returns the logits [vocab] of the last position (all positions, [T, vocab],
+    /// when `allLogits`). The buffer belongs to `state` and is valid until its next forward.
+    /// With `record` (training; the state must be empty), the forward also saves what the backward needs;
+    /// the arithmetic is the same as without it.
+    public func forward(tokens: [Int], state s: DecoderState, allLogits: Bool = false,
+                        record: ForwardRecord? = nil) throws -> UnsafeBufferPointer<Float> {
         let c = config
         let T = tokens.count
-        let startPos = cache.length
+        let startPos = s.length
         guard T > 0 else { throw AdapterError.invalidArgument("forward called with no tokens") }
-        guard startPos + T <= cache.capacity else {
-            throw AdapterError.invalidArgument("sequence of \(startPos + T) tokens exceeds the context of \(cache.capacity)")
+        guard startPos + T <= s.capacity else {
+            throw AdapterError.invalidArgument("sequence of \(startPos + T) tokens exceeds the context of \(s.capacity)")
         }
         for t in tokens where t < 0 || t >= c.vocabSize {
             throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(c.vocabSize)")
         }
-        let s = scratch(for: T, cache: cache)
+        if let record {
+            guard startPos == 0, record.T == T, record.layers.count == c.nLayers else {
+                throw AdapterError.invalidArgument("a recording forward needs an empty state and a record for \(T) tokens")
+            }
+        }
+        let b = s.buffers(model: self, T: T)
         let dim = c.dim
         let rowBytes = weights.tokEmbeddings.dtype.byteCount(elements: dim)
         for (t, id) in tokens.enumerated() {
-            convertToFloat(dtype: weights.tokEmbeddings.dtype, src: weights.tokEmbeddings.data + id * rowBytes, dst: s.x + t * dim, count: dim)
+            convertToFloat(dtype: weights.tokEmbeddings.dtype, src: weights.tokEmbeddings.data + id * rowBytes, dst: b.x + t * dim, count: dim)
         }
-        for (l, layer) in weights.layers.enumerated() {
-            attentionBlock(layer: layer, index: l, s: s, T: T, startPos: startPos, cache: cache)
-            feedForwardBlock(layer: layer, index: l, s: s, T: T)
+        for l in 0..<c.nLayers {
+            let rec = record?.layers[l]
+            attentionBlock(l, b: b, T: T, startPos: startPos, state: s, record: rec)
+            feedForwardBlock(l, b: b, T: T, options: s.options, record: rec)
         }
-        cache.length = startPos + T
+        s.length = startPos + T
         let rows = allLogits ? T : 1
         let first = allLogits ? 0 : T - 1
-        rmsnormForward(out: s.xb, inp: s.x + first * dim, weight: (adapter?.norm ?? weights.norm).floats, T: rows, C: dim, eps: c.normEps)
-        linearForward(out: s.logits, inp: s.xb, weight: weights.output, T: rows, activations: activations, pool: pool)
-        return UnsafeBufferPointer(start: s.logits, count: rows * c.vocabSize)
+        let normed = record?.finalNormed ?? b.xb
+        if let record { record.finalInput.update(from: b.x, count: T * dim) }
+        rmsnormForward(out: normed, inp: b.x + first * dim, weight: (adapter?.norm ?? weights.norm).floats, T: rows, C: dim, eps: c.normEps)
+        linearForward(out: b.logits, inp: normed, weight: weights.output, T: rows, activations: s.options.activations, pool: pool)
+        return UnsafeBufferPointer(start: b.logits, count: rows * c.vocabSize)
     }
 
-    private func attentionBlock(layer: LlamaLayerWeights, index l: Int, s: Scratch, T: Int, startPos: Int, cache: KVCache) {
+    /// As `forward`, copied into an array.
+    public func forwardArray(tokens: [Int], state: DecoderState, allLogits: Bool = false) throws -> [Float] {
+        Array(try forward(tokens: tokens, state: state, allLogits: allLogits))
+    }
+
+    private func attentionBlock(_ l: Int, b: DecoderState.Buffers, T: Int, startPos: Int, state s: DecoderState, record rec: BlockRecord?) {
         let c = config
         let dim = c.dim, kvDim = c.kvDim, hd = c.headDim
+        let layer = weights.layers[l]
         let ad = adapter?.layers[l]
-        rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
-        linearGroup(outs: [s.q, s.k, s.v], inp: s.xb, weights: [layer.wq, layer.wk, layer.wv], extras: [ad?.wq, ad?.wk, ad?.wv], T: T)
-        ropeForward(s.q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
-        ropeForward(s.k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
-        let kc = cache.keys[l], vc = cache.values[l]
-        (kc + startPos * kvDim).update(from: s.k, count: T * kvDim)
-        (vc + startPos * kvDim).update(from: s.v, count: T * kvDim)
-        let scale = 1 / Float(hd).squareRoot()
-        let group = c.nHeads / c.nKVHeads
-        let nHeads = c.nHeads
-        let prompt = cache.prompts?.layers[l]
-        if T >= 16 {
-            // Prefill: per head, S = Q Kᵀ over all cached positions (GEMM), causal mask, row softmax, O = S V.
-            let nTot = startPos + T
-            let mats = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * T * nTot)
-            defer { mats.deallocate() }
-            pool.run { ti, tn in
-                let sm = mats + ti * T * nTot
-                for h in (nHeads * ti / tn)..<(nHeads * (ti + 1) / tn) {
-                    let kvh = h / group
-                    BLAS.gemmABt(m: T, n: nTot, k: hd, a: s.q + h * hd, lda: dim, b: kc + kvh * hd, ldb: kvDim,
-                                 c: sm, ldc: nTot, alpha: scale)
-                    for t in 0..<T {
-                        let row = sm + t * nTot, n = startPos + t + 1
-                        softmaxInPlace(row, n)
-                        (row + n).initialize(repeating: 0, count: nTot - n)
-                    }
-                    BLAS.gemmAB(m: T, n: hd, k: nTot, a: sm, lda: nTot, b: vc + kvh * hd, ldb: kvDim, c: s.att + h * hd, ldc: dim)
-                }
-            }
+        let act = s.options.activations
+        if let rec { rec.inp.update(from: b.x, count: T * dim) }
+        let normed = rec?.attnNormed ?? b.xb
+        rmsnormForward(out: normed, inp: b.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
+        let q = rec?.q ?? b.q, k = rec?.k ?? b.k, v = rec?.v ?? b.v
+        linearGroup(outs: [q, k, v], inp: normed, weights: [layer.wq, layer.wk, layer.wv], extras: [ad?.wq, ad?.wk, ad?.wv],
+                    preScale: [rec?.preScale[.wq], rec?.preScale[.wk], rec?.preScale[.wv]], T: T, activations: act)
+        ropeForward(q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
+        ropeForward(k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
+        let kc = s.cache.keys[l], vc = s.cache.values[l]
+        (kc + startPos * kvDim).update(from: k, count: T * kvDim)
+        (vc + startPos * kvDim).update(from: v, count: T * kvDim)
+        let prompt = s.prompts?.layers[l].map {
+            GatedPrompt(keys: $0.keys, values: $0.values, length: $0.length, gates: $0.gates)
         }
-        // Decoding (and short chunks): per (position, head) pair; each worker has its own score row.
-        // The adapter prompt's own attention is added here in both cases.
-        if T < 16 || prompt != nil {
-            let full = T < 16
-            let rawScores = officialSoftmaxBug && T == 1 && cache.prompts == nil
-            pool.run { ti, tn in
-                let scores = s.scores + ti * s.scoreStride
-                let total = T * nHeads
-                let lo = total * ti / tn, hi = total * (ti + 1) / tn
-                for job in lo..<hi {
-                    let t = job / nHeads, h = job % nHeads
-                    let kvh = h / group
-                    let q = s.q + t * dim + h * hd
-                    let n = startPos + t + 1
-                    let out = s.att + t * dim + h * hd
-                    if full && rawScores {
-                        out.initialize(repeating: 0, count: hd)
-                        for p in 0..<n { axpy(dot(q, kc + p * kvDim + kvh * hd, hd) * scale, vc + p * kvDim + kvh * hd, out, hd) }
-                    } else if full {
-                        attendHead(q: q, keys: kc + kvh * hd, values: vc + kvh * hd, count: n, headDim: hd, stride: kvDim,
-                                   scale: scale, scores: scores, out: out)
-                    }
-                    if let prompt {
-                        // The adapter's own attention over the prompt (its own softmax), scaled by the
-                        // per-head gate tanh(g_h) (times new_gate), added before wo (official llama.py).
-                        let g = prompt.gate[h]
-                        if prompt.length == 1 {
-                            axpy(g, prompt.values + kvh * hd, out, hd)
-                        } else {
-                            let tmp = scores + n
-                            attendHead(q: q, keys: prompt.keys + kvh * hd, values: prompt.values + kvh * hd, count: prompt.length,
-                                       headDim: hd, stride: kvDim, scale: scale, scores: tmp, out: tmp + prompt.length)
-                            axpy(g, tmp + prompt.length, out, hd)
-                        }
-                    }
-                }
-            }
-        }
-        linear(out: s.xb, inp: s.att, weight: layer.wo, extras: ad?.wo, T: T)
-        addInPlace(s.x, s.xb, T * dim)
+        let att = rec?.att ?? b.att
+        attentionForward(out: att, outStride: dim, q: q, qStride: dim, keys: kc, values: vc, kvStride: kvDim,
+                         T: T, keyCount: startPos + T, mask: .causal(startPos: startPos),
+                         nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: hd,
+                         normalize: !(s.options.compat == .official && T == 1 && s.prompts == nil),
+                         prompt: prompt, record: rec.map { AttentionRecord(probs: $0.probs, promptProbs: $0.promptProbs) },
+                         scratch: b.scores, scratchStride: b.scoreStride, pool: pool)
+        linear(out: b.xb, inp: att, weight: layer.wo, extras: ad?.wo, preScale: rec?.preScale[.wo], T: T, activations: act)
+        addInPlace(b.x, b.xb, T * dim)
     }
 
-    /// A frozen linear map with its adapter extras: y = s ⊙ (W x + b) + B(A x), or W(x ⊙ s) + b for input-side scales.
-    func linear(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, extras: LinearExtras?, T: Int) {
+    private func feedForwardBlock(_ l: Int, b: DecoderState.Buffers, T: Int, options: DecoderOptions, record rec: BlockRecord?) {
+        let c = config
+        let layer = weights.layers[l]
+        let ad = adapter?.layers[l]
+        if let rec { rec.mid.update(from: b.x, count: T * c.dim) }
+        let normed = rec?.ffnNormed ?? b.xb
+        rmsnormForward(out: normed, inp: b.x, weight: (ad?.ffnNorm ?? layer.ffnNorm).floats, T: T, C: c.dim, eps: c.normEps)
+        let a = rec?.gate ?? b.ffA, u = rec?.up ?? b.ffB
+        linearGroup(outs: [a, u], inp: normed, weights: [layer.w1, layer.w3], extras: [ad?.w1, ad?.w3],
+                    preScale: [rec?.preScale[.w1], rec?.preScale[.w3]], T: T, activations: options.activations)
+        let h = rec?.hidden ?? b.ffA
+        swigluForward(out: h, a: a, b: u, n: T * c.hiddenDim)
+        linear(out: b.xb, inp: h, weight: layer.w2, extras: ad?.w2, preScale: rec?.preScale[.w2], T: T, activations: options.activations)
+        addInPlace(b.x, b.xb, T * c.dim)
+    }
+
+    /// A frozen linear map with its adapter extras: y = s ⊙ (W x + b) + B(A x), or W(x ⊙ s) + b for input-side
+    /// scales. `preScale`, when given, receives W x + b before the output-side scale (the scale's backward needs it).
+    func linear(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, extras: LinearExtras?,
+                preScale: UnsafeMutablePointer<Float>? = nil, T: Int, activations: ActivationPrecision) {
         guard let e = extras, !e.isEmpty else {
             linearForward(out: out, inp: inp, weight: weight, T: T, activations: activations, pool: pool)
             return
@@ -321,27 +233,36 @@ public final class LlamaModel: @unchecked Sendable {
             addLoRA(out: out, inp: inp, extras: e, T: T)
         } else {
             linearForward(out: out, inp: inp, weight: weight, T: T, activations: activations, pool: pool)
-            finishOutput(out: out, inp: inp, extras: e, N: weight.shape[0], T: T)
+            finishOutput(out: out, inp: inp, extras: e, N: weight.shape[0], T: T, preScale: preScale)
         }
     }
 
     /// Several linear maps of one input (wq/wk/wv, or w1/w3). When decoding, their frozen parts run as one
     /// grouped mat-vec (one pool hand-off) and the output-side extras follow.
-    func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], extras: [LinearExtras?], T: Int) {
+    func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], extras: [LinearExtras?],
+                     preScale: [UnsafeMutablePointer<Float>?], T: Int, activations: ActivationPrecision) {
         guard T == 1, !extras.contains(where: { $0?.scaleOnInput == true }) else {
-            for i in weights.indices { linear(out: outs[i], inp: inp, weight: weights[i], extras: extras[i], T: T) }
+            for i in weights.indices {
+                linear(out: outs[i], inp: inp, weight: weights[i], extras: extras[i], preScale: preScale[i], T: T, activations: activations)
+            }
             return
         }
         matvecGroup(outs: outs, x: inp, weights: weights, activations: activations, pool: pool)
         for i in weights.indices {
-            if let e = extras[i], !e.isEmpty { finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T) }
+            if let e = extras[i], !e.isEmpty {
+                finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T, preScale: preScale[i])
+            }
         }
     }
 
     /// y = s ⊙ (y + b) + B(A x) on the frozen map's output y.
-    private func finishOutput(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, extras e: LinearExtras, N: Int, T: Int) {
+    private func finishOutput(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, extras e: LinearExtras, N: Int, T: Int,
+                              preScale: UnsafeMutablePointer<Float>?) {
         if let b = e.bias { for t in 0..<T { addInPlace(out + t * N, b.floats, N) } }
-        if let sc = e.scale { for t in 0..<T { for i in 0..<N { out[t * N + i] *= sc.floats[i] } } }
+        if let sc = e.scale {
+            preScale?.update(from: out, count: T * N)
+            for t in 0..<T { for i in 0..<N { out[t * N + i] *= sc.floats[i] } }
+        }
         addLoRA(out: out, inp: inp, extras: e, T: T)
     }
 
@@ -355,15 +276,5 @@ public final class LlamaModel: @unchecked Sendable {
             linearForward(out: up, inp: mid, weight: b, T: T, pool: pool)
             addInPlace(out, up, T * N)
         }
-    }
-
-    private func feedForwardBlock(layer: LlamaLayerWeights, index l: Int, s: Scratch, T: Int) {
-        let c = config
-        let ad = adapter?.layers[l]
-        rmsnormForward(out: s.xb, inp: s.x, weight: (ad?.ffnNorm ?? layer.ffnNorm).floats, T: T, C: c.dim, eps: c.normEps)
-        linearGroup(outs: [s.ffA, s.ffB], inp: s.xb, weights: [layer.w1, layer.w3], extras: [ad?.w1, ad?.w3], T: T)
-        swigluForward(out: s.ffA, a: s.ffA, b: s.ffB, n: T * c.hiddenDim)
-        linear(out: s.xb, inp: s.ffA, weight: layer.w2, extras: ad?.w2, T: T)
-        addInPlace(s.x, s.xb, T * c.dim)
     }
 }

@@ -26,28 +26,13 @@ public enum ModelLoader {
 
     /// Opens a model keeping its stored dtypes.
     static func loadAsStored(path: String, maxSeqLen: Int) throws -> LoadedModel {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw AdapterError.io("model path \(path) does not exist")
+        switch try FileFormat.detect(path: path) {
+        case .metaFolder: return try loadMeta(directory: path, maxSeqLen: maxSeqLen)
+        case .huggingFaceFolder: return try loadHuggingFace(directory: path, maxSeqLen: maxSeqLen)
+        case .gguf: return try loadGGUF(path: path, maxSeqLen: maxSeqLen)
+        default:
+            throw AdapterError.unsupported("\(path): unsupported model file (expected an official LLaMA folder, a Hugging Face folder or a .gguf file)")
         }
-        if isDir.boolValue {
-            if FileManager.default.fileExists(atPath: path + "/params.json") {
-                return try loadMeta(directory: path, maxSeqLen: maxSeqLen)
-            }
-            if FileManager.default.fileExists(atPath: path + "/config.json") {
-                return try loadHuggingFace(directory: path, maxSeqLen: maxSeqLen)
-            }
-            throw AdapterError.format("\(path) is not a model folder: no params.json (official LLaMA layout) or config.json (Hugging Face)")
-        }
-        if path.hasSuffix(".gguf") || fileStarts(path, with: "GGUF") { return try loadGGUF(path: path, maxSeqLen: maxSeqLen) }
-        throw AdapterError.unsupported("\(path): unsupported model file (expected an official LLaMA folder, a Hugging Face folder or a .gguf file)")
-    }
-
-    /// True when the file's first bytes are `magic` (formats are recognised by content, not by extension).
-    static func fileStarts(_ path: String, with magic: String) -> Bool {
-        guard let h = FileHandle(forReadingAtPath: path) else { return false }
-        defer { try? h.close() }
-        return (try? h.read(upToCount: magic.utf8.count)).map { Array($0) == Array(magic.utf8) } ?? false
     }
 
     /// The keys of a Hugging Face LLaMA-family `config.json` that the model needs.

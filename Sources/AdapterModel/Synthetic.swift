@@ -54,9 +54,8 @@ extension AdapterWeights {
             l.gate = SyntheticTensors.constant(c.nHeads, 0.1)
             return l
         }
-        let a = AdapterWeights(config: ac, layers: layers, path: "<synthetic>", kind: "BIAS")
-        a.adapterQuery = SyntheticTensors.make([ac.queryLen * ac.queryLayer, c.dim], .f32)
-        a.norm = SyntheticTensors.constant(c.dim, 1)
-        return a
+        return AdapterWeights(config: ac, layers: layers, adapterQuery: SyntheticTensors.make([ac.queryLen * ac.queryLayer, c.dim], .f32),
+                              visual: nil, norm: SyntheticTensors.constant(c.dim, 1), path: "<synthetic>", kind: "BIAS",
+                              parameterCount: 0)
     }
 }

@@ -64,6 +64,12 @@ public final class ByteLevelBPETokenizer: Tokenizer, Sendable {
     /// of `<|eot_id|>`, `<|im_end|>`, `<|end|>`, `<end_of_turn>`, `<|endoftext|>`, `<|eom_id|>`, `<EOT>`,
     /// `<|end_of_text|>`. For SmolLM2: 0 (`<|endoftext|>`) and 2 (`<|im_end|>`).
     public let endOfGenerationIds: [Int]
+    /// Whether prompts start with BOS (`addBosToken`).
+    public var addsBOS: Bool { addBosToken }
+    /// EOS and the end-of-generation ids.
+    public var stopIds: Set<Int> { Set(endOfGenerationIds + [eosId].compactMap { $0 }) }
+    /// Special-token text in a prompt is parsed as the token, as llama.cpp does.
+    public var parsesSpecialTokens: Bool { true }
 
     /// Vocabulary entries as stored (`"Ġthe"`, `"<|im_start|>"`).
     private let tokens: [String]

@@ -7,7 +7,7 @@ extension SentencePieceTokenizer {
     /// `.token_type` with SentencePiece's type numbers). `addDummyPrefix` is GGUF's `add_space_prefix`
     /// (default true, as LLaMA's normaliser); whitespace is escaped and never collapsed, as in LLaMA.
     public convenience init(tokens: [String], scores: [Float]?, types: [Int]?, unkId: Int?, bosId: Int?, eosId: Int?,
-                            addDummyPrefix: Bool = true) throws {
+                            addDummyPrefix: Bool = true, addsBOS: Bool = true) throws {
         guard !tokens.isEmpty else { throw TokenizerError("the vocabulary is empty") }
         if let scores, scores.count != tokens.count {
             throw TokenizerError("the vocabulary has \(tokens.count) tokens but \(scores.count) scores")
@@ -43,7 +43,7 @@ extension SentencePieceTokenizer {
         normalizer.varint(4, 0)
         normalizer.varint(5, 1)
         proto.bytes(3, normalizer.data)
-        try self.init(data: proto.data)
+        try self.init(data: proto.data, addsBOS: addsBOS)
     }
 }
 

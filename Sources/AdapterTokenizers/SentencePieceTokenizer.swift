@@ -34,6 +34,12 @@ public final class SentencePieceTokenizer: Tokenizer, Sendable {
     public let treatWhitespaceAsSuffix: Bool
     /// `TrainerSpec.byte_fallback`: characters outside the vocabulary become `<0xNN>` pieces instead of `<unk>`.
     public let byteFallback: Bool
+    /// Whether prompts start with BOS (true for LLaMA's tokenizer.model; GGUF's `add_bos_token` can say otherwise).
+    public let addsBOS: Bool
+    /// EOS ends generation.
+    public var stopIds: Set<Int> { Set([eosId].compactMap { $0 }) }
+    /// Special-token text in a prompt stays plain text, as in the official LLaMA code.
+    public var parsesSpecialTokens: Bool { false }
 
     private let normalizer: SentencePieceNormalizer
     private let bpe: BPEModel
@@ -56,7 +62,7 @@ public final class SentencePieceTokenizer: Tokenizer, Sendable {
     }
 
     /// Loads a `tokenizer.model` file.
-    public convenience init(path: String) throws {
+    public convenience init(path: String, addsBOS: Bool = true) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw TokenizerError("tokenizer file not found: \(path)")
@@ -68,7 +74,7 @@ public final class SentencePieceTokenizer: Tokenizer, Sendable {
             throw TokenizerError("cannot read tokenizer file \(path)")
         }
         do {
-            try self.init(data: [UInt8](data))
+            try self.init(data: [UInt8](data), addsBOS: addsBOS)
         } catch let error as TokenizerError {
             throw TokenizerError("\(path): \(error.message)")
         }
@@ -77,7 +83,8 @@ public final class SentencePieceTokenizer: Tokenizer, Sendable {
     /// Loads a serialized SentencePiece `ModelProto`. Throws when the bytes are not a SentencePiece
     /// model, when the model is not BPE, when it needs a normalisation rule other than identity, or
     /// when its pieces break SentencePiece's own load-time checks.
-    public init(data: [UInt8]) throws {
+    public init(data: [UInt8], addsBOS: Bool = true) throws {
+        self.addsBOS = addsBOS
         let model: SentencePieceModel
         do {
             model = try SentencePieceModel(data: data)

@@ -1,8 +1,9 @@
 // The tokenizer seam: text <-> token ids. SentencePieceTokenizer implements it for LLaMA's
 // `tokenizer.model`; other vocabularies (byte-level BPE) plug in behind the same protocol.
 
-/// Turns text into token ids and back.
-public protocol Tokenizer {
+/// Turns text into token ids and back, and carries the model's rules around them: whether prompts start
+/// with BOS, which ids end generation, and whether special-token text in a prompt is parsed.
+public protocol Tokenizer: Sendable {
     /// Token ids for `text`, without BOS or EOS. The empty string gives `[]`.
     func encode(_ text: String) -> [Int]
     /// Text for `ids`. Control tokens (BOS, EOS) produce no text; ids outside the vocabulary are skipped.
@@ -15,6 +16,13 @@ public protocol Tokenizer {
     var vocabSize: Int { get }
     /// The vocabulary entry for `id` as stored (e.g. `"▁the"`, `"<0x0A>"`), or nil when out of range.
     func piece(_ id: Int) -> String?
+    /// Whether prompts start with BOS for this model (LLaMA: yes; SmolLM2's GGUF says `add_bos_token` false).
+    var addsBOS: Bool { get }
+    /// Ids that end generation: EOS plus end-of-turn tokens such as `<|im_end|>`.
+    var stopIds: Set<Int> { get }
+    /// Whether special-token text written in a prompt (`<|im_start|>`) becomes the special token (byte-level
+    /// BPE, as llama.cpp) or stays plain text (SentencePiece, as the official LLaMA code).
+    var parsesSpecialTokens: Bool { get }
 }
 
 extension Tokenizer {
@@ -27,6 +35,16 @@ extension Tokenizer {
         if addEos, let eos = eosId { ids.append(eos) }
         return ids
     }
+
+    /// Prompt ids for already-formatted text, with BOS when the model wants it (`addsBOS`).
+    public func encodePrompt(_ text: String) -> [Int] { encode(text, addBos: addsBOS, addEos: false) }
+
+    /// BOS as text, for chat templates that print `bos_token` ("" when there is none).
+    public var bosText: String { bosId.flatMap { piece($0) } ?? "" }
+
+    /// EOS as a chat template should print it: its text where the tokenizer parses special tokens, else ""
+    /// (SentencePiece would turn a written "</s>" into stray pieces, never into EOS).
+    public var templateEOSText: String { parsesSpecialTokens ? (eosId.flatMap { piece($0) } ?? "") : "" }
 }
 
 /// Why a tokenizer could not be loaded. `description` is one line a user can act on,

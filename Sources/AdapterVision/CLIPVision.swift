@@ -126,9 +126,10 @@ public struct CLIPVisionWeights: @unchecked Sendable {
     /// Opens CLIP weights from a file or folder: OpenAI `.pt` (TorchScript), a `.pth`/`.pt` state dict with
     /// `visual.*` names, or a Hugging Face folder / safetensors file with `vision_model.*` names.
     public static func load(path: String) throws -> CLIPVisionWeights {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw AdapterError.io("CLIP weights \(path) do not exist") }
-        if isDir.boolValue || path.hasSuffix(".safetensors") {
+        guard FileManager.default.fileExists(atPath: path) else { throw AdapterError.io("CLIP weights \(path) do not exist") }
+        let format = try FileFormat.detect(path: path)
+        if format == .huggingFaceFolder || format == .safetensors {
+            let isDir = ObjCBool(format == .huggingFaceFolder)
             let folder = try SafetensorsFolder(path: path)
             var heads: Int?
             var eps: Float = 1e-5
@@ -143,12 +144,7 @@ public struct CLIPVisionWeights: @unchecked Sendable {
             }
             return try huggingFace(folder, heads: heads, eps: eps, activation: act, source: path)
         }
-        let source: TensorSource
-        do {
-            source = try TorchCheckpoint(path: path)
-        } catch let e as AdapterError where e.description.contains("TorchScript") {
-            source = try TorchScriptArchive.open(path: path)
-        }
+        let (source, _) = try FileFormat.openTensors(path: path)
         return try openAI(source, source: path)
     }
 }

@@ -76,20 +76,8 @@ public func encoderBlockForward(_ x: UnsafeMutablePointer<Float>, T: Int, block 
 
     layerNormForward(out: xb, inp: x, weight: w.ln1Weight.floats, bias: w.ln1Bias.floats, T: T, C: d, eps: w.eps)
     linearForward(out: qkv, inp: xb, weight: w.qkvWeight, bias: w.qkvBias?.floats, T: T, pool: pool)
-    let scale = 1 / Float(hd).squareRoot()
-    // Per head: S = Q Kᵀ (GEMM), row softmax, O = S V (GEMM); heads are split over the pool, each thread
-    // with its own T×T score matrix. Per-position dot products ran at ~6 GFLOP/s on ViT-L/14.
-    let scoreMats = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * T * T)
-    defer { scoreMats.deallocate() }
-    pool.run { ti, tn in
-        let sm = scoreMats + ti * T * T
-        for head in (heads * ti / tn)..<(heads * (ti + 1) / tn) {
-            BLAS.gemmABt(m: T, n: T, k: hd, a: qkv + head * hd, lda: 3 * d, b: qkv + d + head * hd, ldb: 3 * d,
-                         c: sm, ldc: T, alpha: scale)
-            for t in 0..<T { softmaxInPlace(sm + t * T, T) }
-            BLAS.gemmAB(m: T, n: hd, k: T, a: sm, lda: T, b: qkv + 2 * d + head * hd, ldb: 3 * d, c: att + head * hd, ldc: d)
-        }
-    }
+    attentionForward(out: att, outStride: d, q: qkv, qStride: 3 * d, keys: qkv + d, values: qkv + 2 * d, kvStride: 3 * d,
+                     T: T, keyCount: T, mask: .none, nHeads: heads, nKVHeads: heads, headDim: hd, pool: pool)
     linearForward(out: xb, inp: att, weight: w.projWeight, bias: w.projBias?.floats, T: T, pool: pool)
     addInPlace(x, xb, T * d)
     layerNormForward(out: xb, inp: x, weight: w.ln2Weight.floats, bias: w.ln2Bias.floats, T: T, C: d, eps: w.eps)

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import AdapterCore
-import AdapterModel
-import AdapterVision
+import LlamaAdapter
 
 /// `llama-adapter bench`: speed and memory on synthetic weights, printed as one JSON object.
 struct Bench: ParsableCommand {
@@ -124,41 +122,40 @@ struct Bench: ParsableCommand {
             llama = try LlamaModel(config: config, weights: LlamaWeights.synthetic(config: config, dtype: dt), pool: pool)
         }
         let loadSeconds = Measure.now() - t0
-        llama.activations = int8Activations ? .int8 : .f32
+        let options = DecoderOptions(activations: int8Activations ? .int8 : .f32)
         let config = llama.config
-        guard longest <= llama.rope.maxPos else {
+        guard longest <= llama.contextLength else {
             throw AdapterError.invalidArgument("prompt + decode tokens (\(longest)) exceed the model's context")
         }
-        let cache = llama.makeCache(capacity: longest)
+        let cache = DecoderState(model: llama, capacity: longest, options: options)
         // Warm-up: first touches of weights and scratch.
-        _ = try llama.forwardLogits(tokens: [1, 2, 3, 4].map { $0 % config.vocabSize }, cache: cache)
+        _ = try llama.forward(tokens: [1, 2, 3, 4].map { $0 % config.vocabSize }, state: cache)
         var prefills: [Prefill] = []
         var logits: UnsafeBufferPointer<Float>!
         for n in promptTokens {
             cache.reset()
             let prompt = (0..<n).map { ($0 * 7919 + 13) % config.vocabSize }
             let tp = Measure.now()
-            logits = try llama.forwardLogits(tokens: prompt, cache: cache)
+            logits = try llama.forward(tokens: prompt, state: cache)
             prefills.append(Prefill(tokens: n, tokens_per_s: Double(n) / (Measure.now() - tp)))
         }
         let td = Measure.now()
         for _ in 0..<decodeTokens {
             var next = 0
             for i in logits.indices where logits[i] > logits[next] { next = i }
-            logits = try llama.forwardLogits(tokens: [next], cache: cache)
+            logits = try llama.forward(tokens: [next], state: cache)
         }
         let decode = Measure.now() - td
         var adapterRate: Double?
         if adapterBias {
-            try llama.attach(adapter: AdapterWeights.syntheticBias(config: config))
-            let c2 = llama.makeCache(capacity: longest)
-            c2.prompts = try llama.makePrompts(visualQuery: nil)
-            logits = try llama.forwardLogits(tokens: Array(0..<promptTokens[0]).map { ($0 * 7919 + 13) % config.vocabSize }, cache: c2)
+            let adapted = try llama.with(adapter: AdapterWeights.syntheticBias(config: config))
+            let c2 = DecoderState(model: adapted, capacity: longest, prompts: try adapted.makePrompts(visualQuery: nil), options: options)
+            logits = try adapted.forward(tokens: Array(0..<promptTokens[0]).map { ($0 * 7919 + 13) % config.vocabSize }, state: c2)
             let ta = Measure.now()
             for _ in 0..<decodeTokens {
                 var next = 0
                 for i in logits.indices where logits[i] > logits[next] { next = i }
-                logits = try llama.forwardLogits(tokens: [next], cache: c2)
+                logits = try adapted.forward(tokens: [next], state: c2)
             }
             adapterRate = Double(decodeTokens) / (Measure.now() - ta)
         }

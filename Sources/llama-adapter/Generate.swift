@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
-import AdapterCore
-import AdapterGeneration
+import LlamaAdapter
 
 /// `llama-adapter generate`: one prompt in, generated text out (streamed, or one JSON object).
 struct Generate: ParsableCommand {
@@ -23,7 +22,7 @@ struct Generate: ParsableCommand {
         var text: String
         var tokens: [Int]
         var prompt_tokens: Int
-        var stop_reason: String
+        var stop_reason: StopReason
         var prefill_tokens_per_s: Double
         var decode_tokens_per_s: Double
     }
@@ -33,13 +32,15 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let bundle = try modelOptions.load(withAdapter: adapterOptions.adapter != nil)
-        let prompts = try adapterOptions.prepare(bundle)
-        let text = try promptOptions.formatted(bundle)
-        let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
-        let prompt = bundle.encodePrompt(text)
-        let result = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling.parameters(),
-                                            stopIds: bundle.stopIds, prompts: prompts, onText: json ? nil : { writeOut($0) })
+        let container = try loadContainer(modelOptions, adapterOptions)
+        let prompt = container.tokenizer.encodePrompt(try promptOptions.formatted(container))
+        let params = try sampling.parameters(container)
+        // The sequence needs at most prompt + new tokens positions (the official total_len), so the cache is no larger.
+        let positions = prompt.count.addingReportingOverflow(maxNewTokens)
+        let session = try openSession(container, modelOptions, adapterOptions,
+                                      capacity: positions.overflow ? nil : max(1, positions.partialValue))
+        let result = try session.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: params,
+                                          onToken: json ? nil : { _, piece in writeOut(piece); return true })
         if json {
             try printJSON(Output(
                 text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokenCount,
@@ -66,23 +67,9 @@ struct Score: ParsableCommand {
     @Flag(help: "Print JSON (the default output is JSON too; the flag is accepted for symmetry).")
     var json = false
 
-    struct Output: Encodable {
-        var logprob: Double
-        var tokens: Int
-    }
-
     func run() throws {
-        let bundle = try modelOptions.load(withAdapter: adapterOptions.adapter != nil)
-        let prompts = try adapterOptions.prepare(bundle)
-        let text = try promptOptions.formatted(bundle)
-        let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
-        // The contract: encode(prompt + continuation, BOS, EOS), scored from len(encode(prompt, BOS)) on.
-        let all = bundle.tokenizer.encode(text + continuation, addBos: bundle.addBOS, addEos: true)
-        let start = bundle.encodePrompt(text).count
-        guard all.count <= bundle.model.config.maxSeqLen else {
-            throw AdapterError.invalidArgument("prompt and continuation have \(all.count) tokens but the context holds \(bundle.model.config.maxSeqLen)")
-        }
-        let (logprob, count) = try generator.score(tokens: all, from: start, prompts: prompts)
-        try printJSON(Output(logprob: logprob, tokens: count))
+        let container = try loadContainer(modelOptions, adapterOptions)
+        let session = try openSession(container, modelOptions, adapterOptions, capacity: 1)
+        try printJSON(try session.score(prompt: try promptOptions.formatted(container), continuation: continuation))
     }
 }

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import AdapterCore
-import AdapterFormats
-import AdapterModel
+import LlamaAdapter
 
 /// `llama-adapter inspect`: lists the tensors (name, dtype, shape) and metadata of a weights file or folder.
 struct Inspect: ParsableCommand {
@@ -30,41 +28,15 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw AdapterError.io("\(path) does not exist")
-        }
         let source: TensorSource
         var metadata: [String: JSONValue] = [:]
         let format: String
-        if isDir.boolValue {
-            if FileManager.default.fileExists(atPath: path + "/config.json") && !FileManager.default.fileExists(atPath: path + "/params.json") {
-                source = try SafetensorsFolder(path: path)
-                format = "huggingface"
-            } else {
-                source = try MetaShards(directory: path)
-                format = "meta"
-            }
-            if let data = FileManager.default.contents(atPath: path + "/params.json"),
-               let obj = try? JSONSerialization.jsonObject(with: data) {
-                metadata["params.json"] = JSONValue(any: obj)
-            }
-        } else {
-            if path.hasSuffix(".gguf") {
-                source = try GGUFFile(path: path)
-                format = "gguf"
-            } else if path.hasSuffix(".safetensors") {
-                source = try SafetensorsFile(path: path)
-                format = "safetensors"
-            } else {
-                do {
-                    source = try TorchCheckpoint(path: path)
-                    format = "pytorch"
-                } catch let e as AdapterError where e.description.contains("TorchScript") {
-                    source = try TorchScriptArchive.open(path: path)
-                    format = "torchscript"
-                }
-            }
+        let opened = try FileFormat.openTensors(path: path)
+        source = opened.0
+        format = opened.1.rawValue
+        if opened.1 == .metaFolder, let data = FileManager.default.contents(atPath: path + "/params.json"),
+           let obj = try? JSONSerialization.jsonObject(with: data) {
+            metadata["params.json"] = JSONValue(any: obj)
         }
         for (k, v) in source.metadata { metadata[k] = JSONValue(v) }
         if let summary = AdapterWeights.summarize(source) { metadata["adapter"] = JSONValue(.dict(summary)) }

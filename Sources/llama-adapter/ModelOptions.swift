@@ -1,10 +1,16 @@
 import ArgumentParser
 import Foundation
-import AdapterCore
-import AdapterModel
-import AdapterTokenizers
-import AdapterGeneration
-import AdapterVision
+import LlamaAdapter
+
+extension PromptTemplate: ExpressibleByArgument {}
+extension ChannelOrder: ExpressibleByArgument {}
+extension Compatibility: ExpressibleByArgument {}
+extension QuantizationType: ExpressibleByArgument {}
+
+/// Where prompts enter, as the `--fusion` flag names it.
+enum FusionFlag: String, ExpressibleByArgument, CaseIterable {
+    case release, early
+}
 
 /// Options shared by every command that loads a model.
 struct ModelOptions: ParsableArguments {
@@ -18,34 +24,19 @@ struct ModelOptions: ParsableArguments {
             help: "Context length (default 2048; 512 with --adapter, the official LLaMA-Adapter setting, which also bounds generation: prompt + new tokens <= 512).")
     var maxSeqLen: Int?
 
-    @Option(help: "Re-encode f16/f32 weights on load: q8_0, q4_0 or q4_1 (less memory, faster decoding).")
-    var quantize: String?
+    @Option(help: "Re-encode f16/f32 weights on load (less memory, faster decoding).")
+    var quantize: QuantizationType?
 
     @Option(help: "official: reproduce the official code's bugs (base model: no softmax on one-token decoding steps).")
-    var compat: String?
+    var compat: Compatibility = .standard
 
     @Flag(name: .customLong("int8-activations"),
           help: "Decode Q4_0/Q4_1/Q8_0 weights with 8-bit activations (faster, as llama.cpp; no longer exact vs an f32 reference).")
     var int8Activations = false
 
-    /// Loads the model with its tokenizer, BOS rule, stop tokens and chat template. With an adapter the
-    /// default context is the official 512, so long prompts get as many new tokens as the official
-    /// `generate` gives them (total_len = min(max_seq_len, prompt + max_gen_len)).
-    func load(withAdapter: Bool = false) throws -> ModelBundle {
-        let maxSeqLen = self.maxSeqLen ?? (withAdapter ? 512 : 2048)
-        guard maxSeqLen > 0 else { throw AdapterError.invalidArgument("--max-seq-len must be positive") }
-        var q: DType?
-        if let quantize {
-            guard let d = DType(rawValue: quantize), [.q8_0, .q4_0, .q4_1].contains(d) else {
-                throw AdapterError.invalidArgument("--quantize must be q8_0, q4_0 or q4_1")
-            }
-            q = d
-        }
-        if let compat, compat != "official" { throw AdapterError.invalidArgument("--compat takes 'official'") }
-        let bundle = try ModelBundle.load(modelPath: model, tokenizerPath: tokenizer, maxSeqLen: maxSeqLen, quantize: q)
-        bundle.model.officialSoftmaxBug = compat == "official"
-        bundle.model.activations = int8Activations ? .int8 : .f32
-        return bundle
+    /// The per-session modes these flags select.
+    var decoderOptions: DecoderOptions {
+        DecoderOptions(compat: compat, activations: int8Activations ? .int8 : .f32)
     }
 }
 
@@ -54,29 +45,47 @@ struct AdapterOptions: ParsableArguments {
     @Option(help: "LLaMA-Adapter V2 checkpoint (official .pth: BIAS-7B, LORA-BIAS-7B, CAPTION-7B, ...).")
     var adapter: String?
 
-    @Option(help: "CLIP weights: OpenAI .pt (e.g. ViT-L-14.pt), a state dict with visual.* names, or a Hugging Face folder.")
+    @Option(help: "CLIP weights: OpenAI .pt (e.g. ViT-L-14.pt), a state dict with visual.* names, or a Hugging Face folder (needed by adapters with a visual branch).")
     var clip: String?
 
-    @Option(help: "Image (JPEG or PNG) to ask about.")
+    @Option(help: "Image (JPEG or PNG) to ask about (default for a visual adapter: the all-zero image, as the official text-only path).")
     var image: String?
 
     @Option(help: "Channel order fed to CLIP: bgr (the official cv2-based pipeline) or rgb.")
-    var channels: String = "bgr"
+    var channels: ChannelOrder = .bgr
 
     @Option(help: "Where prompts enter: release (official checkpoints) or early (the paper's early fusion).")
-    var fusion: String = "release"
+    var fusion: FusionFlag = .release
 
     @Option(name: .customLong("early-layers"), help: "With --fusion early: layers that take the visual prompt.")
     var earlyLayers: Int = 1
 
-    /// Attaches the adapter to the bundle's model and returns this session's adapter prompts.
-    func prepare(_ bundle: ModelBundle) throws -> AdapterPrompts? {
-        guard let order = ChannelOrder(rawValue: channels) else { throw AdapterError.invalidArgument("--channels must be bgr or rgb") }
-        guard let mode = FusionMode(rawValue: fusion) else { throw AdapterError.invalidArgument("--fusion must be release or early") }
-        let setup = AdapterSetup(adapterPath: adapter, clipPath: clip, imagePath: image, channels: order, fusion: mode,
-                                 earlyLayers: mode == .early ? earlyLayers : 0)
-        return try setup.prepare(model: bundle.model, warn: { FileHandle.standardError.write(Data(("warning: " + $0 + "\n").utf8)) })
+    func validate() throws {
+        guard earlyLayers >= 0 else { throw AdapterError.invalidArgument("--early-layers must be non-negative") }
     }
+}
+
+/// Loads the model (and adapter, CLIP) these options describe.
+func loadContainer(_ m: ModelOptions, _ a: AdapterOptions) throws -> ModelContainer {
+    try ModelContainer.load(ModelConfiguration(
+        model: m.model, tokenizer: m.tokenizer, adapter: a.adapter, clip: a.clip, maxSeqLen: m.maxSeqLen, quantize: m.quantize))
+}
+
+/// Opens one session on `container` for these options (the image is encoded once, here).
+/// `capacity` bounds its KV cache (default: the model's context).
+func openSession(_ container: ModelContainer, _ m: ModelOptions, _ a: AdapterOptions, capacity: Int? = nil) throws -> Session {
+    var image: ImageContext?
+    if let path = a.image {
+        guard container.model.adapter != nil else { throw AdapterError.invalidArgument("--image needs --adapter") }
+        guard container.model.adapter?.visual != nil else {
+            throw AdapterError.invalidArgument("\(a.adapter ?? "the adapter") has no visual branch, so --image cannot be used with it")
+        }
+        image = try container.encodeImage(path: path, channels: a.channels)
+    }
+    let fusion: Fusion = a.fusion == .early ? .early(layers: a.earlyLayers) : .release
+    let session = try container.makeSession(image: image, fusion: fusion, options: m.decoderOptions, capacity: capacity)
+    for w in session.warnings { FileHandle.standardError.write(Data(("warning: " + w + "\n").utf8)) }
+    return session
 }
 
 /// Prompt options shared by `generate` and `score`.
@@ -84,8 +93,8 @@ struct PromptOptions: ParsableArguments {
     @Option(help: "The prompt (with --template alpaca: the instruction; with chat: the user message).")
     var prompt: String
 
-    @Option(help: "Prompt template: raw, alpaca or chat (default: the model's chat template if it has one, else raw).")
-    var template: String?
+    @Option(help: "Prompt template (default: alpaca with --adapter, else the model's chat template if it has one, else raw).")
+    var template: PromptTemplate?
 
     @Option(help: "Input field of the Alpaca template (an empty string still selects the with-input template).")
     var input: String?
@@ -93,75 +102,48 @@ struct PromptOptions: ParsableArguments {
     @Option(help: "System message for the chat template (default: the template's own).")
     var system: String?
 
-    /// The template to use: the flag, else alpaca with an adapter, else the model's chat template when it
-    /// has one, else raw.
-    func resolvedTemplate(_ bundle: ModelBundle) throws -> PromptTemplate {
-        if let template {
-            guard let t = PromptTemplate(rawValue: template) else {
-                throw AdapterError.invalidArgument("unknown template '\(template)' (expected raw, alpaca or chat)")
-            }
-            return t
-        }
-        if bundle.model.adapter != nil { return .alpaca }
-        return bundle.chatTemplate != nil ? .chat : .raw
-    }
-
     /// The prompt text after applying the template.
-    func formatted(_ bundle: ModelBundle) throws -> String {
-        let t = try resolvedTemplate(bundle)
-        if input != nil && t != .alpaca { throw AdapterError.invalidArgument("--input needs --template alpaca") }
-        if system != nil && t != .chat { throw AdapterError.invalidArgument("--system needs --template chat") }
-        switch t {
-        case .raw: return prompt
-        case .alpaca: return PromptTemplate.alpaca(prompt, input: input)
-        case .chat:
-            var messages: [ChatMessage] = []
-            if let system { messages.append(ChatMessage(role: "system", content: system)) }
-            messages.append(ChatMessage(role: "user", content: prompt))
-            return try renderChat(bundle, messages: messages, addGenerationPrompt: true)
-        }
+    func formatted(_ container: ModelContainer) throws -> String {
+        try container.formatPrompt(prompt, template: template, input: input, system: system)
     }
 }
 
-/// Renders `messages` with the model's chat template (an error when the model has none).
-/// `source` overrides the model's template (e.g. the built-in multi-turn `ChatTemplate.alpaca`).
-func renderChat(_ bundle: ModelBundle, messages: [ChatMessage], addGenerationPrompt: Bool, source: String? = nil) throws -> String {
-    guard let source = source ?? bundle.chatTemplate else {
-        throw AdapterError.unsupported("this model has no chat template; use --template raw or alpaca")
-    }
-    // SentencePiece never parses "</s>" written in text as EOS, so a template's eos_token text would only
-    // add stray pieces there; byte-level BPE vocabularies do parse their special tokens.
-    let eos = bundle.tokenizer is SentencePieceTokenizer ? "" : bundle.eosToken
-    do {
-        return try ChatTemplate(source: source).render(messages: messages, addGenerationPrompt: addGenerationPrompt,
-                                                       bosToken: bundle.bosToken, eosToken: eos)
-    } catch let e as ChatTemplateError {
-        throw AdapterError.format("chat template: \(e.description)")
-    }
-}
-
-/// Sampling options shared by `generate` and `chat` (defaults: the official temperature 0.1, top-p 0.75).
+/// Sampling options shared by `generate` and `chat`. Unset options take the model's defaults: the official
+/// LLaMA-Adapter sampler with an adapter, else the model's generation_config.json, else llama.cpp's.
 struct SamplingOptions: ParsableArguments {
-    @Option(help: "Sampling temperature; 0 is greedy.")
-    var temperature: Float = 0.1
+    @Option(help: "Sampling temperature; 0 is greedy (default: 0.1 with an adapter (official), else the model's generation_config.json, else 0.8 (llama.cpp)).")
+    var temperature: Float?
 
-    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass (official sample_top_p).")
-    var topP: Float = 0.75
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass (default: 0.75 with an adapter (official sample_top_p), else generation_config.json, else 0.95 (llama.cpp)).")
+    var topP: Float?
 
-    @Option(name: .customLong("top-k"), help: "Keep only the k most likely tokens; 0 disables.")
-    var topK: Int = 0
+    @Option(name: .customLong("top-k"), help: "Keep only the k most likely tokens, 0 disables (default: 0 with an adapter, else generation_config.json, else 40 (llama.cpp)).")
+    var topK: Int?
+
+    @Option(name: .customLong("min-p"), help: "Drop tokens below min-p times the top token's probability, 0 disables (default: 0 with an adapter, else 0.05 (llama.cpp)).")
+    var minP: Float?
+
+    @Option(name: .customLong("repeat-penalty"), help: "llama.cpp's repeat penalty on the last --repeat-last-n tokens, 1 disables (default 1).")
+    var repeatPenalty: Float?
+
+    @Option(name: .customLong("repeat-last-n"), help: "Tokens the repeat penalty looks back over, 0 disables, -1 all (default 64, as llama.cpp).")
+    var repeatLastN: Int?
 
     @Option(help: "Random seed.")
     var seed: UInt64 = 0
 
-    func validate() throws {
-        guard temperature >= 0, temperature.isFinite else { throw AdapterError.invalidArgument("--temperature must be a non-negative number") }
-        guard topP > 0, topP <= 1 else { throw AdapterError.invalidArgument("--top-p must be in (0, 1]") }
-        guard topK >= 0 else { throw AdapterError.invalidArgument("--top-k must be non-negative") }
-    }
-
-    /// The parameters, with the seed offset by `turn` so each chat turn draws fresh numbers.
-    func parameters(turn: UInt64 = 0) -> SamplingParameters {
-        SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed &+ turn)
+    /// The model's defaults overridden by the flags given, with the seed offset by `turn` so each chat
+    /// turn draws fresh numbers.
+    func parameters(_ container: ModelContainer, turn: UInt64 = 0) throws -> SamplingParameters {
+        var p = container.defaultSampling
+        if let temperature { p.temperature = temperature }
+        if let topP { p.topP = topP }
+        if let topK { p.topK = topK }
+        if let minP { p.minP = minP }
+        if let repeatPenalty { p.repeatPenalty = repeatPenalty }
+        if let repeatLastN { p.repeatLastN = repeatLastN }
+        p.seed = seed &+ turn
+        do { try p.validate() } catch let e as SamplingError { throw AdapterError.invalidArgument(e.description) }
+        return p
     }
 }

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
-import AdapterCore
-import AdapterVision
+import LlamaAdapter
 
 /// `llama-adapter preprocess`: the official CLIP transform of one image, saved as a (3, S, S) float32 .npy.
 struct Preprocess: ParsableCommand {

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import AdapterCore
-import AdapterGeneration
-import AdapterTokenizers
+import LlamaAdapter
 
 /// `llama-adapter tokenize`: token ids of a text, without BOS/EOS.
 struct Tokenize: ParsableCommand {
@@ -32,6 +30,5 @@ struct Tokenize: ParsableCommand {
 
 /// A tokenizer from a tokenizer file, or from a GGUF model's embedded vocabulary.
 func openTokenizerOrModel(_ path: String) throws -> any Tokenizer {
-    if path.hasSuffix(".gguf") { return try ModelBundle.load(modelPath: path).tokenizer }
-    return try ModelBundle.openTokenizer(path: path)
+    try ModelContainer.openTokenizer(path: path)
 }

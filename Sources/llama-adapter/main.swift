@@ -2,11 +2,10 @@
 // (DESIGN.md section 3), including argument errors, which swift-argument-parser would otherwise exit 64 for.
 import ArgumentParser
 import Foundation
-import AdapterCore
-import AdapterTokenizers
+import LlamaAdapter
 
 /// The root command.
-struct LlamaAdapter: ParsableCommand {
+struct LlamaAdapterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llama-adapter",
         abstract: "LLaMA-Adapter V2 in Swift: run, score and inspect LLaMA models and adapters on the CPU.",
@@ -19,7 +18,7 @@ func printError(_ message: String) {
 }
 
 do {
-    var command = try LlamaAdapter.parseAsRoot()
+    var command = try LlamaAdapterCommand.parseAsRoot()
     try command.run()
 } catch let error as AdapterError {
     printError(error.description)
@@ -27,12 +26,18 @@ do {
 } catch let error as TokenizerError {
     printError(error.description)
     exit(1)
+} catch let error as GenerationError {
+    printError(error.description)
+    exit(1)
+} catch let error as SamplingError {
+    printError(error.description)
+    exit(1)
 } catch {
-    if LlamaAdapter.exitCode(for: error) == .success {
-        print(LlamaAdapter.fullMessage(for: error))
+    if LlamaAdapterCommand.exitCode(for: error) == .success {
+        print(LlamaAdapterCommand.fullMessage(for: error))
         exit(0)
     }
-    let message = LlamaAdapter.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+    let message = LlamaAdapterCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
     printError(message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message)
     exit(1)
 }

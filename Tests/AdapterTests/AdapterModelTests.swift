@@ -1,9 +1,4 @@
-import AdapterCore
-import AdapterFormats
-import AdapterGeneration
-import AdapterModel
-import AdapterTokenizers
-import AdapterVision
+import LlamaAdapter
 import Foundation
 import XCTest
 
@@ -57,8 +52,7 @@ final class AdapterModelTests: XCTestCase {
         let info = (Self.golden["adapters"] as! [String: Any])[kind] as! [String: Any]
         let loaded = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 512)
         let adapter = try AdapterWeights.load(path: Fixtures.path(Self.dir + (info["file"] as! String)), model: loaded.model.config)
-        try loaded.model.attach(adapter: adapter)
-        return (loaded.model, info, try SentencePieceTokenizer(path: Fixtures.path("tiny_llama/tokenizer.model")))
+        return (try loaded.model.with(adapter: adapter), info, try SentencePieceTokenizer(path: Fixtures.path("tiny_llama/tokenizer.model")))
     }
 
     func visualQuery(_ model: LlamaModel, zero: Bool) throws -> Tensor {
@@ -76,11 +70,12 @@ final class AdapterModelTests: XCTestCase {
             let name = "\(kind)/\(c["name"]!)"
             let tokens = c["tokens"] as! [Int]
             XCTAssertEqual(tokenizer.encode(c["prompt"] as! String, addBos: true, addEos: false), tokens, name)
-            let prompts = try model.makePrompts(visualQuery: visualQuery(model, zero: (c["name"] as! String) != "image"))
+            let vq = try visualQuery(model, zero: (c["name"] as! String) != "image")
+            let prompts = try model.makePrompts(visualQuery: vq)
             // Prefill: stored rows, and argmax at every position.
-            let cache = model.makeCache()
+            let cache = DecoderState(model: model)
             cache.prompts = prompts
-            let all = try model.forward(tokens: tokens, cache: cache, allLogits: true)
+            let all = try model.forwardArray(tokens: tokens, state: cache, allLogits: true)
             let V = model.config.vocabSize
             let positions = c["prefill_positions"] as! [Int]
             let rows = (c["prefill_logits"] as! [Any]).map { Self.floats($0) }
@@ -90,18 +85,17 @@ final class AdapterModelTests: XCTestCase {
             // Incremental decoding with the KV cache.
             let steps = (c["step_logits"] as! [Any]).map { Self.floats($0) }
             for (k, token) in (c["step_input_tokens"] as! [Int]).enumerated() {
-                assertClose(try model.forward(tokens: [token], cache: cache), steps[k], 1e-4, "\(name) decode step \(k)")
+                assertClose(try model.forwardArray(tokens: [token], state: cache), steps[k], 1e-4, "\(name) decode step \(k)")
             }
             // Greedy generation.
-            let generator = TextGenerator(model: model, tokenizer: tokenizer)
+            let session = try ModelContainer(model: model, tokenizer: tokenizer).makeSession(image: ImageContext(visualQuery: vq))
             let greedy = c["greedy_tokens"] as! [Int]
-            let result = try generator.generate(prompt: tokens, maxNewTokens: greedy.count, sampling: SamplingParameters(temperature: 0),
-                                                prompts: prompts)
+            let result = try session.generate(prompt: tokens, maxNewTokens: greedy.count, sampling: .greedy)
             XCTAssertEqual(result.tokens, Array(greedy.prefix { $0 != 2 }), name)
             XCTAssertEqual(result.text, c["greedy_text"] as! String, name)
             // Score.
             if let score = c["score"] as? [String: Any] {
-                let (logprob, count) = try generator.score(tokens: score["tokens"] as! [Int], from: score["scored_from"] as! Int, prompts: prompts)
+                let (logprob, count) = try session.score(tokens: score["tokens"] as! [Int], from: score["scored_from"] as! Int).pair
                 XCTAssertEqual(count, score["count"] as! Int, name)
                 XCTAssertEqual(logprob, score["logprob"] as! Double, accuracy: 2e-3, name)
             }
@@ -140,10 +134,10 @@ final class AdapterOnAnyBaseTests: XCTestCase {
         var logits: [[Float]] = []
         for base in ["tiny_llama/model", "tiny_llama/hf"] {
             let loaded = try ModelLoader.load(path: Fixtures.path(base), maxSeqLen: 128)
-            try loaded.model.attach(adapter: AdapterWeights.load(path: Fixtures.path("tiny_adapter/adapter_bias.pth"), model: loaded.model.config))
-            let cache = loaded.model.makeCache()
-            cache.prompts = try loaded.model.makePrompts(visualQuery: nil)
-            logits.append(try loaded.model.forward(tokens: Fixtures.tinyLlama.cases[2].tokens, cache: cache, allLogits: true))
+            let model = try loaded.model.with(adapter: AdapterWeights.load(path: Fixtures.path("tiny_adapter/adapter_bias.pth"), model: loaded.model.config))
+            let cache = DecoderState(model: model)
+            cache.prompts = try model.makePrompts(visualQuery: nil)
+            logits.append(try model.forwardArray(tokens: Fixtures.tinyLlama.cases[2].tokens, state: cache, allLogits: true))
         }
         XCTAssertEqual(logits[0], logits[1])
     }

@@ -1,9 +1,4 @@
-import AdapterCore
-import AdapterFormats
-import AdapterGeneration
-import AdapterModel
-import AdapterTokenizers
-import AdapterVision
+import LlamaAdapter
 import Foundation
 import XCTest
 
@@ -48,15 +43,9 @@ final class AdapterVariantTests: XCTestCase {
     func prepare(_ name: String) throws -> (LlamaModel, AdapterPrompts?) {
         let v = Self.variant(name)
         let loaded = try ModelLoader.load(path: Self.path("tiny_llama/model"), maxSeqLen: 512)
-        let model = loaded.model
-        var adapter = try AdapterWeights.load(path: Self.path(v["adapter"] as! String), model: model.config)
-        if (v["fusion"] as! String) == "early" {
-            var cfg = adapter.config
-            cfg.fusion = .early
-            cfg.earlyLayers = v["early_layers"] as! Int
-            adapter = try adapter.withConfig(cfg)
-        }
-        try model.attach(adapter: adapter)
+        let adapter = try AdapterWeights.load(path: Self.path(v["adapter"] as! String), model: loaded.model.config)
+        let fusion: Fusion = (v["fusion"] as! String) == "early" ? .early(layers: v["early_layers"] as! Int) : .release
+        let model = try loaded.model.with(adapter: adapter)
         var visualQuery: Tensor?
         if let clipPath = v["clip"] as? String, let imagePath = v["image"] as? String {
             let clip = try CLIPVisionWeights.load(path: Self.path(clipPath))
@@ -66,7 +55,7 @@ final class AdapterVariantTests: XCTestCase {
             assertClose(vq.toFloatArray(), Self.floats(v["visual_query"]), 1e-4, "\(name) visual query")
             visualQuery = vq
         }
-        return (model, try model.makePrompts(visualQuery: visualQuery))
+        return (model, try model.makePrompts(visualQuery: visualQuery, fusion: fusion))
     }
 
     func check(_ name: String) throws {
@@ -86,9 +75,9 @@ final class AdapterVariantTests: XCTestCase {
             }
         }
         // Prefill: every position.
-        let cache = model.makeCache()
+        let cache = DecoderState(model: model)
         cache.prompts = prompts
-        let all = try model.forward(tokens: tokens, cache: cache, allLogits: true)
+        let all = try model.forwardArray(tokens: tokens, state: cache, allLogits: true)
         let V = model.config.vocabSize
         let rows = (v["prefill_logits"] as! [Any]).map { Self.floats($0) }
         XCTAssertEqual(rows.count, tokens.count, name)
@@ -103,12 +92,12 @@ final class AdapterVariantTests: XCTestCase {
         let steps = (v["step_logits"] as! [Any]).map { Self.floats($0) }
         XCTAssertEqual(steps.count, 3, name)
         for (k, token) in (v["step_input_tokens"] as! [Int]).enumerated() {
-            assertClose(try model.forward(tokens: [token], cache: cache), steps[k], 1e-4, "\(name) decode step \(k)")
+            assertClose(try model.forwardArray(tokens: [token], state: cache), steps[k], 1e-4, "\(name) decode step \(k)")
         }
         // Greedy generation.
         let greedy = v["greedy_tokens"] as! [Int]
-        let result = try TextGenerator(model: model, tokenizer: tok)
-            .generate(prompt: tokens, maxNewTokens: greedy.count, sampling: SamplingParameters(temperature: 0), prompts: prompts)
+        let result = try ModelContainer(model: model, tokenizer: tok).makeSession(prompts: prompts)
+            .generate(prompt: tokens, maxNewTokens: greedy.count, sampling: .greedy)
         XCTAssertEqual(result.tokens, Array(greedy.prefix { $0 != 2 }), name)
         XCTAssertEqual(result.text, v["greedy_text"] as! String, name)
     }
@@ -169,10 +158,9 @@ final class AdapterVariantTests: XCTestCase {
     func testEarlyFusionOverlappingTheAdapterLayersIsRefused() throws {
         let loaded = try ModelLoader.load(path: Self.path("tiny_llama/model"), maxSeqLen: 64)
         let adapter = try AdapterWeights.load(path: Self.path("tiny_adapter/adapter_bias.pth"), model: loaded.model.config)
-        var cfg = adapter.config
-        cfg.fusion = .early
-        cfg.earlyLayers = 2   // a 2-layer model whose last layer carries adapter_query
-        XCTAssertThrowsError(try adapter.withConfig(cfg))
+        let model = try loaded.model.with(adapter: adapter)
+        // A 2-layer model whose last layer carries adapter_query.
+        XCTAssertThrowsError(try model.makePrompts(visualQuery: nil, fusion: .early(layers: 2)))
     }
 
     // MARK: - CLI

@@ -1,4 +1,4 @@
-import AdapterCore
+import LlamaAdapter
 import XCTest
 
 /// Every backward kernel against central finite differences of its own f32 forward, on small random shapes.
@@ -199,17 +199,26 @@ final class BackwardTests: XCTestCase {
 
     private let T = 5, nHeads = 4, nKV = 2, hd = 8
 
-    private func attention(_ q: [Float], _ k: [Float], _ v: [Float]) -> (out: [Float], probs: [Float]) {
+    /// The recording forward (`attentionForward` with a record) over T positions from position 0.
+    private func attention(_ q: [Float], _ k: [Float], _ v: [Float], T: Int? = nil) -> (out: [Float], probs: [Float]) {
+        let T = T ?? self.T
         var out = zeros(T * nHeads * hd), probs = zeros(nHeads * T * T)
-        causalAttentionForwardTrain(out: &out, probs: &probs, q: q, k: k, v: v, T: T, nHeads: nHeads, nKVHeads: nKV, headDim: hd)
+        let dim = nHeads * hd, kvDim = nKV * hd
+        out.withUnsafeMutableBufferPointer { o in probs.withUnsafeMutableBufferPointer { p in
+            attentionForward(out: o.baseAddress!, outStride: dim, q: q, qStride: dim, keys: k, values: v, kvStride: kvDim,
+                             T: T, keyCount: T, mask: .causal(startPos: 0), nHeads: nHeads, nKVHeads: nKV, headDim: hd,
+                             record: AttentionRecord(probs: p.baseAddress!, promptProbs: nil))
+        } }
         return (out, probs)
     }
 
-    func testCausalAttentionForwardTrainMatchesTheDecodingKernelPerPosition() {
+    func testRecordingAttentionForwardMatchesTheDecodingKernelPerPosition() {
+        // T = 20 takes the GEMM path of the shared forward; the reference is the per-position SIMD kernel.
+        let T = 20
         var rng = Rng(s: 11)
         let dim = nHeads * hd, kvDim = nKV * hd
         let q = rng.array(T * dim), k = rng.array(T * kvDim), v = rng.array(T * kvDim)
-        let (out, probs) = attention(q, k, v)
+        let (out, probs) = attention(q, k, v, T: T)
         var scores = zeros(T), ref = zeros(hd)
         for t in 0..<T {
             for h in 0..<nHeads {
@@ -241,13 +250,23 @@ final class BackwardTests: XCTestCase {
 
     private let L = 3
 
-    /// base + gated prompt attention; returns (out, probs).
+    /// base + the gated prompt part of the shared `attentionForward`; returns (out, probs). The sequence's own
+    /// values are zero, so its causal part contributes nothing and every gradient comes from the prompt.
     private func promptAttention(_ base: [Float], _ q: [Float], _ kp: [Float], _ vp: [Float], _ gate: [Float],
                                  _ newGate: Float) -> (out: [Float], probs: [Float]) {
-        var out = base, probs = zeros(nHeads * T * L)
-        adaptionPromptAttentionForward(out: &out, probs: &probs, q: q, promptKeys: kp, promptValues: vp, gate: gate, newGate: newGate,
-                                       T: T, L: L, nHeads: nHeads, nKVHeads: nKV, headDim: hd)
-        return (out, probs)
+        let dim = nHeads * hd, kvDim = nKV * hd
+        var out = zeros(T * dim), probs = zeros(nHeads * T * T), promptProbs = zeros(nHeads * T * L)
+        let keys = (0..<(T * kvDim)).map { Float($0 % 7) * 0.1 }, values = zeros(T * kvDim)
+        let gates = gate.map { adaptionGate($0, newGate: newGate, promptLength: L) }
+        out.withUnsafeMutableBufferPointer { o in probs.withUnsafeMutableBufferPointer { p in promptProbs.withUnsafeMutableBufferPointer { pp in
+            kp.withUnsafeBufferPointer { kpp in vp.withUnsafeBufferPointer { vpp in gates.withUnsafeBufferPointer { g in
+                attentionForward(out: o.baseAddress!, outStride: dim, q: q, qStride: dim, keys: keys, values: values, kvStride: kvDim,
+                                 T: T, keyCount: T, mask: .causal(startPos: 0), nHeads: nHeads, nKVHeads: nKV, headDim: hd,
+                                 prompt: GatedPrompt(keys: kpp.baseAddress!, values: vpp.baseAddress!, length: L, gates: g.baseAddress!),
+                                 record: AttentionRecord(probs: p.baseAddress!, promptProbs: pp.baseAddress!))
+            } } }
+        } } }
+        return (zip(out, base).map { $0 + $1 }, promptProbs)
     }
 
     func testAdaptionPromptAttentionBackwardMatchesFiniteDifferencesForQueryPromptAndGates() {

@@ -4,7 +4,7 @@
 
 import Foundation
 import XCTest
-import AdapterFormats
+import LlamaAdapter
 @testable import AdapterTokenizers
 
 // MARK: - Fixtures

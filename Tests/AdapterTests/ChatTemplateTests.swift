@@ -1,4 +1,4 @@
-import AdapterGeneration
+import LlamaAdapter
 import Foundation
 import XCTest
 

@@ -1,4 +1,4 @@
-import AdapterCore
+import LlamaAdapter
 import Foundation
 import XCTest
 
@@ -103,4 +103,9 @@ extension XCTestCase {
             XCTFail("expected AdapterError, got \(error)", file: file, line: line)
         }
     }
+}
+
+extension ScoreResult {
+    /// (logprob, tokens), for tests written against the tuple form.
+    var pair: (Double, Int) { (logprob, tokens) }
 }

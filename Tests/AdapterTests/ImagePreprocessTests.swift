@@ -1,4 +1,4 @@
-import AdapterCore
+import LlamaAdapter
 @testable import AdapterVision
 import Foundation
 import XCTest

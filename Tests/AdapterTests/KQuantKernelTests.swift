@@ -1,5 +1,4 @@
-import AdapterCore
-import AdapterFormats
+import LlamaAdapter
 import CKernels
 import Foundation
 import XCTest

@@ -1,8 +1,4 @@
-import AdapterCore
-import AdapterFormats
-import AdapterGeneration
-import AdapterModel
-import AdapterTokenizers
+import LlamaAdapter
 import Foundation
 import XCTest
 
@@ -20,8 +16,8 @@ final class LlamaModelTests: XCTestCase {
     func testPrefillLogitsMatchReferenceAtEveryPosition() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
         for c in Fixtures.tinyLlama.cases {
-            let cache = loaded.model.makeCache()
-            let logits = try loaded.model.forward(tokens: c.tokens, cache: cache, allLogits: true)
+            let cache = DecoderState(model: loaded.model)
+            let logits = try loaded.model.forwardArray(tokens: c.tokens, state: cache, allLogits: true)
             assertClose(logits, c.prefill_logits.flatMap { $0 }, tolerance: 1e-4, "prefill logits of \(c.name)")
         }
     }
@@ -29,10 +25,10 @@ final class LlamaModelTests: XCTestCase {
     func testIncrementalDecodingWithKVCacheMatchesReference() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
         for c in Fixtures.tinyLlama.cases {
-            let cache = loaded.model.makeCache()
-            _ = try loaded.model.forward(tokens: c.tokens, cache: cache)
+            let cache = DecoderState(model: loaded.model)
+            _ = try loaded.model.forwardArray(tokens: c.tokens, state: cache)
             for (k, token) in c.step_input_tokens.enumerated() {
-                let logits = try loaded.model.forward(tokens: [token], cache: cache)
+                let logits = try loaded.model.forwardArray(tokens: [token], state: cache)
                 assertClose(logits, c.step_logits[k], tolerance: 1e-4, "decode step \(k) of \(c.name)")
             }
         }
@@ -40,12 +36,11 @@ final class LlamaModelTests: XCTestCase {
 
     func testCompatOfficialReproducesTheSkippedSoftmaxOnOneTokenSteps() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
-        loaded.model.officialSoftmaxBug = true
         for c in Fixtures.tinyLlama.cases {
-            let cache = loaded.model.makeCache()
-            _ = try loaded.model.forward(tokens: c.tokens, cache: cache)
+            let cache = DecoderState(model: loaded.model, options: DecoderOptions(compat: .official))
+            _ = try loaded.model.forwardArray(tokens: c.tokens, state: cache)
             for (k, token) in c.step_input_tokens.enumerated() {
-                let logits = try loaded.model.forward(tokens: [token], cache: cache)
+                let logits = try loaded.model.forwardArray(tokens: [token], state: cache)
                 assertClose(logits, c.step_logits_compat_official[k], tolerance: 1e-4, "compat decode step \(k) of \(c.name)")
             }
         }
@@ -54,12 +49,12 @@ final class LlamaModelTests: XCTestCase {
     func testGreedyGenerationReproducesReferenceTokensAndText() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
         let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))
-        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
+        let container = ModelContainer(model: loaded.model, tokenizer: tokenizer)
         for c in Fixtures.tinyLlama.cases {
             XCTAssertEqual(tokenizer.encode(c.prompt, addBos: true, addEos: false), c.tokens, c.name)
             var streamed = ""
-            let result = try generator.generate(prompt: c.tokens, maxNewTokens: c.greedy_tokens.count,
-                                                sampling: SamplingParameters(temperature: 0), onText: { streamed += $0 })
+            let result = try container.makeSession().generate(prompt: c.tokens, maxNewTokens: c.greedy_tokens.count,
+                                                               sampling: .greedy, onToken: { streamed += $1; return true })
             XCTAssertEqual(result.tokens, c.greedy_tokens, c.name)
             XCTAssertEqual(result.text, c.greedy_text, c.name)
             XCTAssertEqual(streamed, c.greedy_text, "streamed text of \(c.name)")
@@ -70,18 +65,18 @@ final class LlamaModelTests: XCTestCase {
         let single = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 64)
         let sharded = try ModelLoader.load(path: Fixtures.path("tiny_llama/model_2shards"), maxSeqLen: 64)
         let tokens = Fixtures.tinyLlama.cases[0].tokens
-        let a = try single.model.forward(tokens: tokens, cache: single.model.makeCache(), allLogits: true)
-        let b = try sharded.model.forward(tokens: tokens, cache: sharded.model.makeCache(), allLogits: true)
+        let a = try single.model.forwardArray(tokens: tokens, state: DecoderState(model: single.model), allLogits: true)
+        let b = try sharded.model.forwardArray(tokens: tokens, state: DecoderState(model: sharded.model), allLogits: true)
         XCTAssertEqual(a, b)
     }
 
     func testChunkedPrefillEqualsOneShotPrefill() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 128)
         let tokens = Fixtures.tinyLlama.cases[2].tokens
-        let whole = try loaded.model.forward(tokens: tokens, cache: loaded.model.makeCache())
-        let cache = loaded.model.makeCache()
-        _ = try loaded.model.forward(tokens: Array(tokens[..<40]), cache: cache)
-        let chunked = try loaded.model.forward(tokens: Array(tokens[40...]), cache: cache)
+        let whole = try loaded.model.forwardArray(tokens: tokens, state: DecoderState(model: loaded.model))
+        let cache = DecoderState(model: loaded.model)
+        _ = try loaded.model.forwardArray(tokens: Array(tokens[..<40]), state: cache)
+        let chunked = try loaded.model.forwardArray(tokens: Array(tokens[40...]), state: cache)
         assertClose(chunked, whole, tolerance: 1e-4, "chunked prefill")
     }
 
@@ -114,18 +109,17 @@ final class LlamaModelTests: XCTestCase {
         let c = Fixtures.tinyLlama.cases[0]
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: c.tokens.count + 5)
         let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))
-        let result = try TextGenerator(model: loaded.model, tokenizer: tokenizer)
-            .generate(prompt: c.tokens, maxNewTokens: 12, sampling: SamplingParameters(temperature: 0))
+        let result = try ModelContainer(model: loaded.model, tokenizer: tokenizer).makeSession()
+            .generate(prompt: c.tokens, maxNewTokens: 12, sampling: .greedy)
         XCTAssertEqual(result.tokens, Array(c.greedy_tokens.prefix(5)))
-        XCTAssertEqual(result.stopReason, "context")
+        XCTAssertEqual(result.stopReason, .context)
     }
 
     func testPromptLongerThanContextIsAnError() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 8)
         let tokenizer = try SentencePieceTokenizer(path: XCTUnwrap(loaded.tokenizerPath))
-        let generator = TextGenerator(model: loaded.model, tokenizer: tokenizer)
-        XCTAssertThrowsError(try generator.generate(prompt: Fixtures.tinyLlama.cases[2].tokens, maxNewTokens: 4,
-                                                    sampling: SamplingParameters(temperature: 0)))
+        let session = try ModelContainer(model: loaded.model, tokenizer: tokenizer).makeSession()
+        XCTAssertThrowsError(try session.generate(prompt: Fixtures.tinyLlama.cases[2].tokens, maxNewTokens: 4, sampling: .greedy))
     }
 }
 
@@ -136,8 +130,8 @@ final class HuggingFaceLayoutTests: XCTestCase {
         let hf = try ModelLoader.load(path: Fixtures.path("tiny_llama/hf"), maxSeqLen: 64)
         XCTAssertEqual(hf.format, "huggingface")
         let tokens = Fixtures.tinyLlama.cases[1].tokens
-        let a = try meta.model.forward(tokens: tokens, cache: meta.model.makeCache(), allLogits: true)
-        let b = try hf.model.forward(tokens: tokens, cache: hf.model.makeCache(), allLogits: true)
+        let a = try meta.model.forwardArray(tokens: tokens, state: DecoderState(model: meta.model), allLogits: true)
+        let b = try hf.model.forwardArray(tokens: tokens, state: DecoderState(model: hf.model), allLogits: true)
         XCTAssertEqual(a, b)
     }
 }
@@ -152,20 +146,20 @@ final class GGUFLlamaTests: XCTestCase {
         XCTAssertEqual(gguf.format, "gguf")
         XCTAssertFalse(gguf.model.config.tiedEmbeddings)
         let tokens = Fixtures.tinyLlama.cases[2].tokens
-        let a = try meta.model.forward(tokens: tokens, cache: meta.model.makeCache(), allLogits: true)
-        let b = try gguf.model.forward(tokens: tokens, cache: gguf.model.makeCache(), allLogits: true)
+        let a = try meta.model.forwardArray(tokens: tokens, state: DecoderState(model: meta.model), allLogits: true)
+        let b = try gguf.model.forwardArray(tokens: tokens, state: DecoderState(model: gguf.model), allLogits: true)
         XCTAssertEqual(a, b)
     }
 
     func testSentencePieceVocabularyFromGGUFEncodesLikeTokenizerModel() throws {
-        let bundle = try ModelBundle.load(modelPath: Self.path, maxSeqLen: 128)
-        XCTAssertTrue(bundle.addBOS)
+        let bundle = try ModelContainer.load(ModelConfiguration(model: Self.path, maxSeqLen: 128))
+        XCTAssertTrue(bundle.tokenizer.addsBOS)
         let reference = try SentencePieceTokenizer(path: Fixtures.path("tiny_llama/tokenizer.model"))
         for text in ["Hello world", "  two  spaces\tand a tab\n", "Café 🦙 数字 12345", "</s> is plain text", ""] {
             XCTAssertEqual(bundle.tokenizer.encode(text), reference.encode(text), text)
         }
         for c in Fixtures.tinyLlama.cases {
-            XCTAssertEqual(bundle.encodePrompt(c.prompt), c.tokens, c.name)
+            XCTAssertEqual(bundle.tokenizer.encodePrompt(c.prompt), c.tokens, c.name)
             XCTAssertEqual(bundle.tokenizer.decode(c.greedy_tokens), c.greedy_text, c.name)
         }
         XCTAssertEqual(bundle.tokenizer.bosId, 1)

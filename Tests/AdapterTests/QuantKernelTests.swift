@@ -1,6 +1,4 @@
-import AdapterCore
-import AdapterGeneration
-import AdapterModel
+import LlamaAdapter
 import XCTest
 
 /// The SIMD block kernels (Q4_0, Q4_1, Q8_0) against a scalar dequantization written here from the
@@ -118,8 +116,8 @@ final class RequantizeTests: XCTestCase {
         let loaded = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64, quantize: .q8_0)
         XCTAssertEqual(loaded.model.weights.layers[0].wq.dtype, .q8_0)
         let f16 = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64)
-        let a = try loaded.model.forward(tokens: c.tokens, cache: loaded.model.makeCache())
-        let b = try f16.model.forward(tokens: c.tokens, cache: f16.model.makeCache())
+        let a = try loaded.model.forwardArray(tokens: c.tokens, state: DecoderState(model: loaded.model))
+        let b = try f16.model.forwardArray(tokens: c.tokens, state: DecoderState(model: f16.model))
         var worst: Float = 0
         for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
         XCTAssertLessThan(worst, 0.5, "q8_0 vs f16 logits (the fixture's logits span about 30 units)")

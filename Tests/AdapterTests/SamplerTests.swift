@@ -1,4 +1,4 @@
-import AdapterGeneration
+import LlamaAdapter
 import XCTest
 
 /// Sampling rules: greedy, the official top-p cut, top-k, seeding.

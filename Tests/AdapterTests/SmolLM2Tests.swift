@@ -1,7 +1,4 @@
-import AdapterCore
-import AdapterFormats
-import AdapterGeneration
-import AdapterModel
+import LlamaAdapter
 import Foundation
 import XCTest
 
@@ -40,7 +37,7 @@ final class SmolLM2Tests: XCTestCase {
         let loaded = try Self.requireModel()
         let data = try Data(contentsOf: Fixtures.root.appendingPathComponent("smollm2/first_logits.json"))
         let ref = try JSONDecoder().decode(Reference.self, from: data)
-        let logits = try loaded.model.forward(tokens: ref.prompt_ids, cache: loaded.model.makeCache())
+        let logits = try loaded.model.forwardArray(tokens: ref.prompt_ids, state: DecoderState(model: loaded.model))
         var worst: Float = 0
         for (a, b) in zip(logits, ref.logits) { worst = max(worst, abs(a - b)) }
         XCTAssertLessThan(worst, 1e-3, "max abs logit difference")
@@ -49,18 +46,14 @@ final class SmolLM2Tests: XCTestCase {
 
     func testAnswersCapitalOfFranceWithParisThroughItsChatTemplate() throws {
         _ = try Self.requireModel()
-        let bundle = try ModelBundle.load(modelPath: Self.ggufPath, maxSeqLen: 512)
-        XCTAssertFalse(bundle.addBOS, "SmolLM2's GGUF says add_bos_token = false")
-        let template = try XCTUnwrap(bundle.chatTemplate)
-        let text = try ChatTemplate(source: template).render(
-            messages: [ChatMessage(role: "user", content: "What is the capital of France?")], addGenerationPrompt: true,
-            bosToken: bundle.bosToken, eosToken: bundle.eosToken)
+        let bundle = try ModelContainer.load(ModelConfiguration(model: Self.ggufPath, maxSeqLen: 512))
+        XCTAssertFalse(bundle.tokenizer.addsBOS, "SmolLM2's GGUF says add_bos_token = false")
+        XCTAssertEqual(bundle.defaultTemplate, .chat)
+        let text = try bundle.formatPrompt("What is the capital of France?")
         XCTAssertTrue(text.hasPrefix("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"), text)
-        let generator = TextGenerator(model: bundle.model, tokenizer: bundle.tokenizer)
-        let result = try generator.generate(prompt: bundle.encodePrompt(text), maxNewTokens: 32,
-                                            sampling: SamplingParameters(temperature: 0), stopIds: bundle.stopIds)
+        let result = try bundle.makeSession().generate(prompt: bundle.tokenizer.encodePrompt(text), maxNewTokens: 32, sampling: .greedy)
         XCTAssertTrue(result.text.contains("Paris"), result.text)
-        XCTAssertEqual(result.stopReason, "eos")
+        XCTAssertEqual(result.stopReason, .eos)
     }
 
     func testChatCommandKeepsContextAcrossTurnsAndResets() throws {

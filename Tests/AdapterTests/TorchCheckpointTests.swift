@@ -1,5 +1,4 @@
-import AdapterCore
-import AdapterFormats
+import LlamaAdapter
 import Foundation
 import XCTest
 

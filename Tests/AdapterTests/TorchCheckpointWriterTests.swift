@@ -1,4 +1,4 @@
-import AdapterCore
+import LlamaAdapter
 @testable import AdapterFormats
 import Foundation
 import XCTest

@@ -1,4 +1,4 @@
-import AdapterFormats
+import LlamaAdapter
 import XCTest
 
 /// TorchScript archives read as state dicts (the OpenAI CLIP `.pt` path).

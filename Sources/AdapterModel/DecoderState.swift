@@ -1,0 +1,200 @@
+// Per-sequence state of the decoder, separate from the immutable model: the KV cache, scratch buffers,
+// the current image's adaption prompts and the modes that change the arithmetic. A server holds one per
+// request on a single shared `LlamaModel`; training holds one per sequence it records.
+import Foundation
+import AdapterCore
+
+/// Which behaviour of the official code to reproduce where it differs from what the code intended.
+public enum Compatibility: String, Sendable, CaseIterable {
+    /// Do what the official code intended (default).
+    case standard
+    /// `--compat official`: reproduce the official bugs (the plain forward's softmax sits inside
+    /// `if mask is not None`, so it is skipped on one-token steps without an adapter prompt; the trainer's
+    /// text-only prompts built from a one-element tuple).
+    case official
+}
+
+/// Modes of one sequence's forward passes.
+public struct DecoderOptions: Sendable, Equatable {
+    /// Official-bug compatibility.
+    public var compat: Compatibility
+    /// Activation precision of decoding mat-vecs against Q4_0/Q4_1/Q8_0 weights (`--int8-activations`).
+    public var activations: ActivationPrecision
+
+    /// Exact f32 activations, standard behaviour unless told otherwise.
+    public init(compat: Compatibility = .standard, activations: ActivationPrecision = .f32) {
+        self.compat = compat
+        self.activations = activations
+    }
+}
+
+/// Keys and values of past positions, f32, laid out [layer][position][kvDim].
+public final class KVCache {
+    /// Positions the cache can hold.
+    public let capacity: Int
+    let keys: [UnsafeMutablePointer<Float>]
+    let values: [UnsafeMutablePointer<Float>]
+
+    /// Allocates a cache for `capacity` positions of a model with `config`.
+    public init(config: LlamaConfig, capacity: Int) {
+        self.capacity = capacity
+        keys = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
+        values = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
+    }
+
+    deinit {
+        keys.forEach { $0.deallocate() }
+        values.forEach { $0.deallocate() }
+    }
+}
+
+/// One sequence's state on a shared model: KV cache, scratch, adaption prompts, options. Not thread-safe:
+/// one state is used by one task at a time (many states may run on one model concurrently).
+public final class DecoderState {
+    /// The KV cache.
+    public let cache: KVCache
+    /// Positions filled so far.
+    public internal(set) var length = 0
+    /// Adapter prompts of the current image (nil: no adapter prompt enters).
+    public var prompts: AdapterPrompts?
+    /// Modes of this sequence's forwards.
+    public var options: DecoderOptions
+    private var scratch: Buffers?
+
+    /// Positions the state can hold.
+    public var capacity: Int { cache.capacity }
+
+    /// A state for `model` holding up to `capacity` positions (default: the model's context length).
+    public init(model: LlamaModel, capacity: Int? = nil, prompts: AdapterPrompts? = nil, options: DecoderOptions = DecoderOptions()) {
+        cache = KVCache(config: model.config, capacity: min(capacity ?? model.contextLength, model.contextLength))
+        self.prompts = prompts
+        self.options = options
+    }
+
+    /// Forgets all positions (keeps the memory, the prompts and the options).
+    public func reset() { length = 0 }
+
+    /// Drops positions after `newLength` (a chat turn that diverges from what the cache saw).
+    public func truncate(to newLength: Int) { length = min(length, max(0, newLength)) }
+
+    /// Activation buffers for up to `T` positions, reused across calls so the decoding loop allocates nothing.
+    final class Buffers {
+        let T: Int
+        let x, xb, q, k, v, att, ffA, ffB, logits: UnsafeMutablePointer<Float>
+        /// Per-thread rows for the per-position attention path: keys, prompt scores, one head's output.
+        let scores: UnsafeMutablePointer<Float>
+        let scoreStride: Int
+        init(config c: LlamaConfig, T: Int, scoreStride: Int, threads: Int) {
+            self.T = T
+            x = .allocate(capacity: T * c.dim)
+            xb = .allocate(capacity: T * c.dim)
+            q = .allocate(capacity: T * c.dim)
+            k = .allocate(capacity: T * c.kvDim)
+            v = .allocate(capacity: T * c.kvDim)
+            att = .allocate(capacity: T * c.dim)
+            ffA = .allocate(capacity: T * c.hiddenDim)
+            ffB = .allocate(capacity: T * c.hiddenDim)
+            logits = .allocate(capacity: T * c.vocabSize)
+            self.scoreStride = scoreStride
+            scores = .allocate(capacity: max(threads, 1) * scoreStride)
+        }
+        deinit {
+            for p in [x, xb, q, k, v, att, ffA, ffB, logits, scores] { p.deallocate() }
+        }
+    }
+
+    func buffers(model: LlamaModel, T: Int) -> Buffers {
+        let needed = cache.capacity + (prompts?.maxLength ?? 0) + model.config.headDim
+        if let s = scratch, s.T >= T, s.scoreStride >= needed { return s }
+        let s = Buffers(config: model.config, T: max(T, scratch?.T ?? 0), scoreStride: max(needed, scratch?.scoreStride ?? 0),
+                        threads: model.pool.threadCount)
+        scratch = s
+        return s
+    }
+}
+
+// MARK: - Recording for the backward
+
+/// The seven linear maps of a block, for per-map records.
+public enum LinearSlot: Int, CaseIterable, Sendable {
+    case wq, wk, wv, wo, w1, w2, w3
+}
+
+/// What one block's backward needs, saved by a recording forward (llm.c's activation buffers for one
+/// layer). All f32, T positions; nil where the model has no such part.
+public final class BlockRecord {
+    /// Block input (residual stream) [T, dim].
+    public let inp: UnsafeMutablePointer<Float>
+    /// attention_norm output [T, dim] (input of wq/wk/wv).
+    public let attnNormed: UnsafeMutablePointer<Float>
+    /// Rotated queries [T, dim], rotated keys and values [T, kvDim].
+    public let q, k, v: UnsafeMutablePointer<Float>
+    /// Attention probabilities [nHeads, T, T].
+    public let probs: UnsafeMutablePointer<Float>
+    /// Adaption-prompt probabilities [nHeads, T, promptLength], when a prompt enters this layer.
+    public let promptProbs: UnsafeMutablePointer<Float>?
+    /// Attention output before wo [T, dim].
+    public let att: UnsafeMutablePointer<Float>
+    /// Residual stream after attention [T, dim].
+    public let mid: UnsafeMutablePointer<Float>
+    /// ffn_norm output [T, dim] (input of w1/w3).
+    public let ffnNormed: UnsafeMutablePointer<Float>
+    /// w1 output (SwiGLU gate) and w3 output (up) [T, hidden].
+    public let gate, up: UnsafeMutablePointer<Float>
+    /// silu(gate)·up [T, hidden] (input of w2).
+    public let hidden: UnsafeMutablePointer<Float>
+    /// W x + b before the output-side scale, per linear map that has one [T, out].
+    public let preScale: [LinearSlot: UnsafeMutablePointer<Float>]
+    private let all: [UnsafeMutablePointer<Float>]
+
+    init(config c: LlamaConfig, T: Int, promptLength: Int?, scaled: [LinearSlot: Int]) {
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+        inp = buf(T * c.dim); attnNormed = buf(T * c.dim)
+        q = buf(T * c.dim); k = buf(T * c.kvDim); v = buf(T * c.kvDim)
+        probs = buf(c.nHeads * T * T)
+        promptProbs = promptLength.map { buf(c.nHeads * T * $0) }
+        att = buf(T * c.dim); mid = buf(T * c.dim); ffnNormed = buf(T * c.dim)
+        gate = buf(T * c.hiddenDim); up = buf(T * c.hiddenDim); hidden = buf(T * c.hiddenDim)
+        preScale = scaled.mapValues { buf(T * $0) }
+        all = [inp, attnNormed, q, k, v, probs, att, mid, ffnNormed, gate, up, hidden] + (promptProbs.map { [$0] } ?? [])
+            + Array(preScale.values)
+    }
+
+    deinit { all.forEach { $0.deallocate() } }
+}
+
+/// Everything a model-level backward needs from one recording forward over T positions.
+public final class ForwardRecord {
+    /// Positions recorded.
+    public let T: Int
+    /// Per block.
+    public let layers: [BlockRecord]
+    /// Residual stream before the final norm [T, dim].
+    public let finalInput: UnsafeMutablePointer<Float>
+    /// Final norm output [T, dim] (input of the output projection).
+    public let finalNormed: UnsafeMutablePointer<Float>
+
+    /// Buffers for a recording forward of `T` positions through `model` with adaption prompts `prompts`.
+    public init(model: LlamaModel, T: Int, prompts: AdapterPrompts?) {
+        let c = model.config
+        self.T = T
+        layers = (0..<c.nLayers).map { l in
+            var scaled: [LinearSlot: Int] = [:]
+            if let ad = model.adapter?.layers[l] {
+                let extras: [(LinearSlot, LinearExtras, Int)] = [
+                    (.wq, ad.wq, c.dim), (.wk, ad.wk, c.kvDim), (.wv, ad.wv, c.kvDim), (.wo, ad.wo, c.dim),
+                    (.w1, ad.w1, c.hiddenDim), (.w2, ad.w2, c.dim), (.w3, ad.w3, c.hiddenDim)]
+                for (slot, e, n) in extras where e.scale != nil && !e.scaleOnInput { scaled[slot] = n }
+            }
+            return BlockRecord(config: c, T: T, promptLength: prompts?.layers[l]?.length, scaled: scaled)
+        }
+        finalInput = .allocate(capacity: T * c.dim)
+        finalNormed = .allocate(capacity: T * c.dim)
+    }
+
+    deinit { finalInput.deallocate(); finalNormed.deallocate() }
+}
