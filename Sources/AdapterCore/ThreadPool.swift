@@ -4,7 +4,19 @@ import Synchronization
 /// A persistent pool of worker threads that spin briefly between jobs, then sleep.
 /// Decoding issues hundreds of small parallel operations per token; waking fresh threads or going
 /// through a dispatch queue for each costs more than the work itself on small models.
+/// Jobs from several threads (sessions decoding at once on one model) take turns: one job owns the
+/// workers at a time. A job started from inside a job runs on the calling thread alone.
 public final class ThreadPool: @unchecked Sendable {
+    // @unchecked: `job` is published to the workers through the `generation` atomic (release/acquire) and
+    // only changed while `submit` is held; `activeThreads` is a setting changed between jobs.
+
+    /// Marks threads that are running a job of some pool, so nested jobs do not wait for themselves.
+    private static let insideJob: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+    private static var marker: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: 1)! }
     /// The process-wide pool, sized to the machine's cores (override with `LLAMA_ADAPTER_THREADS`).
     public static let shared: ThreadPool = {
         let env = ProcessInfo.processInfo.environment["LLAMA_ADAPTER_THREADS"].flatMap(Int.init)
@@ -23,6 +35,7 @@ public final class ThreadPool: @unchecked Sendable {
     private var job: ((Int, Int) -> Void)?
     private var activeThreads: Int
     private var workers: [Thread] = []
+    private let submit = NSLock()
 
     /// Creates a pool that runs jobs on `threads` threads (the caller plus `threads - 1` workers).
     public init(threads: Int) {
@@ -53,7 +66,13 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     private func run(threads n: Int, _ body: (Int, Int) -> Void) {
-        if n == 1 { body(0, 1); return }
+        if n == 1 || pthread_getspecific(Self.insideJob) != nil { body(0, 1); return }
+        submit.lock()
+        pthread_setspecific(Self.insideJob, Self.marker)
+        defer {
+            pthread_setspecific(Self.insideJob, nil)
+            submit.unlock()
+        }
         withoutActuallyEscaping(body) { escaping in
             job = escaping
             pending.store(n - 1, ordering: .releasing)
@@ -80,6 +99,7 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     private func workerLoop(index: Int) {
+        pthread_setspecific(Self.insideJob, Self.marker)
         var seen = 0
         while true {
             var spins = 0

@@ -32,12 +32,14 @@ public struct DecoderOptions: Sendable, Equatable {
 public final class KVCache {
     /// Positions the cache can hold.
     public let capacity: Int
+    let kvDim: Int
     let keys: [UnsafeMutablePointer<Float>]
     let values: [UnsafeMutablePointer<Float>]
 
     /// Allocates a cache for `capacity` positions of a model with `config`.
     public init(config: LlamaConfig, capacity: Int) {
         self.capacity = capacity
+        kvDim = config.kvDim
         keys = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
         values = (0..<config.nLayers).map { _ in .allocate(capacity: capacity * config.kvDim) }
     }
@@ -64,6 +66,12 @@ public final class DecoderState {
     /// Positions the state can hold.
     public var capacity: Int { cache.capacity }
 
+    /// Bytes this state owns (KV cache and scratch); the model's weights are not among them.
+    public var byteCount: Int {
+        let kv = 2 * cache.keys.count * cache.capacity * cache.kvDim * 4
+        return kv + (scratch?.byteCount ?? 0)
+    }
+
     /// A state for `model` holding up to `capacity` positions (default: the model's context length).
     public init(model: LlamaModel, capacity: Int? = nil, prompts: AdapterPrompts? = nil, options: DecoderOptions = DecoderOptions()) {
         cache = KVCache(config: model.config, capacity: min(capacity ?? model.contextLength, model.contextLength))
@@ -84,8 +92,10 @@ public final class DecoderState {
         /// Per-thread rows for the per-position attention path: keys, prompt scores, one head's output.
         let scores: UnsafeMutablePointer<Float>
         let scoreStride: Int
+        let byteCount: Int
         init(config c: LlamaConfig, T: Int, scoreStride: Int, threads: Int) {
             self.T = T
+            byteCount = 4 * (T * (5 * c.dim + 2 * c.kvDim + 2 * c.hiddenDim + c.vocabSize) + max(threads, 1) * scoreStride)
             x = .allocate(capacity: T * c.dim)
             xb = .allocate(capacity: T * c.dim)
             q = .allocate(capacity: T * c.dim)

@@ -18,12 +18,6 @@ final class AdapterModelTests: XCTestCase {
         return []
     }
 
-    func assertClose(_ a: [Float], _ b: [Float], _ tol: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-        var worst: Float = 0
-        for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
-        XCTAssertLessThanOrEqual(worst, tol, "\(what): max abs difference \(worst)", file: file, line: line)
-    }
 
     static func image() throws -> Tensor {
         let npy = try NPY.read(path: Fixtures.path(dir + "image_bgr.npy"))

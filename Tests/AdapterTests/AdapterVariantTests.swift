@@ -27,12 +27,6 @@ final class AdapterVariantTests: XCTestCase {
         return []
     }
 
-    func assertClose(_ a: [Float], _ b: [Float], _ tol: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-        var worst: Float = 0
-        for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
-        XCTAssertLessThanOrEqual(worst, tol, "\(what): max abs difference \(worst)", file: file, line: line)
-    }
 
     func tokenizer() throws -> SentencePieceTokenizer {
         try SentencePieceTokenizer(path: Self.path("tiny_llama/tokenizer.model"))

@@ -94,10 +94,7 @@ private enum BPEGolden {
 
     /// SmolLM2's tokenizer from the GGUF arrays, the way the CLI builds it.
     static func smolLM2Tokenizer() throws -> ByteLevelBPETokenizer {
-        guard FileManager.default.fileExists(atPath: smolLM2Path) else {
-            throw XCTSkip("SmolLM2 GGUF not in the cache (\(smolLM2Path)); run the set-up script to fetch it")
-        }
-        let file = try GGUFFile(path: smolLM2Path)
+        let file = try GGUFFile(path: try Fixtures.smolLM2())
         return try ByteLevelBPETokenizer(
             tokens: file.stringArray("tokenizer.ggml.tokens") ?? [],
             merges: file.stringArray("tokenizer.ggml.merges") ?? [],
@@ -308,14 +305,12 @@ final class ByteLevelBPETests: XCTestCase {
         XCTAssertEqual(text, tokenizer.decode(ids))
     }
 
-    func testEncodingHundredKilobytesTakesWellUnderASecond() throws {
+    func testEncodingHundredKilobytesRoundTrips() throws {
         let tokenizer = try ByteLevelBPETokenizer(tokenizerJSON: BPEGolden.tinyTokenizerPath)
         let text = BPEGolden.longText(bytes: 100_000)
-        let start = Date()
+        // Speed is measured by `bench`, not asserted here; this checks a long input round-trips.
         let ids = tokenizer.encode(text)
-        let elapsed = Date().timeIntervalSince(start)
         XCTAssertEqual(tokenizer.decode(ids), text)
-        XCTAssertLessThan(elapsed, 1.0, "encoding 100 KB took \(elapsed) s")
     }
 
     // MARK: - SmolLM2 (when the GGUF is cached)
@@ -360,13 +355,11 @@ final class ByteLevelBPETests: XCTestCase {
         XCTAssertEqual(tokenizer.decode([1, 4093, 198, 26843, 2], skipSpecial: true), "user\nHi")
     }
 
-    func testSmolLM2EncodingHundredKilobytesTakesWellUnderASecond() throws {
+    func testSmolLM2EncodingHundredKilobytesRoundTrips() throws {
         let tokenizer = try BPEGolden.smolLM2Tokenizer()
         let text = BPEGolden.longText(bytes: 100_000)
-        let start = Date()
+        // Speed is measured by `bench`, not asserted here; this checks a long input round-trips.
         let ids = tokenizer.encode(text)
-        let elapsed = Date().timeIntervalSince(start)
         XCTAssertEqual(tokenizer.decode(ids), text)
-        XCTAssertLessThan(elapsed, 1.0, "encoding 100 KB took \(elapsed) s")
     }
 }

