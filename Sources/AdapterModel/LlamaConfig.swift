@@ -74,6 +74,8 @@ public struct MetaParams: Codable, Sendable {
     public var ffn_dim_multiplier: Double?
     public var norm_eps: Double?
     public var rope_theta: Double?
+    /// LLaMA-3.1's scaled RoPE: not implemented, refused at load.
+    public var use_scaled_rope: Bool?
 
     /// Reads and decodes a `params.json` file.
     public static func load(path: String) throws -> MetaParams {

@@ -49,6 +49,34 @@ public enum ModelLoader {
         var tie_word_embeddings: Bool?
         var max_position_embeddings: Int?
         var head_dim: Int?
+        // Keys that change the forward pass; refused unless they say "the plain LLaMA math".
+        var rope_scaling: RopeScaling?
+        var attention_bias: Bool?
+        var mlp_bias: Bool?
+        var partial_rotary_factor: Double?
+        var hidden_act: String?
+        var sliding_window: Int?
+        var use_sliding_window: Bool?
+    }
+
+    /// `rope_scaling` of a config.json: any value but null changes RoPE.
+    struct RopeScaling: Decodable {
+        var type: String?
+        var rope_type: String?
+    }
+
+    /// Throws when a configuration key changes the math in a way this implementation does not compute.
+    static func refuse(_ key: String, _ value: String, in path: String) throws -> Never {
+        throw AdapterError.unsupported("\(path): '\(key)' = \(value) changes the model's arithmetic and is not implemented; refusing to compute a different model")
+    }
+
+    /// After binding: a tensor in the file that nothing used is an error (the model would silently differ
+    /// from what its author meant). `allowed` lists names known to carry nothing the forward needs.
+    static func checkAllUsed(_ source: TensorSource, used: Set<String>, allowed: Set<String>, path: String) throws {
+        let unused = source.tensorNames.filter { !used.contains($0) && !allowed.contains($0) }.sorted()
+        guard unused.isEmpty else {
+            throw AdapterError.unsupported("\(path): \(unused.count) tensor(s) this LLaMA implementation does not use, e.g. '\(unused[0])' (a different architecture?)")
+        }
     }
 
     /// Hugging Face folder: `config.json` + `model.safetensors` (or a sharded index). wq/wk are stored
@@ -67,6 +95,12 @@ public enum ModelLoader {
         if let hd = hf.head_dim, hd * hf.num_attention_heads != hf.hidden_size {
             throw AdapterError.unsupported("\(cfgPath): head_dim \(hd) × heads != hidden_size is not supported")
         }
+        if let r = hf.rope_scaling { try refuse("rope_scaling", r.rope_type ?? r.type ?? "{...}", in: cfgPath) }
+        if hf.attention_bias == true { try refuse("attention_bias", "true", in: cfgPath) }
+        if hf.mlp_bias == true { try refuse("mlp_bias", "true", in: cfgPath) }
+        if let f = hf.partial_rotary_factor, f != 1 { try refuse("partial_rotary_factor", "\(f)", in: cfgPath) }
+        if let a = hf.hidden_act, a != "silu" { try refuse("hidden_act", "\"\(a)\"", in: cfgPath) }
+        if hf.use_sliding_window == true, let w = hf.sliding_window { try refuse("sliding_window", "\(w)", in: cfgPath) }
         let source = try SafetensorsFolder(path: directory)
         guard let emb = source.info("model.embed_tokens.weight"), emb.shape.count == 2 else {
             throw AdapterError.format("\(directory): no model.embed_tokens.weight")
@@ -79,14 +113,20 @@ public enum ModelLoader {
             maxSeqLen: min(maxSeqLen, contextLength),
             tiedEmbeddings: (hf.tie_word_embeddings ?? false) || !source.contains("lm_head.weight"))
         try config.validate()
+        var used = Set<String>()
         let weights = try LlamaWeights.bind(config: config, source: directory) { name in
             let n = WeightNames.huggingFace(name)
             guard source.contains(n) else { return nil }
+            used.insert(n)
             let t = try source.tensor(n)
             if name.hasSuffix("attention.wq.weight") { return try metaLayoutFromRotateHalf(t, heads: config.nHeads) }
             if name.hasSuffix("attention.wk.weight") { return try metaLayoutFromRotateHalf(t, heads: config.nKVHeads) }
             return t
         }
+        // With tied embeddings transformers ignores a stored lm_head; rotary_emb.inv_freq is a cached table.
+        let allowed = Set(["lm_head.weight"]).filter { _ in config.tiedEmbeddings }
+            .union(source.tensorNames.filter { $0.hasSuffix("rotary_emb.inv_freq") })
+        try checkAllUsed(source, used: used, allowed: allowed, path: directory)
         let model = try LlamaModel(config: config, weights: weights)
         let tok = directory + "/tokenizer.json"
         return LoadedModel(model: model, source: source, tokenizerPath: FileManager.default.fileExists(atPath: tok) ? tok : nil,
@@ -119,10 +159,19 @@ public enum ModelLoader {
             maxSeqLen: min(maxSeqLen, contextLength), tiedEmbeddings: !file.contains("output.weight"))
         try config.validate()
         config.maxSeqLen = min(maxSeqLen, contextLength)
+        if let t = file.string("llama.rope.scaling.type"), t != "none" { try refuse("llama.rope.scaling.type", "\"\(t)\"", in: path) }
+        if let f = file.double("llama.rope.scaling.factor"), f != 1, f != 0 { try refuse("llama.rope.scaling.factor", "\(f)", in: path) }
+        if let d = file.int("llama.rope.dimension_count"), d != config.headDim { try refuse("llama.rope.dimension_count", "\(d) (head dim \(config.headDim))", in: path) }
+        if let w = file.int("llama.attention.sliding_window"), w > 0 { try refuse("llama.attention.sliding_window", "\(w)", in: path) }
+        var used = Set<String>()
         let weights = try LlamaWeights.bind(config: config, source: path) { name in
             let n = WeightNames.gguf(name)
-            return file.contains(n) ? try file.tensor(n) : nil
+            guard file.contains(n) else { return nil }
+            used.insert(n)
+            return try file.tensor(n)
         }
+        // rope_freqs.weight carries LLaMA-3.1-style frequency factors: not computed here, so it is not allowed.
+        try checkAllUsed(file, used: used, allowed: [], path: path)
         let model = try LlamaModel(config: config, weights: weights)
         return LoadedModel(model: model, source: file, tokenizerPath: nil, format: "gguf")
     }
@@ -130,6 +179,7 @@ public enum ModelLoader {
     /// Official Meta layout: `params.json`, `consolidated.NN.pth`, tokenizer in the folder or its parent.
     public static func loadMeta(directory: String, maxSeqLen: Int = 2048) throws -> LoadedModel {
         let params = try MetaParams.load(path: directory + "/params.json")
+        if params.use_scaled_rope == true { try refuse("use_scaled_rope", "true", in: directory + "/params.json") }
         // Refuse a folder without weights instead of running uninitialised (the official demo's silent failure).
         let source = try MetaShards(directory: directory)
         guard let emb = source.info("tok_embeddings.weight"), emb.shape.count == 2 else {
@@ -154,9 +204,14 @@ public enum ModelLoader {
             throw AdapterError.shape("\(directory): params.json says n_layers \(config.nLayers) but the checkpoint has more layers")
         }
         config.maxSeqLen = maxSeqLen
+        var used = Set<String>()
         let weights = try LlamaWeights.bind(config: config, source: directory) { name in
-            source.contains(name) ? try source.tensor(name) : nil
+            guard source.contains(name) else { return nil }
+            used.insert(name)
+            return try source.tensor(name)
         }
+        // LLaMA-1 files carry `rope.freqs`, the table the forward recomputes.
+        try checkAllUsed(source, used: used, allowed: ["rope.freqs"], path: directory)
         let model = try LlamaModel(config: config, weights: weights)
         let candidates = [directory + "/tokenizer.model", (directory as NSString).deletingLastPathComponent + "/tokenizer.model"]
         let tok = candidates.first { FileManager.default.fileExists(atPath: $0) }

@@ -44,13 +44,25 @@ final class CLITests: XCTestCase {
     }
 
     func testScoreIsSumOfReferenceLogProbabilities() throws {
-        let c = Fixtures.tinyLlama.cases[0]
-        let r = try run(["score", "--model", Fixtures.path("tiny_llama/model"), "--prompt", c.prompt, "--continuation", " world", "--json"])
+        // The official code's log-probability of the continuation (tools/reference/make_tiny_adapter.py),
+        // BIAS adapter, text-only sample (blank image), prompt already in the Alpaca format.
+        let golden = (AdapterModelTests.golden["adapters"] as! [String: Any])["bias"] as! [String: Any]
+        let c = (golden["cases"] as! [[String: Any]]).first { ($0["name"] as! String) == "text_only" }!
+        let score = c["score"] as! [String: Any]
+        let r = try run(["score", "--model", Fixtures.path("tiny_llama/model"), "--adapter", Fixtures.path("tiny_adapter/adapter_bias.pth"),
+                         "--clip", Fixtures.path("tiny_adapter/clip_tiny.pth"), "--template", "raw",
+                         "--prompt", c["prompt"] as! String, "--continuation", score["continuation"] as! String, "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        XCTAssertNotNil(obj["logprob"] as? Double)
-        XCTAssertGreaterThan(obj["tokens"] as? Int ?? 0, 0)
-        XCTAssertLessThan(obj["logprob"] as? Double ?? 0, 0)
+        XCTAssertEqual(obj["tokens"] as? Int, score["count"] as? Int)
+        XCTAssertEqual(try XCTUnwrap(obj["logprob"] as? Double), score["logprob"] as! Double, accuracy: 2e-3)
+    }
+
+    func testVisualAdapterWithoutClipIsRefused() throws {
+        let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--adapter", Fixtures.path("tiny_adapter/adapter_bias.pth"),
+                         "--prompt", "Hi", "--max-new-tokens", "2"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("--clip"), r.stderr)
     }
 
     func testInspectListsOfficialTensorNames() throws {

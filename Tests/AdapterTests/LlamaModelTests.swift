@@ -160,3 +160,50 @@ final class GGUFLlamaTests: XCTestCase {
         XCTAssertEqual(bundle.tokenizer.eosId, 2)
     }
 }
+
+/// Configuration keys that change the arithmetic, and tensors nothing reads, are refused instead of computed wrong.
+final class StrictLoadingTests: XCTestCase {
+    /// A copy of the tiny Hugging Face folder with `edit` applied to its config.json.
+    func hfFolder(_ edit: (inout [String: Any]) -> Void) throws -> URL {
+        let dir = try Fixtures.temporaryDirectory()
+        let src = URL(fileURLWithPath: Fixtures.path("tiny_llama/hf"))
+        for name in try FileManager.default.contentsOfDirectory(atPath: src.path) {
+            try FileManager.default.copyItem(at: src.appendingPathComponent(name), to: dir.appendingPathComponent(name))
+        }
+        let cfgURL = dir.appendingPathComponent("config.json")
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: cfgURL)) as! [String: Any]
+        edit(&cfg)
+        try JSONSerialization.data(withJSONObject: cfg).write(to: cfgURL)
+        return dir
+    }
+
+    func testUnimplementedConfigurationKeysAreNamedInTheError() throws {
+        let cases: [(String, Any)] = [("rope_scaling", ["rope_type": "linear", "factor": 2.0]), ("attention_bias", true),
+                                      ("mlp_bias", true), ("partial_rotary_factor", 0.5), ("hidden_act", "gelu")]
+        for (key, value) in cases {
+            let dir = try hfFolder { $0[key] = value }
+            defer { try? FileManager.default.removeItem(at: dir) }
+            XCTAssertThrowsError(try ModelLoader.load(path: dir.path, maxSeqLen: 64), key) { error in
+                XCTAssertTrue("\(error)".contains("'\(key)'"), "\(key): \(error)")
+            }
+        }
+        // The values that mean plain LLaMA are accepted.
+        let plain = try hfFolder { $0["rope_scaling"] = NSNull(); $0["attention_bias"] = false; $0["hidden_act"] = "silu" }
+        defer { try? FileManager.default.removeItem(at: plain) }
+        XCTAssertNoThrow(try ModelLoader.load(path: plain.path, maxSeqLen: 64))
+    }
+
+    func testAnAdapterTensorNothingUsesIsAnError() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let src = try TorchCheckpoint(path: Fixtures.path("tiny_adapter/adapter_bias.pth"))
+        var tensors: [(String, Tensor)] = try src.tensorNames.map { ($0, try src.tensor($0)) }
+        tensors.append(("llama.layers.0.attention.mystery.weight", Tensor(zeros: [4])))
+        let path = dir.appendingPathComponent("extra.pth").path
+        try TorchCheckpointWriter.write([("model", .dict(tensors.map { ($0.0, .tensor($0.1)) }))], to: path)
+        let config = try ModelLoader.load(path: Fixtures.path("tiny_llama/model"), maxSeqLen: 64).model.config
+        XCTAssertThrowsError(try AdapterWeights.load(path: path, model: config)) { error in
+            XCTAssertTrue("\(error)".contains("mystery"), "\(error)")
+        }
+    }
+}
