@@ -20,17 +20,9 @@ func printError(_ message: String) {
 do {
     var command = try LlamaAdapterCommand.parseAsRoot()
     try command.run()
-} catch let error as AdapterError {
-    printError(error.description)
-    exit(1)
-} catch let error as TokenizerError {
-    printError(error.description)
-    exit(1)
-} catch let error as GenerationError {
-    printError(error.description)
-    exit(1)
-} catch let error as SamplingError {
-    printError(error.description)
+} catch let error where error is AdapterError || error is TokenizerError || error is GenerationError || error is SamplingError {
+    // Our errors are one-line values whose description is the message.
+    printError(String(describing: error))
     exit(1)
 } catch {
     if LlamaAdapterCommand.exitCode(for: error) == .success {
