@@ -20,6 +20,63 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
     }
 }
 
+/// Backward of `linearForward` (out[T, N] = inp[T, K] · W[N, K]ᵀ + bias[N]):
+/// dInp[T, K] += dOut · W, dWeight[N, K] += dOutᵀ · inp, dBias[N] += Σ_t dOut[t].
+/// `weight` may be stored in any dtype (frozen f16/bf16/quantized base weights): each thread takes a band of
+/// input columns (aligned to the dtype's block size), converts W's rows tile by tile into its own f32 scratch
+/// and multiplies with BLAS, so no f32 copy of W is ever made and threads never write the same element.
+/// `dWeight` is the f32 gradient of the (dequantized) weight; trainable weights are f32.
+/// Saved from the forward: `inp` (only needed when `dWeight` is requested).
+public func linearBackward(dInp: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+                           dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>?,
+                           weight: Tensor, T: Int, pool: ThreadPool = .shared) {
+    precondition(weight.shape.count == 2, "linear weight must be 2-D")
+    let N = weight.shape[0], K = weight.shape[1]
+    if let dBias {
+        for t in 0..<T {
+            let row = dOut + t * N
+            for n in 0..<N { dBias[n] += row[n] }
+        }
+    }
+    if let dWeight {
+        guard let inp else { preconditionFailure("linearBackward: dWeight needs the forward's input") }
+        pool.parallelFor(N, minChunk: 16) { r in
+            BLAS.gemmAtB(m: r.count, n: K, k: T, a: dOut + r.lowerBound, lda: N, b: inp, ldb: K,
+                         c: dWeight + r.lowerBound * K, ldc: K, beta: 1)
+        }
+    }
+    guard let dInp else { return }
+    let bs = weight.dtype.blockSize
+    let blocks = K / bs
+    if weight.dtype == .f32 {
+        let wp = weight.data.assumingMemoryBound(to: Float.self)
+        pool.parallelFor(K, minChunk: 64) { r in
+            BLAS.gemmAB(m: T, n: r.count, k: N, a: dOut, lda: N, b: wp + r.lowerBound, ldb: K,
+                        c: dInp + r.lowerBound, ldc: K, beta: 1)
+        }
+        return
+    }
+    let rowBytes = weight.dtype.byteCount(elements: K)
+    pool.parallelFor(blocks, minChunk: max(1, 64 / bs)) { r in
+        let k0 = r.lowerBound * bs, band = r.count * bs
+        let byteStart = r.lowerBound * weight.dtype.blockBytes
+        let tileRows = max(16, min(N, (1 << 18) / max(band, 1)))
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * band)
+        defer { scratch.deallocate() }
+        var n0 = 0
+        while n0 < N {
+            let rows = min(tileRows, N - n0)
+            for i in 0..<rows {
+                convertToFloat(dtype: weight.dtype, src: weight.data + (n0 + i) * rowBytes + byteStart,
+                               dst: scratch + i * band, count: band)
+            }
+            BLAS.gemmAB(m: T, n: band, k: rows, a: dOut + n0, lda: N, b: scratch, ldb: band,
+                        c: dInp + k0, ldc: K, beta: 1)
+            n0 += rows
+        }
+    }
+}
+
 /// Several mat-vecs on the same input in one pool job: y_i = W_i · x. Decoding a small model is bound by
 /// the number of thread hand-offs as much as by bandwidth, so wq/wk/wv (and w1/w3) share one hand-off.
 public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Float>, weights: [Tensor],

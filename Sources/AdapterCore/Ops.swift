@@ -13,6 +13,25 @@ public func rmsnormForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<
     }
 }
 
+/// Backward of `rmsnormForward` (out = x · r · w with r = rsqrt(mean(x²) + eps)), rows of width C:
+/// dx_i += r·w_i·dout_i − x_i · r³/C · Σ_j w_j·dout_j·x_j, dWeight_i += Σ_t dout_i·x_i·r.
+/// Saved from the forward: `inp` (r is recomputed per row, C multiply-adds, cheaper than storing it).
+public func rmsnormBackward(dInp: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
+                            dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                            T: Int, C: Int, eps: Float) {
+    for t in 0..<T {
+        let x = inp + t * C, dout = dOut + t * C, dx = dInp + t * C
+        let r = 1 / (dot(x, x, C) / Float(C) + eps).squareRoot()
+        var s: Float = 0
+        for i in 0..<C { s += weight[i] * dout[i] * x[i] }
+        let k = s * r * r * r / Float(C)
+        for i in 0..<C { dx[i] += r * weight[i] * dout[i] - k * x[i] }
+        if let dWeight {
+            for i in 0..<C { dWeight[i] += dout[i] * x[i] * r }
+        }
+    }
+}
+
 /// LLaMA-1 rotary embedding on adjacent pairs (Meta layout), in place, for rows at positions `startPos..<startPos+T`.
 /// `x` is [T, nHeads, headDim]; `cos`/`sin` are [maxPos, headDim/2] tables from `RopeTable`.
 public func ropeForward(_ x: UnsafeMutablePointer<Float>, T: Int, nHeads: Int, headDim: Int, startPos: Int, table: RopeTable) {
@@ -25,6 +44,25 @@ public func ropeForward(_ x: UnsafeMutablePointer<Float>, T: Int, nHeads: Int, h
                 let a = v[2 * i], b = v[2 * i + 1]
                 v[2 * i] = a * c[i] - b * s[i]
                 v[2 * i + 1] = a * s[i] + b * c[i]
+            }
+        }
+    }
+}
+
+/// Backward of `ropeForward`, in place on the gradient `dx` [T, nHeads, headDim]: a rotation's transpose is
+/// the rotation by −angle, so (da, db) ← (da·cos + db·sin, −da·sin + db·cos) per adjacent pair.
+/// Nothing is saved from the forward (the table only). In place, so it replaces rather than accumulates:
+/// apply it to the gradient of the rotated q/k before adding into the projection's output gradient.
+public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, T: Int, nHeads: Int, headDim: Int, startPos: Int, table: RopeTable) {
+    let half = headDim / 2
+    for t in 0..<T {
+        let c = table.cos + (startPos + t) * half, s = table.sin + (startPos + t) * half
+        for h in 0..<nHeads {
+            let v = dx + (t * nHeads + h) * headDim
+            for i in 0..<half {
+                let a = v[2 * i], b = v[2 * i + 1]
+                v[2 * i] = a * c[i] + b * s[i]
+                v[2 * i + 1] = b * c[i] - a * s[i]
             }
         }
     }
@@ -82,6 +120,19 @@ public func swigluForward(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Flo
     }
 }
 
+/// Backward of `swigluForward` (out = silu(a)·b, silu(a) = a·σ(a)), n elements:
+/// dA += dout·b·σ(a)·(1 + a·(1 − σ(a))), dB += dout·silu(a).
+/// Saved from the forward: both inputs `a` (the w1 output) and `b` (the w3 output).
+public func swigluBackward(dA: UnsafeMutablePointer<Float>?, dB: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
+                           a: UnsafePointer<Float>, b: UnsafePointer<Float>, n: Int) {
+    for i in 0..<n {
+        let x = a[i]
+        let sig = 1 / (1 + expf(-x))
+        dA?[i] += dOut[i] * b[i] * sig * (1 + x * (1 - sig))
+        dB?[i] += dOut[i] * x * sig
+    }
+}
+
 /// out += inp over n elements (residual connection).
 @inlinable
 public func addInPlace(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ n: Int) {
@@ -132,12 +183,67 @@ public func layerNormForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointe
     }
 }
 
+/// Backward of `layerNormForward` (out = (x − mean)·rstd·w + b, biased variance), rows of width C:
+/// with n = (x − mean)·rstd and g = dout·w, dx += rstd·(g − mean(g) − n·mean(g·n)),
+/// dWeight += Σ_t dout·n, dBias += Σ_t dout.
+/// Saved from the forward: `inp` (mean and rstd are recomputed per row).
+public func layerNormBackward(dInp: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
+                              dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                              weight: UnsafePointer<Float>, T: Int, C: Int, eps: Float) {
+    for t in 0..<T {
+        let x = inp + t * C, dout = dOut + t * C, dx = dInp + t * C
+        var mean: Float = 0
+        for i in 0..<C { mean += x[i] }
+        mean /= Float(C)
+        var variance: Float = 0
+        for i in 0..<C { let d = x[i] - mean; variance += d * d }
+        variance /= Float(C)
+        let rstd = 1 / (variance + eps).squareRoot()
+        var gMean: Float = 0, gnMean: Float = 0
+        for i in 0..<C {
+            let g = dout[i] * weight[i], n = (x[i] - mean) * rstd
+            gMean += g
+            gnMean += g * n
+        }
+        gMean /= Float(C)
+        gnMean /= Float(C)
+        for i in 0..<C {
+            let g = dout[i] * weight[i], n = (x[i] - mean) * rstd
+            dx[i] += rstd * (g - gMean - n * gnMean)
+            dWeight?[i] += dout[i] * n
+            dBias?[i] += dout[i]
+        }
+    }
+}
+
 /// Exact GELU, x * Φ(x) with erf (PyTorch's default `nn.GELU()`), in place.
 public func geluInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
     for i in 0..<n { let v = x[i]; x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
 }
 
+/// Backward of `geluInPlace` (exact GELU, x·Φ(x)), n elements: dInp += dout·(Φ(x) + x·φ(x)).
+/// Saved from the forward: the pre-activation `inp` (the forward works in place, so keep a copy).
+public func geluBackward(dInp: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    let invSqrt2: Float = 0.70710678118654752, invSqrt2Pi: Float = 0.39894228040143268
+    for i in 0..<n {
+        let x = inp[i]
+        let cdf = 0.5 * (1 + erff(x * invSqrt2))
+        let pdf = invSqrt2Pi * expf(-0.5 * x * x)
+        dInp[i] += dOut[i] * (cdf + x * pdf)
+    }
+}
+
 /// CLIP's QuickGELU, x * sigmoid(1.702 x), in place.
 public func quickGeluInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
     for i in 0..<n { let v = x[i]; x[i] = v / (1 + expf(-1.702 * v)) }
+}
+
+/// Backward of `quickGeluInPlace` (x·σ(1.702x)), n elements: dInp += dout·(σ + 1.702·x·σ·(1 − σ)).
+/// Saved from the forward: the pre-activation `inp`.
+public func quickGeluBackward(dInp: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    for i in 0..<n {
+        let x = inp[i]
+        let sig = 1 / (1 + expf(-1.702 * x))
+        dInp[i] += dOut[i] * (sig + 1.702 * x * sig * (1 - sig))
+    }
 }
