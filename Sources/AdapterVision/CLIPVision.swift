@@ -135,12 +135,18 @@ public struct CLIPVisionWeights: @unchecked Sendable {
             var eps: Float = 1e-5
             var act = MLPActivation.quickGelu
             let cfg = (isDir.boolValue ? path : (path as NSString).deletingLastPathComponent) + "/config.json"
-            if let data = FileManager.default.contents(atPath: cfg),
-               let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-                let v = (obj["vision_config"] as? [String: Any]) ?? obj
-                heads = v["num_attention_heads"] as? Int
-                if let e = v["layer_norm_eps"] as? Double { eps = Float(e) }
-                if let a = v["hidden_act"] as? String, a == "gelu" { act = .gelu }
+            if let data = FileManager.default.contents(atPath: cfg) {
+                // A CLIPModel config nests the tower's keys under vision_config; a CLIPVisionModel's are top-level.
+                struct Vision: Decodable { var num_attention_heads: Int?; var layer_norm_eps: Double?; var hidden_act: String? }
+                struct Config: Decodable { var vision_config: Vision? }
+                let decoder = JSONDecoder()
+                let v: Vision?
+                do { v = try decoder.decode(Config.self, from: data).vision_config ?? decoder.decode(Vision.self, from: data) } catch {
+                    throw AdapterError.format("\(cfg) is not a valid CLIP config.json: \(error.localizedDescription)")
+                }
+                heads = v?.num_attention_heads
+                if let e = v?.layer_norm_eps { eps = Float(e) }
+                if v?.hidden_act == "gelu" { act = .gelu }
             }
             return try huggingFace(folder, heads: heads, eps: eps, activation: act, source: path)
         }
