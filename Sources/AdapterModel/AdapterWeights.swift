@@ -117,6 +117,9 @@ public final class AdapterWeights: Sendable {
     /// Architecture keys come from `config` when present, else the official defaults, and are checked against
     /// the tensor shapes.
     public static func load(path: String, model c: LlamaConfig) throws -> AdapterWeights {
+        guard try FileFormat.detect(path: path) == .pytorch else {
+            throw AdapterError.format("\(path) is not a PyTorch checkpoint (.pth written by torch.save)")
+        }
         let ckpt = try TorchCheckpoint(path: path)
         guard summarize(ckpt) != nil || ckpt.tensorNames.contains(where: { $0.hasSuffix("_bias") || $0.hasSuffix(".bias") || $0.contains("lora_") }) else {
             throw AdapterError.format("\(path) is not a LLaMA-Adapter checkpoint (no adapter_query, gate, bias or LoRA tensors)")
@@ -188,7 +191,10 @@ public final class AdapterWeights: Sendable {
             l.attentionNorm = try opt(p + "attention_norm.weight", [c.dim])
             l.ffnNorm = try opt(p + "ffn_norm.weight", [c.dim])
             l.gate = try opt(p + "attention.gate", [c.nHeads], flatten: true)
-            if let g = try opt(p + "attention.new_gate", flatten: true) { l.newGate = g.floats[0] }
+            if let g = try opt(p + "attention.new_gate", flatten: true) {
+                guard g.count == 1 else { throw AdapterError.shape("\(path): \(p)attention.new_gate has \(g.count) values, expected 1") }
+                l.newGate = g.floats[0]
+            }
             // Paper Eq. 1 scales (`*.scale`, output side) and the 65B chat release's (`wq_scale`, input side).
             let projections: [(WritableKeyPath<LayerAdapter, LinearExtras>, String, String, Int, Int)] = [
                 (\.wq, "attention.wq", "attention", c.dim, c.dim), (\.wk, "attention.wk", "attention", c.kvDim, c.dim),
