@@ -116,10 +116,13 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int,
         }
         if prompt == nil { return }
     }
-    let stride = max(scratchStride, keyCount + L + hd)
-    let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * stride) : nil
+    // The caller's scratch serves when its rows are wide enough; otherwise rows are allocated for this call.
+    let need = keyCount + L + hd
+    let given = scratchStride >= need ? scratch : nil
+    let stride = given != nil ? scratchStride : need
+    let own = given == nil ? UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * stride) : nil
     defer { own?.deallocate() }
-    let rows = scratch ?? own!
+    let rows = given ?? own!
     pool.run { ti, tn in
         let scores = rows + ti * stride
         let total = T * nHeads

@@ -35,18 +35,7 @@ public func rmsnormBackward(dInp: UnsafeMutablePointer<Float>, dWeight: UnsafeMu
 /// LLaMA-1 rotary embedding on adjacent pairs (Meta layout), in place, for rows at positions `startPos..<startPos+T`.
 /// `x` is [T, nHeads, headDim]; `cos`/`sin` are [maxPos, headDim/2] tables from `RopeTable`.
 public func ropeForward(_ x: UnsafeMutablePointer<Float>, T: Int, nHeads: Int, headDim: Int, startPos: Int, table: RopeTable) {
-    let half = headDim / 2
-    for t in 0..<T {
-        let c = table.cos + (startPos + t) * half, s = table.sin + (startPos + t) * half
-        for h in 0..<nHeads {
-            let v = x + (t * nHeads + h) * headDim
-            for i in 0..<half {
-                let a = v[2 * i], b = v[2 * i + 1]
-                v[2 * i] = a * c[i] - b * s[i]
-                v[2 * i + 1] = a * s[i] + b * c[i]
-            }
-        }
-    }
+    rotatePairs(x, T: T, nHeads: nHeads, headDim: headDim, startPos: startPos, table: table, sinSign: 1)
 }
 
 /// Backward of `ropeForward`, in place on the gradient `dx` [T, nHeads, headDim]: a rotation's transpose is
@@ -54,15 +43,22 @@ public func ropeForward(_ x: UnsafeMutablePointer<Float>, T: Int, nHeads: Int, h
 /// Nothing is saved from the forward (the table only). In place, so it replaces rather than accumulates:
 /// apply it to the gradient of the rotated q/k before adding into the projection's output gradient.
 public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, T: Int, nHeads: Int, headDim: Int, startPos: Int, table: RopeTable) {
+    rotatePairs(dx, T: T, nHeads: nHeads, headDim: headDim, startPos: startPos, table: table, sinSign: -1)
+}
+
+/// Rotates each adjacent pair (a, b) by the position's angle θ: (a·cos − b·sin, a·sin + b·cos) with
+/// sin = `sinSign`·sin θ (−1 rotates back, the forward's transpose).
+private func rotatePairs(_ x: UnsafeMutablePointer<Float>, T: Int, nHeads: Int, headDim: Int, startPos: Int, table: RopeTable,
+                         sinSign: Float) {
     let half = headDim / 2
     for t in 0..<T {
         let c = table.cos + (startPos + t) * half, s = table.sin + (startPos + t) * half
         for h in 0..<nHeads {
-            let v = dx + (t * nHeads + h) * headDim
+            let v = x + (t * nHeads + h) * headDim
             for i in 0..<half {
-                let a = v[2 * i], b = v[2 * i + 1]
-                v[2 * i] = a * c[i] + b * s[i]
-                v[2 * i + 1] = b * c[i] - a * s[i]
+                let a = v[2 * i], b = v[2 * i + 1], sn = sinSign * s[i]
+                v[2 * i] = a * c[i] - b * sn
+                v[2 * i + 1] = a * sn + b * c[i]
             }
         }
     }

@@ -2,6 +2,7 @@
 // stop ids, chat template, default sampling, CLIP), immutable and shared by any number of sessions.
 // Anchored on mlx-swift-lm's `ModelContainer`.
 import Foundation
+import Synchronization
 import AdapterCore
 import AdapterFormats
 import AdapterModel
@@ -72,7 +73,7 @@ public struct ImageContext: Sendable {
 /// A loaded model, immutable and `Sendable`: open sessions on it from any thread.
 public final class ModelContainer: @unchecked Sendable {
     // @unchecked: `source` (the files the tensors map) is never used after loading; every other stored
-    // property is Sendable and immutable.
+    // property is Sendable and immutable, or behind a Mutex.
 
     /// The model (base weights and adapter).
     public let model: LlamaModel
@@ -90,6 +91,9 @@ public final class ModelContainer: @unchecked Sendable {
     public let format: String
     /// The files the weights are mapped from (kept alive with the model).
     private let source: TensorSource?
+    /// The blank image's visual query, encoded once (a CLIP pass costs about a second at ViT-L/14) and
+    /// shared by every text-only session of a visual adapter.
+    private let blankImage = Mutex<ImageContext?>(nil)
 
     /// Loads a model, its tokenizer, and optionally an adapter and CLIP.
     public static func load(_ c: ModelConfiguration) throws -> ModelContainer {
@@ -268,10 +272,13 @@ public final class ModelContainer: @unchecked Sendable {
         return ImageContext(visualQuery: try model.visualQuery(clipFeatures: feats))
     }
 
-    /// What the official training feeds text-only samples: the all-zero image tensor.
+    /// What the official training feeds text-only samples: the all-zero image tensor (encoded on first use).
     public func encodeBlankImage() throws -> ImageContext {
+        if let cached = blankImage.withLock({ $0 }) { return cached }
         let clip = try requireVisual()
-        return try encodeImage(pixels: Tensor(zeros: [3, clip.imageSize, clip.imageSize]))
+        let context = try encodeImage(pixels: Tensor(zeros: [3, clip.imageSize, clip.imageSize]))
+        blankImage.withLock { $0 = context }
+        return context
     }
 
     private func requireVisual() throws -> CLIPVisionWeights {

@@ -179,7 +179,7 @@ public final class LlamaModel: Sendable {
         rmsnormForward(out: normed, inp: b.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
         let q = rec?.q ?? b.q, k = rec?.k ?? b.k, v = rec?.v ?? b.v
         linearGroup(outs: [q, k, v], inp: normed, weights: [layer.wq, layer.wk, layer.wv], extras: [ad?.wq, ad?.wk, ad?.wv],
-                    preScale: [rec?.preScale[.wq], rec?.preScale[.wk], rec?.preScale[.wv]], T: T, activations: act)
+                    preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: T, activations: act)
         ropeForward(q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
         ropeForward(k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
         let kc = s.cache.keys[l], vc = s.cache.values[l]
@@ -208,7 +208,7 @@ public final class LlamaModel: Sendable {
         rmsnormForward(out: normed, inp: b.x, weight: (ad?.ffnNorm ?? layer.ffnNorm).floats, T: T, C: c.dim, eps: c.normEps)
         let a = rec?.gate ?? b.ffA, u = rec?.up ?? b.ffB
         linearGroup(outs: [a, u], inp: normed, weights: [layer.w1, layer.w3], extras: [ad?.w1, ad?.w3],
-                    preScale: [rec?.preScale[.w1], rec?.preScale[.w3]], T: T, activations: options.activations)
+                    preScale: rec.map { [$0.preScale[.w1], $0.preScale[.w3]] }, T: T, activations: options.activations)
         let h = rec?.hidden ?? b.ffA
         swigluForward(out: h, a: a, b: u, n: T * c.hiddenDim)
         linear(out: b.xb, inp: h, weight: layer.w2, extras: ad?.w2, preScale: rec?.preScale[.w2], T: T, activations: options.activations)
@@ -238,19 +238,20 @@ public final class LlamaModel: Sendable {
     }
 
     /// Several linear maps of one input (wq/wk/wv, or w1/w3). When decoding, their frozen parts run as one
-    /// grouped mat-vec (one pool hand-off) and the output-side extras follow.
+    /// grouped mat-vec (one pool hand-off) and the output-side extras follow. `preScale` (recording only)
+    /// has one optional buffer per map.
     func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], extras: [LinearExtras?],
-                     preScale: [UnsafeMutablePointer<Float>?], T: Int, activations: ActivationPrecision) {
+                     preScale: [UnsafeMutablePointer<Float>?]?, T: Int, activations: ActivationPrecision) {
         guard T == 1, !extras.contains(where: { $0?.scaleOnInput == true }) else {
             for i in weights.indices {
-                linear(out: outs[i], inp: inp, weight: weights[i], extras: extras[i], preScale: preScale[i], T: T, activations: activations)
+                linear(out: outs[i], inp: inp, weight: weights[i], extras: extras[i], preScale: preScale?[i], T: T, activations: activations)
             }
             return
         }
         matvecGroup(outs: outs, x: inp, weights: weights, activations: activations, pool: pool)
         for i in weights.indices {
             if let e = extras[i], !e.isEmpty {
-                finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T, preScale: preScale[i])
+                finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T, preScale: preScale?[i])
             }
         }
     }

@@ -124,8 +124,8 @@ public enum ModelLoader {
             return t
         }
         // With tied embeddings transformers ignores a stored lm_head; rotary_emb.inv_freq is a cached table.
-        let allowed = Set(["lm_head.weight"]).filter { _ in config.tiedEmbeddings }
-            .union(source.tensorNames.filter { $0.hasSuffix("rotary_emb.inv_freq") })
+        var allowed = Set(source.tensorNames.filter { $0.hasSuffix("rotary_emb.inv_freq") })
+        if config.tiedEmbeddings { allowed.insert("lm_head.weight") }
         try checkAllUsed(source, used: used, allowed: allowed, path: directory)
         let model = try LlamaModel(config: config, weights: weights)
         let tok = directory + "/tokenizer.json"
