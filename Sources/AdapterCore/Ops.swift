@@ -159,18 +159,24 @@ public func attendHead(q: UnsafePointer<Float>, keys: UnsafePointer<Float>, valu
 /// Name of the SIMD level the C kernels use on this CPU.
 public var simdLevel: String { String(cString: ck_simd_level()) }
 
+/// Mean and 1/sqrt(biased variance + eps) of one row, shared by LayerNorm's forward and backward.
+@inline(__always)
+private func layerNormStatistics(_ x: UnsafePointer<Float>, _ C: Int, _ eps: Float) -> (mean: Float, rstd: Float) {
+    var mean: Float = 0
+    for i in 0..<C { mean += x[i] }
+    mean /= Float(C)
+    var variance: Float = 0
+    for i in 0..<C { let d = x[i] - mean; variance += d * d }
+    variance /= Float(C)
+    return (mean, 1 / (variance + eps).squareRoot())
+}
+
 /// LayerNorm over rows: out = (x - mean) / sqrt(var + eps) * weight + bias (biased variance, as PyTorch).
 public func layerNormForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                              bias: UnsafePointer<Float>?, T: Int, C: Int, eps: Float) {
     for t in 0..<T {
         let x = inp + t * C, o = out + t * C
-        var mean: Float = 0
-        for i in 0..<C { mean += x[i] }
-        mean /= Float(C)
-        var variance: Float = 0
-        for i in 0..<C { let d = x[i] - mean; variance += d * d }
-        variance /= Float(C)
-        let r = 1 / (variance + eps).squareRoot()
+        let (mean, r) = layerNormStatistics(x, C, eps)
         if let bias {
             for i in 0..<C { o[i] = (x[i] - mean) * r * weight[i] + bias[i] }
         } else {
@@ -188,13 +194,7 @@ public func layerNormBackward(dInp: UnsafeMutablePointer<Float>, dWeight: Unsafe
                               weight: UnsafePointer<Float>, T: Int, C: Int, eps: Float) {
     for t in 0..<T {
         let x = inp + t * C, dout = dOut + t * C, dx = dInp + t * C
-        var mean: Float = 0
-        for i in 0..<C { mean += x[i] }
-        mean /= Float(C)
-        var variance: Float = 0
-        for i in 0..<C { let d = x[i] - mean; variance += d * d }
-        variance /= Float(C)
-        let rstd = 1 / (variance + eps).squareRoot()
+        let (mean, rstd) = layerNormStatistics(x, C, eps)
         var gMean: Float = 0, gnMean: Float = 0
         for i in 0..<C {
             let g = dout[i] * weight[i], n = (x[i] - mean) * rstd
