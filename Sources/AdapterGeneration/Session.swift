@@ -209,17 +209,20 @@ public final class Session: @unchecked Sendable {
         }
         let (prompts, options) = lock.withLock { (state.prompts, state.options) }
         let scratch = DecoderState(model: model, capacity: tokens.count, prompts: prompts, options: options)
-        let logits = try model.forward(tokens: tokens, state: scratch, allLogits: true)
-        let V = model.config.vocabSize
-        var total = 0.0
-        for pos in from..<tokens.count {
-            let row = UnsafeBufferPointer(rebasing: logits[(pos - 1) * V ..< pos * V])
-            var m = -Float.infinity
-            for v in row where v > m { m = v }
-            var sum = 0.0
-            for v in row { sum += exp(Double(v) - Double(m)) }
-            total += Double(row[tokens[pos]]) - (Double(m) + log(sum))
+        // The logits are a view of the state's buffer: the state must outlive the loop that reads them.
+        return try withExtendedLifetime(scratch) {
+            let logits = try model.forward(tokens: tokens, state: scratch, allLogits: true)
+            let V = model.config.vocabSize
+            var total = 0.0
+            for pos in from..<tokens.count {
+                let row = UnsafeBufferPointer(rebasing: logits[(pos - 1) * V ..< pos * V])
+                var m = -Float.infinity
+                for v in row where v > m { m = v }
+                var sum = 0.0
+                for v in row { sum += exp(Double(v) - Double(m)) }
+                total += Double(row[tokens[pos]]) - (Double(m) + log(sum))
+            }
+            return ScoreResult(logprob: total, tokens: tokens.count - from)
         }
-        return ScoreResult(logprob: total, tokens: tokens.count - from)
     }
 }

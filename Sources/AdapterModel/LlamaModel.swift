@@ -163,9 +163,9 @@ public final class LlamaModel: Sendable {
         return UnsafeBufferPointer(start: b.logits, count: rows * c.vocabSize)
     }
 
-    /// As `forward`, copied into an array.
-    public func forwardArray(tokens: [Int], state: DecoderState, allLogits: Bool = false) throws -> [Float] {
-        Array(try forward(tokens: tokens, state: state, allLogits: allLogits))
+    /// As `forward`, copied into an array (safe to keep after `state` is gone, unlike `forward`'s view).
+    public func forwardArray(tokens: [Int], state: DecoderState, allLogits: Bool = false, record: ForwardRecord? = nil) throws -> [Float] {
+        try withExtendedLifetime(state) { Array(try forward(tokens: tokens, state: state, allLogits: allLogits, record: record)) }
     }
 
     private func attentionBlock(_ l: Int, b: DecoderState.Buffers, T: Int, startPos: Int, state s: DecoderState, record rec: BlockRecord?) {

@@ -120,8 +120,8 @@ final class SessionTests: XCTestCase {
         let tokens = Fixtures.tinyLlama.cases[1].tokens
         let plain = try model.forwardArray(tokens: tokens, state: DecoderState(model: model, prompts: prompts), allLogits: true)
         let record = ForwardRecord(model: model, T: tokens.count, prompts: prompts)
-        let recorded = Array(try model.forward(tokens: tokens, state: DecoderState(model: model, prompts: prompts), allLogits: true,
-                                               record: record))
+        let recorded = try model.forwardArray(tokens: tokens, state: DecoderState(model: model, prompts: prompts), allLogits: true,
+                                              record: record)
         XCTAssertEqual(recorded, plain)
         // Each saved probability row is a distribution over the visible (causal) keys only.
         let c = model.config, T = tokens.count
