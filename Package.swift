@@ -42,7 +42,8 @@ let package = Package(
         .target(name: "AdapterTokenizers", dependencies: []),
         .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision"]),
         .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers"]),
-        .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration"]),
+        .target(name: "AdapterTraining", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration"]),
+        .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "AdapterTraining"]),
         .executableTarget(
             name: "llama-adapter",
             dependencies: [

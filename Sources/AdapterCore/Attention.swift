@@ -175,35 +175,47 @@ private func softmaxRowBackward(_ p: UnsafePointer<Float>, _ dp: UnsafeMutablePo
     for j in 0..<n { dp[j] = alpha * p[j] * (dp[j] - s) }
 }
 
-/// Backward of causal `attentionForward` over one sequence from position 0 (keyCount = T, the training
-/// case): from dOut [T, nHeads·headDim] accumulates dq [T, nHeads·headDim], dk and dv [T, nKVHeads·headDim]
-/// (gradients w.r.t. the rotated q and k: apply `ropeBackward` afterwards). Per head: dP = dOut·vᵀ,
-/// dS = P ⊙ (dP − rowsum(P ⊙ dP)), dq += scale·dS·k, dk += scale·dSᵀ·q, dv += Pᵀ·dOut. Threads split kv
-/// heads, so the query heads that share a kv head add into its dk/dv on one thread.
-/// Saved from the forward: q, k, v and the record's `probs` [nHeads, T, T].
-public func causalAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
-                                    dOut: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                                    v: UnsafePointer<Float>, probs: UnsafePointer<Float>,
-                                    T: Int, nHeads: Int, nKVHeads: Int, headDim hd: Int, pool: ThreadPool = .shared) {
+/// Backward of `attentionForward` over one sequence whose keys are its own positions (keyCount = T: the
+/// training case, causal for LLaMA, `.none` for the ViT blocks): from dOut [T, nHeads·headDim] accumulates dq,
+/// dk and dv (gradients w.r.t. the rotated q and k: apply `ropeBackward` afterwards). Rows of q/dq are
+/// `qStride` floats apart and rows of k, v, dk, dv `kvStride` (so a packed qkv buffer works as in the forward).
+/// Per head: dP = dOut·vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dq += scale·dS·k, dk += scale·dSᵀ·q, dv += Pᵀ·dOut.
+/// Causal: rows go in blocks of 64 and each block multiplies only the keys it can see, so the work is about
+/// half of the full T×T products. Threads split kv heads, so query heads sharing a kv head add into its
+/// dk/dv on one thread. Saved from the forward: q, k, v and the record's `probs` [nHeads, T, T].
+public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+                              dOut: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                              v: UnsafePointer<Float>, probs: UnsafePointer<Float>, qStride: Int? = nil, kvStride: Int? = nil,
+                              causal: Bool = true, T: Int, nHeads: Int, nKVHeads: Int, headDim hd: Int, pool: ThreadPool = .shared) {
     precondition(nHeads % nKVHeads == 0, "query heads must be a multiple of kv heads")
-    let dim = nHeads * hd, kvDim = nKVHeads * hd, group = nHeads / nKVHeads
+    let dim = nHeads * hd, group = nHeads / nKVHeads
+    let qs = qStride ?? dim, ks = kvStride ?? nKVHeads * hd
     let scale = 1 / Float(hd).squareRoot()
+    let block = causal ? 64 : T
     pool.parallelFor(nKVHeads) { r in
-        let dS = UnsafeMutablePointer<Float>.allocate(capacity: T * T)
+        let dS = UnsafeMutablePointer<Float>.allocate(capacity: block * T)
         defer { dS.deallocate() }
         for kvh in r {
             for h in (kvh * group)..<((kvh + 1) * group) {
                 let p = probs + h * T * T
-                BLAS.gemmAtB(m: T, n: hd, k: T, a: p, lda: T, b: dOut + h * hd, ldb: dim, c: dv + kvh * hd, ldc: kvDim, beta: 1)
-                BLAS.gemmABt(m: T, n: T, k: hd, a: dOut + h * hd, lda: dim, b: v + kvh * hd, ldb: kvDim, c: dS, ldc: T)
-                for t in 0..<T {
-                    softmaxRowBackward(p + t * T, dS + t * T, t + 1, alpha: 1)
-                    (dS + t * T + t + 1).update(repeating: 0, count: T - t - 1)
+                var r0 = 0
+                while r0 < T {
+                    let rows = min(block, T - r0)
+                    let cols = causal ? r0 + rows : T
+                    let dO = dOut + r0 * dim + h * hd
+                    BLAS.gemmAtB(m: cols, n: hd, k: rows, a: p + r0 * T, lda: T, b: dO, ldb: dim, c: dv + kvh * hd, ldc: ks, beta: 1)
+                    BLAS.gemmABt(m: rows, n: cols, k: hd, a: dO, lda: dim, b: v + kvh * hd, ldb: ks, c: dS, ldc: cols)
+                    for i in 0..<rows {
+                        let n = causal ? r0 + i + 1 : T
+                        softmaxRowBackward(p + (r0 + i) * T, dS + i * cols, n, alpha: 1)
+                        (dS + i * cols + n).update(repeating: 0, count: cols - n)
+                    }
+                    BLAS.gemmAB(m: rows, n: hd, k: cols, a: dS, lda: cols, b: k + kvh * hd, ldb: ks, c: dq + r0 * qs + h * hd, ldc: qs,
+                                alpha: scale, beta: 1)
+                    BLAS.gemmAtB(m: cols, n: hd, k: rows, a: dS, lda: cols, b: q + r0 * qs + h * hd, ldb: qs, c: dk + kvh * hd, ldc: ks,
+                                 alpha: scale, beta: 1)
+                    r0 += rows
                 }
-                BLAS.gemmAB(m: T, n: hd, k: T, a: dS, lda: T, b: k + kvh * hd, ldb: kvDim, c: dq + h * hd, ldc: dim,
-                            alpha: scale, beta: 1)
-                BLAS.gemmAtB(m: T, n: hd, k: T, a: dS, lda: T, b: q + h * hd, ldb: dim, c: dk + kvh * hd, ldc: kvDim,
-                             alpha: scale, beta: 1)
             }
         }
     }

@@ -13,12 +13,14 @@ import Foundation
 /// dLogits = (softmax − onehot)/count on counted rows and 0 on ignored rows. `dLogits` may be the same
 /// buffer as `logits` (each row is read in full before it is written), which saves a [T, V] buffer.
 /// With no counted row the loss is 0 and the gradient 0, as the official `output.mean() * 0`.
+/// `denominator` replaces the row count in the gradient (a batch's loss is the mean over all its labelled
+/// rows, so each sequence divides by the batch's count, times the accumulation steps).
 public func crossEntropyForwardBackward(logits: UnsafePointer<Float>, targets: [Int], V: Int, ignoreIndex: Int = 0,
-                                        dLogits: UnsafeMutablePointer<Float>?) -> Float {
+                                        dLogits: UnsafeMutablePointer<Float>?, denominator: Float? = nil) -> Float {
     let T = targets.count
     let count = targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
     var total: Double = 0
-    let invCount = count > 0 ? 1 / Float(count) : 0
+    let invCount = denominator.map { 1 / $0 } ?? (count > 0 ? 1 / Float(count) : 0)
     for t in 0..<T {
         let row = logits + t * V
         let target = targets[t]

@@ -120,7 +120,13 @@ public final class AdapterWeights: Sendable {
         guard try FileFormat.detect(path: path) == .pytorch else {
             throw AdapterError.format("\(path) is not a PyTorch checkpoint (.pth written by torch.save)")
         }
-        let ckpt = try TorchCheckpoint(path: path)
+        return try bind(TorchCheckpoint(path: path), path: path, model: c)
+    }
+
+    /// Binds adapter tensors by their official names from any tensor source (a checkpoint, or a trainer's
+    /// parameters: f32 tensors are taken as views, so the adapter sees the source's memory). `path` names the
+    /// source in errors. Same rules as `load`.
+    public static func bind(_ ckpt: TensorSource, path: String, model c: LlamaConfig) throws -> AdapterWeights {
         guard summarize(ckpt) != nil || ckpt.tensorNames.contains(where: { $0.hasSuffix("_bias") || $0.hasSuffix(".bias") || $0.contains("lora_") }) else {
             throw AdapterError.format("\(path) is not a LLaMA-Adapter checkpoint (no adapter_query, gate, bias or LoRA tensors)")
         }

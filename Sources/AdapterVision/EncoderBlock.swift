@@ -65,23 +65,72 @@ public struct EncoderBlockWeights: @unchecked Sendable {
     }
 }
 
-/// Runs one encoder block in place on x [T, dim].
-public func encoderBlockForward(_ x: UnsafeMutablePointer<Float>, T: Int, block w: EncoderBlockWeights, pool: ThreadPool = .shared) {
-    let d = w.dim, h = w.hidden, hd = d / w.heads, heads = w.heads
-    let xb = UnsafeMutablePointer<Float>.allocate(capacity: T * max(d, h))
-    let qkv = UnsafeMutablePointer<Float>.allocate(capacity: T * 3 * d)
-    let att = UnsafeMutablePointer<Float>.allocate(capacity: T * d)
-    let hid = UnsafeMutablePointer<Float>.allocate(capacity: T * h)
-    defer { [xb, qkv, att, hid].forEach { $0.deallocate() } }
+/// What one encoder block's backward needs, saved by a recording forward (T positions, f32).
+public final class EncoderBlockRecord {
+    /// Positions recorded.
+    public let T: Int
+    /// Block input [T, dim].
+    public let inp: UnsafeMutablePointer<Float>
+    /// norm1 output [T, dim] (input of qkv).
+    public let ln1: UnsafeMutablePointer<Float>
+    /// Packed q, k, v [T, 3·dim].
+    public let qkv: UnsafeMutablePointer<Float>
+    /// Attention probabilities [heads, T, T].
+    public let probs: UnsafeMutablePointer<Float>
+    /// Attention output before proj [T, dim].
+    public let att: UnsafeMutablePointer<Float>
+    /// Residual after attention [T, dim].
+    public let mid: UnsafeMutablePointer<Float>
+    /// norm2 output [T, dim] (input of fc1).
+    public let ln2: UnsafeMutablePointer<Float>
+    /// fc1 output before the activation [T, hidden].
+    public let pre: UnsafeMutablePointer<Float>
+    /// Activation output [T, hidden] (input of fc2).
+    public let act: UnsafeMutablePointer<Float>
+    private let all: [UnsafeMutablePointer<Float>]
 
-    layerNormForward(out: xb, inp: x, weight: w.ln1Weight.floats, bias: w.ln1Bias.floats, T: T, C: d, eps: w.eps)
-    linearForward(out: qkv, inp: xb, weight: w.qkvWeight, bias: w.qkvBias?.floats, T: T, pool: pool)
+    /// Buffers for a block of `block`'s shape over `T` positions.
+    public init(block w: EncoderBlockWeights, T: Int) {
+        let d = w.dim, h = w.hidden
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+        self.T = T
+        inp = buf(T * d); ln1 = buf(T * d); qkv = buf(T * 3 * d); probs = buf(w.heads * T * T)
+        att = buf(T * d); mid = buf(T * d); ln2 = buf(T * d); pre = buf(T * h); act = buf(T * h)
+        all = [inp, ln1, qkv, probs, att, mid, ln2, pre, act]
+    }
+
+    deinit { all.forEach { $0.deallocate() } }
+}
+
+/// Runs one encoder block in place on x [T, dim]. With `record` (training) it also saves what the backward
+/// needs; the arithmetic is the same either way.
+public func encoderBlockForward(_ x: UnsafeMutablePointer<Float>, T: Int, block w: EncoderBlockWeights,
+                                record rec: EncoderBlockRecord? = nil, pool: ThreadPool = .shared) {
+    let d = w.dim, h = w.hidden, hd = d / w.heads, heads = w.heads
+    precondition(rec == nil || rec!.T == T, "encoder record for another length")
+    let xb = UnsafeMutablePointer<Float>.allocate(capacity: T * max(d, h))
+    let own = rec == nil ? UnsafeMutablePointer<Float>.allocate(capacity: T * (3 * d + d + h)) : nil
+    defer { xb.deallocate(); own?.deallocate() }
+    let qkv = rec?.qkv ?? own!, att = rec?.att ?? own! + T * 3 * d
+    let pre = rec?.pre ?? own! + T * 4 * d, hid = rec?.act ?? pre
+    if let rec { rec.inp.update(from: x, count: T * d) }
+    let n1 = rec?.ln1 ?? xb
+    layerNormForward(out: n1, inp: x, weight: w.ln1Weight.floats, bias: w.ln1Bias.floats, T: T, C: d, eps: w.eps)
+    linearForward(out: qkv, inp: n1, weight: w.qkvWeight, bias: w.qkvBias?.floats, T: T, pool: pool)
     attentionForward(out: att, outStride: d, q: qkv, qStride: 3 * d, keys: qkv + d, values: qkv + 2 * d, kvStride: 3 * d,
-                     T: T, keyCount: T, mask: .none, nHeads: heads, nKVHeads: heads, headDim: hd, pool: pool)
+                     T: T, keyCount: T, mask: .none, nHeads: heads, nKVHeads: heads, headDim: hd,
+                     record: rec.map { AttentionRecord(probs: $0.probs, promptProbs: nil) }, pool: pool)
     linearForward(out: xb, inp: att, weight: w.projWeight, bias: w.projBias?.floats, T: T, pool: pool)
     addInPlace(x, xb, T * d)
-    layerNormForward(out: xb, inp: x, weight: w.ln2Weight.floats, bias: w.ln2Bias.floats, T: T, C: d, eps: w.eps)
-    linearForward(out: hid, inp: xb, weight: w.fc1Weight, bias: w.fc1Bias?.floats, T: T, pool: pool)
+    if let rec { rec.mid.update(from: x, count: T * d) }
+    let n2 = rec?.ln2 ?? xb
+    layerNormForward(out: n2, inp: x, weight: w.ln2Weight.floats, bias: w.ln2Bias.floats, T: T, C: d, eps: w.eps)
+    linearForward(out: pre, inp: n2, weight: w.fc1Weight, bias: w.fc1Bias?.floats, T: T, pool: pool)
+    if pre != hid { hid.update(from: pre, count: T * h) }
     switch w.activation {
     case .gelu: geluInPlace(hid, T * h)
     case .quickGelu: quickGeluInPlace(hid, T * h)

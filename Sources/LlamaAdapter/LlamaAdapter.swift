@@ -6,3 +6,4 @@
 @_exported import AdapterVision
 @_exported import AdapterModel
 @_exported import AdapterGeneration
+@_exported import AdapterTraining

@@ -241,7 +241,7 @@ final class BackwardTests: XCTestCase {
         let q = rng.array(T * dim), k = rng.array(T * kvDim), v = rng.array(T * kvDim), r = rng.array(T * dim)
         let probs = attention(q, k, v).probs
         var dq = zeros(T * dim), dk = zeros(T * kvDim), dv = zeros(T * kvDim)
-        causalAttentionBackward(dq: &dq, dk: &dk, dv: &dv, dOut: r, q: q, k: k, v: v, probs: probs,
+        attentionBackward(dq: &dq, dk: &dk, dv: &dv, dOut: r, q: q, k: k, v: v, probs: probs,
                                 T: T, nHeads: nHeads, nKVHeads: nKV, headDim: hd)
         assertGradient(dq, numericGradient(q) { project(attention($0, k, v).out, r) }, "dq")
         assertGradient(dk, numericGradient(k) { project(attention(q, $0, v).out, r) }, "dk")
@@ -394,7 +394,7 @@ final class BackwardTests: XCTestCase {
         let q = rng.array(T * dim), k = rng.array(T * kvDim), v = rng.array(T * kvDim), ro = rng.array(T * dim)
         let probs = attention(q, k, v).probs
         assertAccumulates([T * dim, T * kvDim, T * kvDim], "attention") { b in
-            causalAttentionBackward(dq: b[0], dk: b[1], dv: b[2], dOut: ro, q: q, k: k, v: v, probs: probs,
+            attentionBackward(dq: b[0], dk: b[1], dv: b[2], dOut: ro, q: q, k: k, v: v, probs: probs,
                                     T: T, nHeads: nHeads, nKVHeads: nKV, headDim: hd)
         }
         let kp = rng.array(L * kvDim), vp = rng.array(L * kvDim), gate = rng.array(nHeads)

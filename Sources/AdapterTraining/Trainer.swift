@@ -1,0 +1,385 @@
+// The training loop: phases and joint training, batches, accumulation, global-norm clipping, AdamW per
+// parameter group, the loss of the official LLaMA_adapter.forward (shifted cross-entropy, ignore index 0,
+// mean over the labelled tokens of the batch).
+import Foundation
+import AdapterCore
+import AdapterFormats
+import AdapterModel
+import AdapterTokenizers
+import AdapterVision
+
+/// Which parameters a run trains (official `get_trainable_params`, plus the paper's joint training).
+public enum TrainingPhase: String, Sendable, CaseIterable {
+    /// `gate`, `clip_proj(_norm)`, `visual_query`, `visual_blocks`, `visual_proj(_norm)`, `adapter_query`.
+    case pretrain
+    /// LLaMA parameters whose name contains `norm` or `bias` (and, unless `--compat official`, Eq. 1 scales and LoRA).
+    case finetune
+    /// Paper section 3.2: caption batches train the visual path and the early-fusion gates; instruction
+    /// batches train the late prompts and gates, norms, biases, scales and LoRA. Disjoint groups, early fusion.
+    case joint
+}
+
+/// Parameter groups of a joint run.
+public enum TrainingGroup: Int, Sendable, CaseIterable {
+    /// Caption data: visual projection path and early gates (the only group of `pretrain`/`finetune` runs is `.caption` = 0).
+    case caption = 0
+    /// Instruction data.
+    case instruction = 1
+
+    /// Name in logs.
+    public var name: String { self == .caption ? "caption" : "instruction" }
+}
+
+/// Everything a run is configured with (the `finetune` flags).
+public struct TrainingOptions: Sendable, Equatable {
+    public var phase: TrainingPhase = .finetune
+    public var batchSize = 4
+    public var steps = 100
+    public var lr = 1e-3
+    public var minLR = 0.0
+    public var weightDecay = 0.05
+    public var warmupSteps = 0
+    public var accumSteps = 1
+    public var maxWords = 512
+    public var shuffle = true
+    public var augment = true
+    public var seed: UInt64 = 0
+    public var compat: Compatibility = .standard
+    /// Global-norm clipping threshold (nil: none).
+    public var clipGrad: Double?
+    /// Channel order fed to CLIP (the official data sets read images with OpenCV: BGR).
+    public var channels: ChannelOrder = .bgr
+    /// Joint runs: this many caption steps, then this many instruction steps, repeated.
+    public var jointRatio = (caption: 1, instruction: 1)
+    /// Joint runs: early-fusion depth (default: the layers below the adaption prompts).
+    public var earlyLayers: Int?
+
+    /// Defaults.
+    public init() {}
+
+    public static func == (a: TrainingOptions, b: TrainingOptions) -> Bool {
+        a.phase == b.phase && a.batchSize == b.batchSize && a.steps == b.steps && a.lr == b.lr && a.minLR == b.minLR
+            && a.weightDecay == b.weightDecay && a.warmupSteps == b.warmupSteps && a.accumSteps == b.accumSteps
+            && a.maxWords == b.maxWords && a.shuffle == b.shuffle && a.augment == b.augment && a.seed == b.seed
+            && a.compat == b.compat && a.clipGrad == b.clipGrad && a.channels == b.channels
+            && a.jointRatio == b.jointRatio && a.earlyLayers == b.earlyLayers
+    }
+}
+
+/// One optimizer step's report (the `--log-json` line).
+public struct StepReport: Sendable {
+    /// 0-based optimizer step.
+    public var step: Int
+    /// Mean loss over the step's labelled tokens (averaged over accumulation micro-batches), before the update.
+    public var loss: Double
+    /// Global L2 norm of the trained gradients before clipping.
+    public var gradNorm: Double
+    /// Learning rate used by this step's update.
+    public var lr: Double
+    /// Group the step trained (joint runs), else nil.
+    public var group: TrainingGroup?
+    /// Tokens run through the model (positions up to each sample's last real token).
+    public var tokens: Int
+    /// Wall time of the step.
+    public var seconds: Double
+}
+
+/// Position in one data set's order: epoch and index, so a resumed run reads the same batches.
+public struct DataCursor: Sendable, Equatable {
+    /// Completed passes.
+    public var epoch = 0
+    /// Next index into this epoch's order.
+    public var index = 0
+}
+
+/// A training run over one frozen base model and one adapter's parameters.
+public final class Trainer {
+    /// The frozen base (no adapter bound).
+    public let base: LlamaModel
+    /// The adapter's parameters.
+    public let store: ParameterStore
+    /// Settings.
+    public let options: TrainingOptions
+    /// Instruction (or, for `pretrain`, caption) data; in joint runs the instruction data.
+    public let data: TrainingDataset?
+    /// Caption data of a joint run.
+    public let captionData: TrainingDataset?
+    let tokenizer: any Tokenizer
+    let clip: CLIPVisionWeights?
+    let map: ParameterMap
+    let fusion: Fusion
+    let schedule: LRSchedule
+    /// AdamW state by parameter name.
+    public internal(set) var adam: [String: AdamState] = [:]
+    /// Next optimizer step.
+    public internal(set) var step = 0
+    /// Data order positions per group.
+    public internal(set) var cursors: [DataCursor] = [DataCursor(), DataCursor()]
+    /// Augmentation random numbers.
+    public internal(set) var augmentRNG: TrainingRNG
+    private var tokenCache: [Int: [Int: TokenizedSample]] = [:]
+    private var zeroImageFeatures: Tensor?
+    let adamConfig: AdamWConfig
+
+    /// Sets up a run: assigns parameter groups by phase and checks that data, CLIP and adapter fit together.
+    public init(base: LlamaModel, store: ParameterStore, tokenizer: any Tokenizer, clip: CLIPVisionWeights?,
+                data: TrainingDataset?, captionData: TrainingDataset?, options o: TrainingOptions) throws {
+        self.base = base
+        self.store = store
+        self.tokenizer = tokenizer
+        self.clip = clip
+        self.data = data
+        self.captionData = captionData
+        options = o
+        guard o.batchSize >= 1, o.batchSize <= 65536 else { throw AdapterError.invalidArgument("--batch-size must be between 1 and 65536") }
+        guard o.steps >= 1, o.steps <= 100_000_000 else { throw AdapterError.invalidArgument("--steps must be between 1 and 100000000") }
+        guard o.accumSteps >= 1, o.accumSteps <= 65536 else { throw AdapterError.invalidArgument("--accum-steps must be between 1 and 65536") }
+        guard o.maxWords >= 2, o.maxWords <= base.contextLength else {
+            throw AdapterError.invalidArgument("--max-words must be between 2 and the model's context of \(base.contextLength)")
+        }
+        guard o.warmupSteps >= 0, o.warmupSteps <= o.steps else { throw AdapterError.invalidArgument("--warmup-steps must be between 0 and --steps") }
+        guard o.lr.isFinite, o.lr >= 0, o.minLR.isFinite, o.minLR >= 0 else { throw AdapterError.invalidArgument("--lr and --min-lr must be finite and not negative") }
+        guard o.weightDecay.isFinite, o.weightDecay >= 0 else { throw AdapterError.invalidArgument("--weight-decay must be finite and not negative") }
+        if let c = o.clipGrad, !(c > 0 && c.isFinite) { throw AdapterError.invalidArgument("--clip-grad must be a positive number") }
+        adamConfig = { var a = AdamWConfig(); a.weightDecay = Float(o.weightDecay); return a }()
+        schedule = LRSchedule(lr: o.lr, minLR: o.minLR, warmupSteps: o.warmupSteps, steps: o.steps)
+        augmentRNG = TrainingRNG(seed: o.seed ^ 0xA116_7E00_0000_0001)
+        let c = base.config
+        let probe = try store.adapterWeights(model: c)
+        map = ParameterMap(store: store, config: c)
+        switch o.phase {
+        case .joint:
+            let ql = probe.config.queryLayer
+            let k = o.earlyLayers ?? (c.nLayers - (probe.adapterQuery == nil ? 0 : ql))
+            guard k >= 1, k + (probe.adapterQuery == nil ? 0 : ql) <= c.nLayers else {
+                throw AdapterError.invalidArgument("--early-layers \(k) must be at least 1 and leave the last \(ql) layers to the adaption prompts")
+            }
+            guard probe.visual != nil else { throw AdapterError.invalidArgument("--phase joint needs an adapter with a visual branch (--visual or --adapter)") }
+            guard captionData != nil, data != nil else { throw AdapterError.invalidArgument("--phase joint needs both --data (instructions) and --caption-data (captions)") }
+            guard o.jointRatio.caption >= 1, o.jointRatio.instruction >= 1 else { throw AdapterError.invalidArgument("--joint-ratio needs two positive counts, e.g. 1:1") }
+            fusion = .early(layers: k)
+        default:
+            fusion = .release
+            guard data != nil else { throw AdapterError.invalidArgument("--data is required") }
+        }
+        assignGroups(adapter: probe)
+        guard store.trainableCount > 0 else {
+            throw AdapterError.invalidArgument("phase \(o.phase.rawValue) trains nothing in this adapter (\(store.origin)): "
+                + (o.phase == .finetune ? "it has no norms, biases, scales or LoRA" : "it has no gates, prompts or visual branch"))
+        }
+        for p in store.parameters where p.group != nil { adam[p.name] = AdamState(count: p.count) }
+        for ds in [data, captionData].compactMap({ $0 }) {
+            guard ds.samples.count >= o.batchSize else {
+                throw AdapterError.invalidArgument("\(ds.path) has \(ds.samples.count) records, fewer than --batch-size \(o.batchSize)")
+            }
+            if ds.samples.contains(where: { $0.imagePath != nil }) {
+                guard probe.visual != nil else { throw AdapterError.invalidArgument("\(ds.path) has image records but the adapter has no visual branch (add --visual)") }
+            }
+        }
+        if probe.visual != nil, clip == nil { throw AdapterError.invalidArgument("the adapter has a visual branch: pass --clip") }
+        if let clip, let v = probe.visual, v.clipProjWeight.shape[1] != clip.outputDim {
+            throw AdapterError.shape("clip_proj expects CLIP features of width \(v.clipProjWeight.shape[1]) but the CLIP model gives \(clip.outputDim)")
+        }
+    }
+
+    private func assignGroups(adapter a: AdapterWeights) {
+        let c = base.config
+        let n = c.nLayers
+        func layerIndex(_ name: String) -> Int? {
+            guard let r = name.range(of: "layers.") else { return nil }
+            return Int(name[r.upperBound...].prefix { $0.isNumber })
+        }
+        let visualNames = ["clip_proj", "clip_proj_norm", "visual_query", "visual_blocks", "visual_proj", "visual_proj_norm"]
+        for p in store.parameters {
+            let name = p.name
+            let isLlama = name.hasPrefix("llama.") || name.hasPrefix("layers.") || name == "norm.weight"
+            let extra = name.hasSuffix(".scale") || name.hasSuffix("_scale") || name.contains("lora_")
+            switch options.phase {
+            case .finetune:
+                if isLlama && (name.contains("norm") || name.contains("bias") || (options.compat == .standard && extra)) { p.makeTrainable(group: 0) }
+            case .pretrain:
+                if (["gate", "adapter_query"] + visualNames).contains(where: { name.contains($0) }) { p.makeTrainable(group: 0) }
+            case .joint:
+                guard case .early(let k) = fusion else { continue }
+                if visualNames.contains(where: { name.hasPrefix($0) }) {
+                    p.makeTrainable(group: TrainingGroup.caption.rawValue)
+                } else if name.hasSuffix("attention.gate") || name.hasSuffix("attention.new_gate"), let l = layerIndex(name) {
+                    if l < k { p.makeTrainable(group: TrainingGroup.caption.rawValue) }
+                    else if a.adapterQuery != nil, l >= n - a.config.queryLayer { p.makeTrainable(group: TrainingGroup.instruction.rawValue) }
+                } else if name == "adapter_query.weight" || (isLlama && (name.contains("norm") || name.contains("bias") || extra)) {
+                    p.makeTrainable(group: TrainingGroup.instruction.rawValue)
+                }
+            }
+        }
+    }
+
+    /// The group optimizer step `k` trains.
+    public func group(at k: Int) -> TrainingGroup {
+        guard options.phase == .joint else { return .caption }
+        let period = options.jointRatio.caption + options.jointRatio.instruction
+        return k % period < options.jointRatio.caption ? .caption : .instruction
+    }
+
+    private func dataset(for g: TrainingGroup) -> TrainingDataset {
+        options.phase == .joint && g == .caption ? captionData! : data!
+    }
+
+    /// The next `batchSize` sample indices of group `g`'s data (drop-last epochs, seeded order per epoch).
+    private func nextBatch(_ g: TrainingGroup) -> [Int] {
+        let ds = dataset(for: g)
+        var cur = cursors[g.rawValue]
+        if cur.index + options.batchSize > ds.samples.count { cur.epoch += 1; cur.index = 0 }
+        let order: [Int]
+        if options.shuffle {
+            var rng = TrainingRNG(seed: options.seed &+ UInt64(cur.epoch) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(g.rawValue))
+            order = rng.permutation(ds.samples.count)
+        } else {
+            order = Array(0..<ds.samples.count)
+        }
+        let batch = Array(order[cur.index..<(cur.index + options.batchSize)])
+        cur.index += options.batchSize
+        cursors[g.rawValue] = cur
+        return batch
+    }
+
+    private func tokenized(_ g: TrainingGroup, _ i: Int) -> TokenizedSample {
+        if let t = tokenCache[g.rawValue]?[i] { return t }
+        let t = tokenizeSample(dataset(for: g).samples[i], tokenizer: tokenizer, maxWords: options.maxWords, compat: options.compat)
+        tokenCache[g.rawValue, default: [:]][i] = t
+        return t
+    }
+
+    /// CLIP features of a sample's image (augmented unless `--no-augment`), or of the all-zero image the
+    /// official data set feeds text-only samples.
+    private func clipFeatures(_ sample: TrainingSample) throws -> Tensor {
+        guard let clip else { throw AdapterError.invalidArgument("the adapter has a visual branch: pass --clip") }
+        guard let path = sample.imagePath else {
+            if let z = zeroImageFeatures { return z }
+            let z = try clipEncodeImage(clip, image: Tensor(zeros: [3, clip.imageSize, clip.imageSize]), pool: base.pool)
+            zeroImageFeatures = z
+            return z
+        }
+        let image = try ImageDecoder.decode(path: path)
+        let pre = CLIPPreprocessor(size: clip.imageSize, channels: options.channels)
+        let crop = options.augment ? randomResizedCrop(image, size: clip.imageSize, rng: &augmentRNG) : pre.resizedAndCropped(image)
+        return try clipEncodeImage(clip, image: pre.normalize(crop), pool: base.pool)
+    }
+
+    /// The mean loss of the samples `batch` (indices into group `g`'s data) at the current parameters; with
+    /// `gradients`, also the gradients (zeroed first, then accumulated into the parameters' buffers), as one
+    /// step computes them before its update. For checks and evaluation: no data order or optimiser state changes.
+    public func evaluate(batch: [Int], group g: TrainingGroup = .caption, gradients: Bool) throws -> Double {
+        store.zeroGrad()
+        return try microBatch(batch, group: g, active: [g.rawValue], backward: gradients).0
+    }
+
+    /// Runs one optimizer step (forward, backward and AdamW over `accumSteps` micro-batches) and reports it.
+    public func trainStep() throws -> StepReport {
+        let started = Date()
+        let k = step
+        let g = group(at: k)
+        let active: Set<Int> = [g.rawValue]
+        let lr = schedule.rate(at: k)
+        store.zeroGrad()
+        var lossSum = 0.0
+        var tokens = 0
+        for _ in 0..<options.accumSteps {
+            let (loss, n) = try microBatch(nextBatch(g), group: g, active: active)
+            lossSum += loss
+            tokens += n
+        }
+        let members = store.members(of: g.rawValue).filter { $0.touched }
+        var sq = 0.0
+        for p in members { for i in 0..<p.count { let v = Double(p.grad![i]); sq += v * v } }
+        let norm = sq.squareRoot()
+        guard norm.isFinite, lossSum.isFinite else {
+            throw AdapterError.invalidArgument("step \(k): loss or gradient is not finite (loss \(lossSum / Double(options.accumSteps))); lower --lr")
+        }
+        if let clip = options.clipGrad {
+            let coef = Float(clip / (norm + 1e-6))
+            if coef < 1 { for p in members { for i in 0..<p.count { p.grad![i] *= coef } } }
+        }
+        for p in members {
+            adamWStep(values: p.values, grad: p.grad!, state: adam[p.name]!, lr: lr, weightDecay: p.decays ? Float(options.weightDecay) : 0,
+                      config: adamConfig)
+        }
+        step += 1
+        return StepReport(step: k, loss: lossSum / Double(options.accumSteps), gradNorm: norm, lr: lr,
+                          group: options.phase == .joint ? g : nil, tokens: tokens, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Loss and gradients of one batch, accumulated with weight 1/accumSteps. Returns the batch's mean loss and
+    /// the positions run.
+    func microBatch(_ indices: [Int], group g: TrainingGroup, active: Set<Int>, backward: Bool = true) throws -> (Double, Int) {
+        let model = try base.with(adapter: store.adapterWeights(model: base.config))
+        let samples = indices.map { (dataset(for: g).samples[$0], tokenized(g, $0)) }
+        func targets(_ t: TokenizedSample) -> [Int] {
+            (0..<t.length).map { $0 + 1 < t.labels.count ? t.labels[$0 + 1] : 0 }
+        }
+        let labelled = samples.reduce(0) { $0 + targets($1.1).filter { $0 != 0 }.count }
+        let denominator = Float(max(labelled, 1) * options.accumSteps)
+        let trainsSources = map.adapterQuery?.group.map(active.contains) ?? false
+        let trainsVisual = map.visual.all.contains { $0.group.map(active.contains) ?? false }
+        var sum = 0.0
+        var tokens = 0
+        for (sample, tok) in samples {
+            let T = tok.length
+            tokens += T
+            var vq: Tensor?
+            var vrec: VisualRecord?
+            if model.adapter?.visual != nil {
+                let feats = try clipFeatures(sample)
+                vrec = trainsVisual && backward ? try VisualRecord(model: model, clipTokens: feats.shape[0]) : nil
+                vq = try model.visualQuery(clipFeatures: feats, record: vrec)
+            }
+            let prompts = try model.makePrompts(visualQuery: vq, fusion: fusion)
+            let sources = model.promptSources(visualQuery: vq, fusion: fusion)
+            let state = DecoderState(model: model, capacity: T, prompts: prompts, options: DecoderOptions(compat: options.compat))
+            let record = ForwardRecord(model: model, T: T, prompts: prompts)
+            let logits = try model.forward(tokens: Array(tok.tokens.prefix(T)), state: state, allLogits: true, record: record)
+            let dLogits = UnsafeMutablePointer(mutating: logits.baseAddress!)
+            let tg = targets(tok)
+            let mean = crossEntropyForwardBackward(logits: logits.baseAddress!, targets: tg, V: base.config.vocabSize,
+                                                   dLogits: dLogits, denominator: denominator)
+            sum += Double(mean) * Double(tg.filter { $0 != 0 }.count)
+            if !backward { continue }
+            let lowest = LanguageBackward.lowestTrainedLayer(params: map, active: active, promptLayers: sources.map { $0 != nil },
+                                                             sourcesTrained: trainsSources || trainsVisual)
+            let backward = LanguageBackward(model: model, params: map, active: active, lowestLayer: lowest)
+            let dSources = backward.run(record: record, state: state, sources: sources, needSourceGrad: trainsSources || trainsVisual,
+                                        dLogits: dLogits, scratch: BackwardScratch(config: base.config, T: T))
+            withExtendedLifetime(state) {}
+            try routeSourceGradients(dSources, model: model, visualRecord: vrec, active: active)
+        }
+        return (labelled > 0 ? sum / Double(labelled) : 0, tokens)
+    }
+
+    /// Prompt-source gradients → adapter_query rows and the visual query (then through the visual branch).
+    private func routeSourceGradients(_ dSources: [[Float]?], model: LlamaModel, visualRecord: VisualRecord?, active: Set<Int>) throws {
+        guard let a = model.adapter else { return }
+        let c = base.config, ql = a.config.queryLen, n = c.nLayers
+        var dVQ = [Float](repeating: 0, count: ql * c.dim)
+        var anyVisual = false
+        let dAQ = map.adapterQuery?.gradient(active: active)
+        for (l, d) in dSources.enumerated() {
+            guard let d else { continue }
+            let late = a.adapterQuery != nil && l >= n - a.config.queryLayer
+            if late, let dAQ {
+                let i = l - (n - a.config.queryLayer)
+                d.withUnsafeBufferPointer { addInPlace(dAQ + i * ql * c.dim, $0.baseAddress!, ql * c.dim) }
+            }
+            let visualHere: Bool
+            switch fusion {
+            case .release: visualHere = late && visualRecord != nil
+            case .early(let k): visualHere = l < k
+            }
+            if visualHere {
+                anyVisual = true
+                for j in 0..<d.count { dVQ[j] += d[j] }
+            }
+        }
+        if anyVisual, let visualRecord {
+            dVQ.withUnsafeBufferPointer { visualBackward(model: model, record: visualRecord, dQuery: $0.baseAddress!, params: map.visual, active: active) }
+        }
+    }
+}
