@@ -27,6 +27,14 @@ public struct LlamaLayerWeights: @unchecked Sendable {
     public var w2: Tensor
     /// `layers.N.feed_forward.w3.weight` [hidden, dim] (up).
     public var w3: Tensor
+
+    /// A block from its tensors (norms f32, matrices in any dtype); `bind` checks shapes, this does not.
+    public init(attentionNorm: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, ffnNorm: Tensor, w1: Tensor, w2: Tensor, w3: Tensor) {
+        self.attentionNorm = attentionNorm
+        self.wq = wq; self.wk = wk; self.wv = wv; self.wo = wo
+        self.ffnNorm = ffnNorm
+        self.w1 = w1; self.w2 = w2; self.w3 = w3
+    }
 }
 
 /// All weights of a LLaMA model.
@@ -39,6 +47,14 @@ public struct LlamaWeights: @unchecked Sendable {
     public var norm: Tensor
     /// `output.weight` [vocab, dim] (the embedding when tied).
     public var output: Tensor
+
+    /// Weights from their tensors (for models built in code: synthetic benchmarks, tests).
+    public init(tokEmbeddings: Tensor, layers: [LlamaLayerWeights], norm: Tensor, output: Tensor) {
+        self.tokEmbeddings = tokEmbeddings
+        self.layers = layers
+        self.norm = norm
+        self.output = output
+    }
 
     /// Binds weights from a name → tensor lookup using official names, checking every shape against `config`.
     public static func bind(config c: LlamaConfig, source: String, lookup: (String) throws -> Tensor?) throws -> LlamaWeights {

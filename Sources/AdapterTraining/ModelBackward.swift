@@ -225,17 +225,20 @@ struct LanguageBackward {
             let L = prompt.length
             let dGate = lp.gate?.gradient(active: active)
             let dNewGate = adaptionPromptUsesNewGate(promptLength: L) ? lp.newGate?.gradient(active: active) : nil
+            // Prompt keys/values need a gradient for the prompt sources and for trained wk/wv scales (the prompt
+            // goes through them too).
             let wantSource = needSourceGrad && source != nil
-            var dpk = [Float](repeating: 0, count: wantSource ? L * kvDim : 0)
-            var dpv = [Float](repeating: 0, count: wantSource ? L * kvDim : 0)
+            let wantKV = wantSource || (source != nil && (slotTrains(slot(.wk).withoutLoRA) || slotTrains(slot(.wv).withoutLoRA)))
+            var dpk = [Float](repeating: 0, count: wantKV ? L * kvDim : 0)
+            var dpv = [Float](repeating: 0, count: wantKV ? L * kvDim : 0)
             // Effective gates are zero where no gate tensor exists (the forward's rule).
             let rawGate = ad?.gate.map { Array(UnsafeBufferPointer(start: $0.floats, count: c.nHeads)) }
             let gateValues = rawGate ?? [Float](repeating: 0, count: c.nHeads)
             dpk.withUnsafeMutableBufferPointer { k in
                 dpv.withUnsafeMutableBufferPointer { v in
                     gateValues.withUnsafeBufferPointer { g in
-                        adaptionPromptAttentionBackward(dq: s.dq, dPromptKeys: wantSource ? k.baseAddress : nil,
-                                                        dPromptValues: wantSource ? v.baseAddress : nil,
+                        adaptionPromptAttentionBackward(dq: s.dq, dPromptKeys: wantKV ? k.baseAddress : nil,
+                                                        dPromptValues: wantKV ? v.baseAddress : nil,
                                                         dGate: rawGate == nil ? nil : dGate, dNewGate: dNewGate, dOut: s.datt,
                                                         q: rec.q, promptKeys: prompt.keys, promptValues: prompt.values, probs: pp,
                                                         gate: g.baseAddress!, newGate: ad?.newGate, T: T, L: L,
@@ -243,23 +246,23 @@ struct LanguageBackward {
                     }
                 }
             }
-            if wantSource, let source {
-                var d = [Float](repeating: 0, count: L * dim)
+            if wantKV, let source {
+                var d = [Float](repeating: 0, count: wantSource ? L * dim : 0)
                 var ek = ad?.wk, ev = ad?.wv
                 ek?.loraA = nil; ek?.loraB = nil; ev?.loraA = nil; ev?.loraB = nil
                 source.withUnsafeBufferPointer { src in
                     d.withUnsafeMutableBufferPointer { db in
                         dpk.withUnsafeBufferPointer { k in
-                            linearExtrasBackward(dInp: db.baseAddress, dOut: k.baseAddress!, inp: src.baseAddress!, preScale: nil,
+                            linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: k.baseAddress!, inp: src.baseAddress!, preScale: nil,
                                                  weight: w.wk, extras: ek, params: slot(.wk).withoutLoRA, active: active, T: L, pool: pool)
                         }
                         dpv.withUnsafeBufferPointer { v in
-                            linearExtrasBackward(dInp: db.baseAddress, dOut: v.baseAddress!, inp: src.baseAddress!, preScale: nil,
+                            linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: v.baseAddress!, inp: src.baseAddress!, preScale: nil,
                                                  weight: w.wv, extras: ev, params: slot(.wv).withoutLoRA, active: active, T: L, pool: pool)
                         }
                     }
                 }
-                dSource = d
+                if wantSource { dSource = d }
             }
         }
         ropeBackward(s.dq, T: T, nHeads: c.nHeads, headDim: c.headDim, startPos: 0, table: model.rope)

@@ -86,4 +86,139 @@ final class TrainingGradientTests: XCTestCase {
         XCTAssertEqual(trainer.store["llama.layers.0.attention.gate"]?.touched, false)
         XCTAssertEqual(trainer.store["llama.layers.1.attention.gate"]?.touched, true)
     }
+
+    /// A random base in `dtype`: GQA (4 query heads over 2 kv heads), tied embeddings, 3 layers.
+    static func gqaBase(dtype: DType) throws -> LlamaModel {
+        let c = LlamaConfig(dim: 32, nLayers: 3, nHeads: 4, nKVHeads: 2, vocabSize: 400, hiddenDim: 64, maxSeqLen: 512, tiedEmbeddings: true)
+        var rng = TrainingRNG(seed: 7)
+        func make(_ shape: [Int], _ std: Double) throws -> Tensor {
+            let n = shape.reduce(1, *)
+            let values = (0..<n).map { _ in Float(rng.normal() * std) }
+            let t = Tensor(uninitialized: shape, dtype: dtype)
+            try values.withUnsafeBufferPointer { try quantize(dtype: dtype, src: $0.baseAddress!, dst: t.mutableData, count: n) }
+            return t
+        }
+        func norm() -> Tensor { Tensor((0..<c.dim).map { _ in Float(1 + 0.2 * rng.normal()) }, shape: [c.dim]) }
+        let layers = try (0..<c.nLayers).map { _ in
+            LlamaLayerWeights(attentionNorm: norm(), wq: try make([c.dim, c.dim], 0.4), wk: try make([c.kvDim, c.dim], 0.4),
+                              wv: try make([c.kvDim, c.dim], 0.3), wo: try make([c.dim, c.dim], 0.3), ffnNorm: norm(),
+                              w1: try make([c.hiddenDim, c.dim], 0.3), w2: try make([c.dim, c.hiddenDim], 0.2),
+                              w3: try make([c.hiddenDim, c.dim], 0.3))
+        }
+        let emb = try make([c.vocabSize, c.dim], 0.5)
+        return try LlamaModel(config: c, weights: LlamaWeights(tokEmbeddings: emb, layers: layers, norm: norm(), output: emb))
+    }
+
+    /// Moves a fresh adapter off its neutral start (gates, LoRA up-projections, scales) so every part has a
+    /// gradient worth checking.
+    static func perturb(_ store: ParameterStore) {
+        var rng = TrainingRNG(seed: 11)
+        for p in store.parameters {
+            if p.name.hasSuffix(".gate") || p.name.hasSuffix("_l2.weight") || p.name.hasSuffix(".bias") {
+                for i in 0..<p.count { p.values[i] = Float(0.3 * rng.normal()) }
+            } else if p.name.hasSuffix(".scale") || p.name.hasSuffix("new_gate") {
+                for i in 0..<p.count { p.values[i] = Float(1 + 0.2 * rng.normal()) }
+            }
+        }
+    }
+
+    func gqaTrainer(phase: TrainingPhase, dtype: DType, dataPath: String) throws -> Trainer {
+        let base = try Self.gqaBase(dtype: dtype)
+        var spec = AdapterSpec()
+        spec.bias = true
+        spec.loraRank = 2
+        spec.queryLayer = 2
+        spec.queryLen = 3
+        let store = try ParameterStore.fresh(spec, model: base, clipDim: nil, seed: 3)
+        Self.perturb(store)
+        let tokenizer = try SentencePieceTokenizer(path: Self.tokenizerPath)
+        var o = TrainingOptions()
+        o.phase = phase
+        o.batchSize = 2
+        o.maxWords = 256
+        o.shuffle = false
+        return try Trainer(base: base, store: store, tokenizer: tokenizer, clip: nil, data: try TrainingDataset.load(path: dataPath),
+                           captionData: nil, options: o)
+    }
+
+    func writeTextData(in dir: URL) throws -> String {
+        let records: [[String: Any]] = [
+            ["instruction": "Name a colour.", "input": "", "output": "Red is a colour."],
+            ["instruction": "Say hello.", "output": "Hello world."],
+        ]
+        let path = dir.appendingPathComponent("text.json").path
+        try JSONSerialization.data(withJSONObject: records).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func testFreshAdapterOnQuantizedGQABaseWithTiedEmbeddings() throws {
+        let dir = try makeTemporaryDirectory()
+        let data = try writeTextData(in: dir)
+        for phase in [TrainingPhase.finetune, .pretrain] {
+            let trainer = try gqaTrainer(phase: phase, dtype: .q8_0, dataPath: data)
+            let trained = Set(trainer.store.parameters.filter { $0.group != nil }.map(\.name))
+            if phase == .finetune {
+                for n in ["llama.layers.0.attention.wk.scale", "llama.layers.2.feed_forward.lora_w2_l1.weight",
+                          "llama.layers.1.attention.wq.bias", "llama.layers.0.ffn_norm.weight"] {
+                    XCTAssertTrue(trained.contains(n), n)
+                }
+            } else {
+                XCTAssertEqual(trained, Set(["adapter_query.weight", "llama.layers.0.attention.gate", "llama.layers.1.attention.gate",
+                                             "llama.layers.2.attention.gate", "llama.layers.0.attention.new_gate",
+                                             "llama.layers.1.attention.new_gate", "llama.layers.2.attention.new_gate"]))
+            }
+            try checkGradients(trainer, batch: [0, 1])
+        }
+    }
+
+    func testFreshAdapterStartsAtTheBaseModel() throws {
+        // Zero gates, zero biases, unit scales, zero LoRA up-projections: the first forward is the base model's.
+        let base = try Self.gqaBase(dtype: .f32)
+        var spec = AdapterSpec()
+        spec.bias = true
+        spec.loraRank = 4
+        spec.queryLayer = 2
+        spec.queryLen = 5
+        let store = try ParameterStore.fresh(spec, model: base, clipDim: nil, seed: 1)
+        let model = try base.with(adapter: store.adapterWeights(model: base.config))
+        let tokens = [1, 50, 60, 70, 80]
+        let a = try base.forwardArray(tokens: tokens, state: DecoderState(model: base), allLogits: true)
+        let b = try model.forwardArray(tokens: tokens, state: DecoderState(model: model, prompts: try model.makePrompts(visualQuery: nil)),
+                                       allLogits: true)
+        XCTAssertEqual(a, b)
+    }
+
+    func testJointGroupsAreDisjointAndTheirGradientsMatch() throws {
+        let dir = try makeTemporaryDirectory()
+        let data = try writeData(in: dir)
+        let tsv = dir.appendingPathComponent("captions.tsv").path
+        try "url\tcaption\n\(Fixtures.path("tiny_adapter/image.png"))\tA red square.\n\(Fixtures.path("tiny_adapter/image.png"))\tShapes on grey.\n"
+            .write(toFile: tsv, atomically: true, encoding: .utf8)
+        let container = try ModelContainer.load(ModelConfiguration(model: Fixtures.path("tiny_llama/model"), tokenizer: Self.tokenizerPath))
+        let store = try ParameterStore.load(path: Fixtures.path("tiny_adapter/adapter_bias.pth"))
+        let clip = try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth"))
+        var o = TrainingOptions()
+        o.phase = .joint
+        o.batchSize = 2
+        o.maxWords = 256
+        o.shuffle = false
+        o.augment = false
+        let trainer = try Trainer(base: container.model, store: store, tokenizer: container.tokenizer, clip: clip,
+                                  data: try TrainingDataset.load(path: data), captionData: try TrainingDataset.load(path: tsv), options: o)
+        let caption = Set(store.members(of: 0).map(\.name)), instruction = Set(store.members(of: 1).map(\.name))
+        XCTAssertTrue(caption.isDisjoint(with: instruction))
+        // 2 layers, adaption prompt in the last one: early fusion into layer 0.
+        XCTAssertTrue(caption.contains("llama.layers.0.attention.gate"))
+        XCTAssertTrue(caption.contains("visual_blocks.1.mlp.fc2.weight"))
+        XCTAssertTrue(instruction.contains("llama.layers.1.attention.gate"))
+        XCTAssertTrue(instruction.contains("adapter_query.weight"))
+        XCTAssertTrue(instruction.contains("llama.layers.0.feed_forward.w2.bias"))
+        try checkGradients(trainer, batch: [0, 1], group: .caption)
+        try checkGradients(trainer, batch: [0, 1], group: .instruction)
+        // A caption batch leaves every instruction parameter without a gradient, and the reverse.
+        _ = try trainer.evaluate(batch: [0, 1], group: .caption, gradients: true)
+        XCTAssertFalse(store.parameters.contains { $0.touched && $0.group != 0 })
+        _ = try trainer.evaluate(batch: [0, 1], group: .instruction, gradients: true)
+        XCTAssertFalse(store.parameters.contains { $0.touched && $0.group != 1 })
+    }
 }
