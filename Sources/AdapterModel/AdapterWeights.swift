@@ -117,10 +117,11 @@ public final class AdapterWeights: Sendable {
     /// Architecture keys come from `config` when present, else the official defaults, and are checked against
     /// the tensor shapes.
     public static func load(path: String, model c: LlamaConfig) throws -> AdapterWeights {
-        guard try FileFormat.detect(path: path) == .pytorch else {
-            throw AdapterError.format("\(path) is not a PyTorch checkpoint (.pth written by torch.save)")
+        switch try FileFormat.detect(path: path) {
+        case .pytorch: return try bind(TorchCheckpoint(path: path), path: path, model: c)
+        case .safetensors: return try bind(SafetensorsFile(path: path), path: path, model: c)
+        default: throw AdapterError.format("\(path) is not an adapter checkpoint (.pth written by torch.save, or .safetensors)")
         }
-        return try bind(TorchCheckpoint(path: path), path: path, model: c)
     }
 
     /// Binds adapter tensors by their official names from any tensor source (a checkpoint, or a trainer's
@@ -130,7 +131,9 @@ public final class AdapterWeights: Sendable {
         guard summarize(ckpt) != nil || ckpt.tensorNames.contains(where: { $0.hasSuffix("_bias") || $0.hasSuffix(".bias") || $0.contains("lora_") }) else {
             throw AdapterError.format("\(path) is not a LLaMA-Adapter checkpoint (no adapter_query, gate, bias or LoRA tensors)")
         }
-        let cfg = ckpt.metadata["config"]
+        var cfg = ckpt.metadata["config"]
+        // safetensors metadata holds strings: the config is saved there as JSON.
+        if let text = cfg?.stringValue { cfg = try parseConfigJSON(text, path: path) }
         var ac = AdapterConfig()
         func int(_ k: String) -> Int? { cfg?[k]?.intValue }
         ac.wBias = cfg?["w_bias"]?.boolValue ?? false
@@ -312,4 +315,23 @@ extension AdapterWeights {
         if let l1 = names.first(where: { $0.hasSuffix("lora_wq_l1.weight") }), let s = shape(l1) { out["lora_rank"] = .int(s[0]) }
         return out
     }
+}
+
+/// A flat JSON object of booleans, numbers and strings as metadata (an adapter config saved in safetensors).
+func parseConfigJSON(_ text: String, path: String) throws -> MetadataValue {
+    struct Scalar: Decodable {
+        let value: MetadataValue?
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let b = try? c.decode(Bool.self) { value = .bool(b) }
+            else if let i = try? c.decode(Int.self) { value = .int(i) }
+            else if let d = try? c.decode(Double.self) { value = .double(d) }
+            else if let s = try? c.decode(String.self) { value = .string(s) }
+            else { value = nil }
+        }
+    }
+    guard let obj = try? JSONDecoder().decode([String: Scalar].self, from: Data(text.utf8)) else {
+        throw AdapterError.format("\(path): the 'config' metadata is not a flat JSON object")
+    }
+    return .dict(obj.compactMapValues(\.value))
 }

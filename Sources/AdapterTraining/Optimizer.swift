@@ -78,8 +78,8 @@ public func adamWStep(values p: UnsafeMutablePointer<Float>, grad g: UnsafePoint
     let m = s.expAvg, v = s.expAvgSq
     let oneMinusB1 = 1 - c.beta1, oneMinusB2 = 1 - c.beta2
     for i in 0..<n {
-        // lerp_(grad, 1 - beta1): m + w·(g − m), as torch's lerp for weight < 0.5.
-        m[i] = m[i] + oneMinusB1 * (g[i] - m[i])
+        // exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+        m[i] = m[i] * c.beta1 + oneMinusB1 * g[i]
         v[i] = v[i] * c.beta2 + oneMinusB2 * g[i] * g[i]
         let denom = v[i].squareRoot() / bc2Sqrt + c.eps
         p[i] = p[i] - stepSize * (m[i] / denom)

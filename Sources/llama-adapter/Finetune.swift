@@ -1,0 +1,209 @@
+import ArgumentParser
+import Foundation
+import LlamaAdapter
+
+extension TrainingPhase: ExpressibleByArgument {}
+extension AdapterFileFormat: ExpressibleByArgument {}
+
+/// `finetune`: parameter-efficient training of a LLaMA-Adapter V2 adapter on a frozen base (DESIGN.md section 3).
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train an adapter (biases, scales, norms, gated prompts, LoRA, visual branch) on a frozen model.",
+        discussion: """
+        Phases: pretrain and finetune choose parameters as the official get_trainable_params; joint trains two \
+        disjoint groups, caption batches (--caption-data) the visual path and early gates, instruction batches \
+        (--data) the late prompts, gates, norms, biases, scales and LoRA. Without --adapter, --bias, --lora-rank, \
+        --query-layer/--query-len and --visual create a new adapter, zero-initialised so training starts at the base model.
+        """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(help: "CLIP weights (needed when the adapter has a visual branch).")
+    var clip: String?
+
+    @Option(help: "Adapter to start from (official .pth or .safetensors); without it the flags below make a new one.")
+    var adapter: String?
+
+    @Option(help: "pretrain | finetune | joint.")
+    var phase: TrainingPhase = .finetune
+
+    @Option(help: "Training data: instruction JSON/JSONL (instruction, input, output), image conversations (image, conversations), or a caption TSV (url, caption).")
+    var data: String?
+
+    @Option(name: .customLong("caption-data"), help: "Caption TSV (url, caption) for --phase joint.")
+    var captionData: String?
+
+    @Option(name: .customLong("batch-size"), help: "Samples per micro-batch.")
+    var batchSize: Int = 4
+
+    @Option(help: "Optimizer steps in total (a resumed run still counts from the start).")
+    var steps: Int
+
+    @Option(help: "Peak learning rate.")
+    var lr: Double = 1e-3
+
+    @Option(name: .customLong("min-lr"), help: "Learning rate at the end of the cosine.")
+    var minLR: Double = 0
+
+    @Option(name: .customLong("weight-decay"), help: "AdamW weight decay (not applied to biases and 1-D tensors).")
+    var weightDecay: Double = 0.05
+
+    @Option(name: .customLong("warmup-steps"), help: "Linear warm-up steps.")
+    var warmupSteps: Int = 0
+
+    @Option(name: .customLong("accum-steps"), help: "Micro-batches per optimizer step.")
+    var accumSteps: Int = 1
+
+    @Option(name: .customLong("clip-grad"), help: "Clip the global gradient norm to this value (default: no clipping, as the official runs).")
+    var clipGrad: Double?
+
+    @Option(name: .customLong("max-words"), help: "Tokens per sample: longer ones are cut, shorter ones padded (official max_words).")
+    var maxWords: Int = 512
+
+    @Flag(name: .customLong("no-shuffle"), help: "Read the data in file order.")
+    var noShuffle = false
+
+    @Flag(name: .customLong("no-augment"), help: "No RandomResizedCrop: images get the inference transform.")
+    var noAugment = false
+
+    @Option(help: "Seed of data order, augmentation and new adapters.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Channel order fed to CLIP (the official data sets read images with OpenCV: bgr).")
+    var channels: ChannelOrder = .bgr
+
+    @Option(name: .customLong("joint-ratio"), help: "Joint runs: caption steps to instruction steps, e.g. 1:1 or 1:3.")
+    var jointRatio: String = "1:1"
+
+    @Option(name: .customLong("early-layers"), help: "Joint runs: layers that take the visual prompt (default: those below the adaption prompts).")
+    var earlyLayers: Int?
+
+    @Flag(help: "New adapter: Eq. 1 bias and scale on every linear layer (biases on wq, wo, w1, w2, w3).")
+    var bias = false
+
+    @Option(name: .customLong("lora-rank"), help: "New adapter: LoRA of this rank on every linear layer.")
+    var loraRank: Int?
+
+    @Option(name: .customLong("query-layer"), help: "New adapter: adaption prompts in the last L layers.")
+    var queryLayer: Int?
+
+    @Option(name: .customLong("query-len"), help: "New adapter: prompt tokens per layer (and visual query tokens).")
+    var queryLen: Int = 10
+
+    @Flag(help: "New adapter: the visual branch (clip_proj, visual_query, visual_blocks, visual_proj) with the official shapes.")
+    var visual = false
+
+    @Option(name: .customLong("v-depth"), help: "New adapter: visual blocks.")
+    var vDepth: Int = 8
+
+    @Option(name: .customLong("v-embed-dim"), help: "New adapter: visual block width.")
+    var vEmbedDim: Int = 768
+
+    @Option(name: .customLong("v-num-heads"), help: "New adapter: visual block heads.")
+    var vNumHeads: Int = 16
+
+    @Option(help: "Where to write the trained adapter.")
+    var out: String
+
+    @Option(help: "pytorch (the official format, default) or safetensors.")
+    var format: AdapterFileFormat = .pytorch
+
+    @Option(help: "Training state file (parameters, AdamW moments, step, data position, RNG), written atomically.")
+    var state: String?
+
+    @Option(name: .customLong("save-every"), help: "Write --state every N optimizer steps (and at the end).")
+    var saveEvery: Int = 50
+
+    @Option(help: "Continue from this training state (the run's flags and data must be the same).")
+    var resume: String?
+
+    @Flag(name: .customLong("log-json"), help: "One JSON line per optimizer step on stdout: step, loss, grad_norm, lr.")
+    var logJSON = false
+
+    @Option(help: "Write the loss curve (and learning rate) to this SVG file.")
+    var plot: String?
+
+    func validate() throws {
+        guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
+        guard maxWords >= 2, maxWords <= 1 << 20 else { throw ValidationError("--max-words must be between 2 and 1048576") }
+        if adapter != nil, bias || loraRank != nil || queryLayer != nil || visual {
+            throw ValidationError("--adapter starts from an existing adapter; --bias, --lora-rank, --query-layer and --visual create a new one: use one or the other")
+        }
+    }
+
+    func run() throws {
+        let container = try ModelContainer.load(ModelConfiguration(
+            model: model.model, tokenizer: model.tokenizer, maxSeqLen: model.maxSeqLen ?? max(maxWords, 512), quantize: model.quantize))
+        let base = container.model
+        let clipWeights = try clip.map { try CLIPVisionWeights.load(path: $0) }
+        var o = TrainingOptions()
+        o.phase = phase; o.batchSize = batchSize; o.steps = steps; o.lr = lr; o.minLR = minLR
+        o.weightDecay = weightDecay; o.warmupSteps = warmupSteps; o.accumSteps = accumSteps; o.maxWords = maxWords
+        o.shuffle = !noShuffle; o.augment = !noAugment; o.seed = seed; o.compat = model.compat; o.clipGrad = clipGrad
+        o.channels = channels; o.earlyLayers = earlyLayers
+        let ratio = jointRatio.split(separator: ":").compactMap { Int($0) }
+        guard ratio.count == 2 else { throw AdapterError.invalidArgument("--joint-ratio must look like 1:1") }
+        o.jointRatio = (ratio[0], ratio[1])
+        let store: ParameterStore
+        if let adapter {
+            store = try ParameterStore.load(path: adapter)
+        } else {
+            var spec = AdapterSpec()
+            spec.bias = bias; spec.loraRank = loraRank; spec.queryLayer = queryLayer ?? 0; spec.queryLen = queryLen
+            spec.visual = visual; spec.vDepth = vDepth; spec.vEmbedDim = vEmbedDim; spec.vNumHeads = vNumHeads
+            store = try ParameterStore.fresh(spec, model: base, clipDim: clipWeights?.outputDim, seed: seed)
+        }
+        let trainer = try Trainer(base: base, store: store, tokenizer: container.tokenizer, clip: clipWeights,
+                                  data: try data.map { try TrainingDataset.load(path: $0) },
+                                  captionData: try captionData.map { try TrainingDataset.load(path: $0) }, options: o)
+        var history: [StepReport] = []
+        if let resume { history = try trainer.loadState(from: resume) }
+        let statePath = state ?? resume
+        let progress = isatty(2) != 0 && !logJSON
+        let started = Date()
+        let firstStep = trainer.step
+        var tokensRun = 0
+        if !logJSON {
+            FileHandle.standardError.write(Data("training \(store.trainableCount) of \(store.parameters.reduce(0) { $0 + $1.count }) adapter values (\(phase.rawValue)), steps \(trainer.step)..<\(steps)\n".utf8))
+        }
+        while trainer.step < steps {
+            let r = try trainer.trainStep()
+            history.append(r)
+            tokensRun += r.tokens
+            if logJSON {
+                var line = "{\"step\": \(r.step), \"loss\": \(jsonNumber(r.loss)), \"grad_norm\": \(jsonNumber(r.gradNorm)), \"lr\": \(jsonNumber(r.lr))"
+                if let g = r.group { line += ", \"group\": \"\(g.name)\"" }
+                line += ", \"tokens\": \(r.tokens), \"seconds\": \(jsonNumber(r.seconds))}"
+                print(line)
+                fflush(stdout)
+            } else if progress {
+                let elapsed = Date().timeIntervalSince(started)
+                let done = Double(trainer.step - firstStep)
+                let left = elapsed / max(done, 1) * Double(steps - trainer.step)
+                FileHandle.standardError.write(Data(String(format: "\rstep %d/%d  loss %.4f  %.0f tok/s  ETA %@   ", trainer.step, steps, r.loss,
+                                                           Double(tokensRun) / max(elapsed, 1e-9), formatDuration(left)).utf8))
+            }
+            if let statePath, trainer.step % saveEvery == 0 || trainer.step == steps {
+                try trainer.saveState(to: statePath, history: history)
+            }
+        }
+        if progress { FileHandle.standardError.write(Data("\n".utf8)) }
+        try store.write(to: out, format: format)
+        if let plot { try writeLossPlot(history, to: plot) }
+        if !logJSON, let last = history.last {
+            FileHandle.standardError.write(Data("wrote \(out) (step \(trainer.step), last loss \(String(format: "%.4f", last.loss)))\n".utf8))
+        }
+    }
+}
+
+/// A finite number as JSON (NaN and infinities have no JSON form: null).
+func jsonNumber(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }
+
+/// 1h02m, 3m20s, 12s.
+func formatDuration(_ s: Double) -> String {
+    guard s.isFinite else { return "?" }
+    let t = Int(s.rounded())
+    if t >= 3600 { return String(format: "%dh%02dm", t / 3600, t % 3600 / 60) }
+    if t >= 60 { return String(format: "%dm%02ds", t / 60, t % 60) }
+    return "\(t)s"
+}
