@@ -117,6 +117,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Continue from this training state (the run's flags and data must be the same).")
     var resume: String?
 
+    @Option(name: .customLong("stop-after"), help: "Stop this sitting after N optimizer steps (saving --state); --resume continues.")
+    var stopAfter: Int?
+
     @Flag(name: .customLong("log-json"), help: "One JSON line per optimizer step on stdout: step, loss, grad_norm, lr.")
     var logJSON = false
 
@@ -124,6 +127,8 @@ struct Finetune: ParsableCommand {
     var plot: String?
 
     func validate() throws {
+        if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1") }
+        if stopAfter != nil, state == nil, resume == nil { throw ValidationError("--stop-after needs --state (or --resume) to save where it stopped") }
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
         guard maxWords >= 2, maxWords <= 1 << 20 else { throw ValidationError("--max-words must be between 2 and 1048576") }
         if adapter != nil, bias || loraRank != nil || queryLayer != nil || visual {
@@ -183,8 +188,14 @@ struct Finetune: ParsableCommand {
                 FileHandle.standardError.write(Data(String(format: "\rstep %d/%d  loss %.4f  %.0f tok/s  ETA %@   ", trainer.step, steps, r.loss,
                                                            Double(tokensRun) / max(elapsed, 1e-9), formatDuration(left)).utf8))
             }
-            if let statePath, trainer.step % saveEvery == 0 || trainer.step == steps {
+            let stopping = stopAfter.map { trainer.step - firstStep >= $0 } ?? false
+            if let statePath, trainer.step % saveEvery == 0 || trainer.step == steps || stopping {
                 try trainer.saveState(to: statePath, history: history)
+            }
+            if stopping && trainer.step < steps {
+                if progress { FileHandle.standardError.write(Data("\n".utf8)) }
+                if !logJSON { FileHandle.standardError.write(Data("stopped at step \(trainer.step) of \(steps); continue with --resume \(statePath!)\n".utf8)) }
+                return
             }
         }
         if progress { FileHandle.standardError.write(Data("\n".utf8)) }
