@@ -141,7 +141,9 @@ public final class LlamaModel: Sendable {
     /// when `allLogits`). The buffer belongs to `state` and is valid until its next forward.
     /// With `record` (training; the state must be empty), the forward also saves what the backward needs;
     /// the arithmetic is the same as without it.
-    public func forward(tokens: [Int], state s: DecoderState, allLogits: Bool = false,
+    /// `logitsFrom` (with `allLogits`) skips the logits of earlier positions (training: prompt positions carry no
+    /// label, so their logits are never needed); the buffer then holds T − logitsFrom rows.
+    public func forward(tokens: [Int], state s: DecoderState, allLogits: Bool = false, logitsFrom: Int = 0,
                         record: ForwardRecord? = nil) throws -> UnsafeBufferPointer<Float> {
         let c = config
         let T = tokens.count
@@ -170,9 +172,10 @@ public final class LlamaModel: Sendable {
             feedForwardBlock(l, b: b, T: T, options: s.options, record: rec)
         }
         s.length = startPos + T
-        let rows = allLogits ? T : 1
-        let first = allLogits ? 0 : T - 1
-        let normed = record?.finalNormed ?? b.xb
+        guard logitsFrom >= 0, logitsFrom < T else { throw AdapterError.invalidArgument("logitsFrom \(logitsFrom) outside 0..<\(T)") }
+        let first = allLogits ? logitsFrom : T - 1
+        let rows = T - first
+        let normed = record.map { $0.finalNormed + first * dim } ?? b.xb
         if let record { record.finalInput.update(from: b.x, count: T * dim) }
         rmsnormForward(out: normed, inp: b.x + first * dim, weight: (adapter?.norm ?? weights.norm).floats, T: rows, C: dim, eps: c.normEps)
         linearForward(out: b.logits, inp: normed, weight: weights.output, T: rows, activations: s.options.activations, pool: pool)
@@ -180,8 +183,11 @@ public final class LlamaModel: Sendable {
     }
 
     /// As `forward`, copied into an array (safe to keep after `state` is gone, unlike `forward`'s view).
-    public func forwardArray(tokens: [Int], state: DecoderState, allLogits: Bool = false, record: ForwardRecord? = nil) throws -> [Float] {
-        try withExtendedLifetime(state) { Array(try forward(tokens: tokens, state: state, allLogits: allLogits, record: record)) }
+    public func forwardArray(tokens: [Int], state: DecoderState, allLogits: Bool = false, logitsFrom: Int = 0,
+                             record: ForwardRecord? = nil) throws -> [Float] {
+        try withExtendedLifetime(state) {
+            Array(try forward(tokens: tokens, state: state, allLogits: allLogits, logitsFrom: logitsFrom, record: record))
+        }
     }
 
     private func attentionBlock(_ l: Int, b: DecoderState.Buffers, T: Int, startPos: Int, state s: DecoderState, record rec: BlockRecord?) {

@@ -170,18 +170,20 @@ struct LanguageBackward {
 
     /// Runs the backward from `dLogits` [T, vocab] (the loss gradient at every position of `record`), returns
     /// the gradient of each layer's prompt source tokens [length, dim] (nil where no prompt enters or none is needed).
+    /// `dLogits` holds rows `logitsFrom ..< T` (earlier positions have no loss).
     func run(record: ForwardRecord, state: DecoderState, sources: [[Float]?], needSourceGrad: Bool,
-             dLogits: UnsafePointer<Float>, scratch s: BackwardScratch) -> [[Float]?] {
+             dLogits: UnsafePointer<Float>, logitsFrom: Int = 0, scratch s: BackwardScratch) -> [[Float]?] {
         let c = model.config, T = record.T, dim = c.dim, pool = model.pool
         let ad = model.adapter
         var dSources = [[Float]?](repeating: nil, count: c.nLayers)
         guard lowestLayer < c.nLayers || params.norm?.gradient(active: active) != nil else { return dSources }
         // Output projection (frozen) and the final norm.
         s.dFinal.initialize(repeating: 0, count: T * dim)
-        linearBackward(dInp: s.dFinal, dWeight: nil, dBias: nil, dOut: dLogits, inp: nil, weight: model.weights.output, T: T, pool: pool)
+        let rows = T - logitsFrom, off = logitsFrom * dim
+        linearBackward(dInp: s.dFinal + off, dWeight: nil, dBias: nil, dOut: dLogits, inp: nil, weight: model.weights.output, T: rows, pool: pool)
         s.dx.initialize(repeating: 0, count: T * dim)
-        rmsnormBackward(dInp: s.dx, dWeight: params.norm?.gradient(active: active), dOut: s.dFinal, inp: record.finalInput,
-                        weight: (ad?.norm ?? model.weights.norm).floats, T: T, C: dim, eps: c.normEps)
+        rmsnormBackward(dInp: s.dx + off, dWeight: params.norm?.gradient(active: active), dOut: s.dFinal + off, inp: record.finalInput + off,
+                        weight: (ad?.norm ?? model.weights.norm).floats, T: rows, C: dim, eps: c.normEps)
         var l = c.nLayers - 1
         while l >= lowestLayer {
             blockBackward(l, record: record.layers[l], T: T, state: state, source: sources[l], needSourceGrad: needSourceGrad,

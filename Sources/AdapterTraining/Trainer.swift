@@ -336,9 +336,12 @@ public final class Trainer {
             let sources = model.promptSources(visualQuery: vq, fusion: fusion)
             let state = DecoderState(model: model, capacity: T, prompts: prompts, options: DecoderOptions(compat: options.compat))
             let record = ForwardRecord(model: model, T: T, prompts: prompts)
-            let logits = try model.forward(tokens: Array(tok.tokens.prefix(T)), state: state, allLogits: true, record: record)
+            let allTargets = targets(tok)
+            // Positions before the first label (the prompt) need no logits: the loss never reads them.
+            let from = min(allTargets.firstIndex { $0 != 0 } ?? (T - 1), T - 1)
+            let logits = try model.forward(tokens: Array(tok.tokens.prefix(T)), state: state, allLogits: true, logitsFrom: from, record: record)
             let dLogits = UnsafeMutablePointer(mutating: logits.baseAddress!)
-            let tg = targets(tok)
+            let tg = Array(allTargets[from...])
             let mean = crossEntropyForwardBackward(logits: logits.baseAddress!, targets: tg, V: base.config.vocabSize,
                                                    dLogits: dLogits, denominator: denominator)
             sum += Double(mean) * Double(tg.filter { $0 != 0 }.count)
@@ -347,7 +350,7 @@ public final class Trainer {
                                                              sourcesTrained: trainsSources || trainsVisual)
             let backward = LanguageBackward(model: model, params: map, active: active, lowestLayer: lowest)
             let dSources = backward.run(record: record, state: state, sources: sources, needSourceGrad: trainsSources || trainsVisual,
-                                        dLogits: dLogits, scratch: BackwardScratch(config: base.config, T: T))
+                                        dLogits: dLogits, logitsFrom: from, scratch: BackwardScratch(config: base.config, T: T))
             withExtendedLifetime(state) {}
             try routeSourceGradients(dSources, model: model, visualRecord: vrec, active: active)
         }
