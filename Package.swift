@@ -48,6 +48,7 @@ let package = Package(
             name: "llama-adapter",
             dependencies: [
                 "LlamaAdapter",
+                "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The CLI's ParsableCommand structs predate strict concurrency checking in swift-argument-parser's API.

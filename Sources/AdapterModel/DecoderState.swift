@@ -179,7 +179,8 @@ public final class BlockRecord {
 
 /// Everything a model-level backward needs from one recording forward over T positions.
 public final class ForwardRecord {
-    /// Positions recorded.
+    /// Positions the record can hold (a forward of fewer positions lays its buffers out for its own length,
+    /// so one record serves sequences of any length up to this).
     public let T: Int
     /// Per block.
     public let layers: [BlockRecord]

@@ -156,8 +156,8 @@ public final class LlamaModel: Sendable {
             throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(c.vocabSize)")
         }
         if let record {
-            guard startPos == 0, record.T == T, record.layers.count == c.nLayers else {
-                throw AdapterError.invalidArgument("a recording forward needs an empty state and a record for \(T) tokens")
+            guard startPos == 0, record.T >= T, record.layers.count == c.nLayers else {
+                throw AdapterError.invalidArgument("a recording forward needs an empty state and a record for at least \(T) tokens")
             }
         }
         let b = s.buffers(model: self, T: T)

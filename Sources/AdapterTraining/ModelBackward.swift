@@ -171,9 +171,10 @@ struct LanguageBackward {
     /// Runs the backward from `dLogits` [T, vocab] (the loss gradient at every position of `record`), returns
     /// the gradient of each layer's prompt source tokens [length, dim] (nil where no prompt enters or none is needed).
     /// `dLogits` holds rows `logitsFrom ..< T` (earlier positions have no loss).
-    func run(record: ForwardRecord, state: DecoderState, sources: [[Float]?], needSourceGrad: Bool,
+    func run(record: ForwardRecord, T: Int, state: DecoderState, sources: [[Float]?], needSourceGrad: Bool,
              dLogits: UnsafePointer<Float>, logitsFrom: Int = 0, scratch s: BackwardScratch) -> [[Float]?] {
-        let c = model.config, T = record.T, dim = c.dim, pool = model.pool
+        let c = model.config, dim = c.dim, pool = model.pool
+        precondition(T <= record.T && T <= s.T, "backward over more positions than recorded")
         let ad = model.adapter
         var dSources = [[Float]?](repeating: nil, count: c.nLayers)
         guard lowestLayer < c.nLayers || params.norm?.gradient(active: active) != nil else { return dSources }

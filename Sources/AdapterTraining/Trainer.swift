@@ -104,7 +104,7 @@ public final class Trainer {
     public let data: TrainingDataset?
     /// Caption data of a joint run.
     public let captionData: TrainingDataset?
-    let tokenizer: any Tokenizer
+    let tokenizer: (any Tokenizer)?
     let clip: CLIPVisionWeights?
     let map: ParameterMap
     let fusion: Fusion
@@ -119,10 +119,12 @@ public final class Trainer {
     public internal(set) var augmentRNG: TrainingRNG
     private var tokenCache: [Int: [Int: TokenizedSample]] = [:]
     private var zeroImageFeatures: Tensor?
+    private var workspaces: [Workspace] = []
     let adamConfig: AdamWConfig
 
     /// Sets up a run: assigns parameter groups by phase and checks that data, CLIP and adapter fit together.
-    public init(base: LlamaModel, store: ParameterStore, tokenizer: any Tokenizer, clip: CLIPVisionWeights?,
+    /// `tokenizer` may be nil only when batches come tokenized (`trainStep(tokenized:)`).
+    public init(base: LlamaModel, store: ParameterStore, tokenizer: (any Tokenizer)?, clip: CLIPVisionWeights?,
                 data: TrainingDataset?, captionData: TrainingDataset?, options o: TrainingOptions) throws {
         self.base = base
         self.store = store
@@ -160,7 +162,6 @@ public final class Trainer {
             fusion = .early(layers: k)
         default:
             fusion = .release
-            guard data != nil else { throw AdapterError.invalidArgument("--data is required") }
         }
         assignGroups(adapter: probe)
         guard store.trainableCount > 0 else {
@@ -168,6 +169,7 @@ public final class Trainer {
                 + (o.phase == .finetune ? "it has no norms, biases, scales or LoRA" : "it has no gates, prompts or visual branch"))
         }
         for p in store.parameters where p.group != nil { adam[p.name] = AdamState(count: p.count) }
+        if data != nil || captionData != nil, tokenizer == nil { throw AdapterError.invalidArgument("training data needs a tokenizer") }
         for ds in [data, captionData].compactMap({ $0 }) {
             guard ds.samples.count >= o.batchSize else {
                 throw AdapterError.invalidArgument("\(ds.path) has \(ds.samples.count) records, fewer than --batch-size \(o.batchSize)")
@@ -244,16 +246,16 @@ public final class Trainer {
 
     private func tokenized(_ g: TrainingGroup, _ i: Int) -> TokenizedSample {
         if let t = tokenCache[g.rawValue]?[i] { return t }
-        let t = tokenizeSample(dataset(for: g).samples[i], tokenizer: tokenizer, maxWords: options.maxWords, compat: options.compat)
+        let t = tokenizeSample(dataset(for: g).samples[i], tokenizer: tokenizer!, maxWords: options.maxWords, compat: options.compat)
         tokenCache[g.rawValue, default: [:]][i] = t
         return t
     }
 
     /// CLIP features of a sample's image (augmented unless `--no-augment`), or of the all-zero image the
     /// official data set feeds text-only samples.
-    private func clipFeatures(_ sample: TrainingSample) throws -> Tensor {
+    private func clipFeatures(_ sample: TrainingSample?) throws -> Tensor {
         guard let clip else { throw AdapterError.invalidArgument("the adapter has a visual branch: pass --clip") }
-        guard let path = sample.imagePath else {
+        guard let path = sample?.imagePath else {
             if let z = zeroImageFeatures { return z }
             let z = try clipEncodeImage(clip, image: Tensor(zeros: [3, clip.imageSize, clip.imageSize]), pool: base.pool)
             zeroImageFeatures = z
@@ -270,11 +272,27 @@ public final class Trainer {
     /// step computes them before its update. For checks and evaluation: no data order or optimiser state changes.
     public func evaluate(batch: [Int], group g: TrainingGroup = .caption, gradients: Bool) throws -> Double {
         store.zeroGrad()
-        return try microBatch(batch, group: g, active: [g.rawValue], backward: gradients).0
+        return try microBatch(batch.map { (dataset(for: g).samples[$0], tokenized(g, $0)) }, active: [g.rawValue], backward: gradients).0
     }
 
-    /// Runs one optimizer step (forward, backward and AdamW over `accumSteps` micro-batches) and reports it.
+    /// Runs one optimizer step (forward, backward and AdamW over `accumSteps` micro-batches of the data) and reports it.
     public func trainStep() throws -> StepReport {
+        try step { g in
+            guard self.options.phase == .joint ? (g == .caption ? self.captionData : self.data) != nil : self.data != nil else {
+                throw AdapterError.invalidArgument("no training data")
+            }
+            let batch = self.nextBatch(g)
+            return batch.map { (self.dataset(for: g).samples[$0], self.tokenized(g, $0)) }
+        }
+    }
+
+    /// One optimizer step on given text-only token batches (every micro-batch is `batch`): for benchmarks and
+    /// callers with their own data pipeline.
+    public func trainStep(tokenized batch: [TokenizedSample]) throws -> StepReport {
+        try step { _ in batch.map { (nil, $0) } }
+    }
+
+    private func step(batches next: (TrainingGroup) throws -> [(TrainingSample?, TokenizedSample)]) throws -> StepReport {
         let started = Date()
         let k = step
         let g = group(at: k)
@@ -284,7 +302,7 @@ public final class Trainer {
         var lossSum = 0.0
         var tokens = 0
         for _ in 0..<options.accumSteps {
-            let (loss, n) = try microBatch(nextBatch(g), group: g, active: active)
+            let (loss, n) = try microBatch(next(g), active: active)
             lossSum += loss
             tokens += n
         }
@@ -310,9 +328,8 @@ public final class Trainer {
 
     /// Loss and gradients of one batch, accumulated with weight 1/accumSteps. Returns the batch's mean loss and
     /// the positions run.
-    func microBatch(_ indices: [Int], group g: TrainingGroup, active: Set<Int>, backward: Bool = true) throws -> (Double, Int) {
+    func microBatch(_ samples: [(TrainingSample?, TokenizedSample)], active: Set<Int>, backward: Bool = true) throws -> (Double, Int) {
         let model = try base.with(adapter: store.adapterWeights(model: base.config))
-        let samples = indices.map { (dataset(for: g).samples[$0], tokenized(g, $0)) }
         func targets(_ t: TokenizedSample) -> [Int] {
             (0..<t.length).map { $0 + 1 < t.labels.count ? t.labels[$0 + 1] : 0 }
         }
@@ -322,6 +339,7 @@ public final class Trainer {
         let trainsVisual = map.visual.all.contains { $0.group.map(active.contains) ?? false }
         var sum = 0.0
         var tokens = 0
+        var slot = 0
         for (sample, tok) in samples {
             let T = tok.length
             tokens += T
@@ -334,8 +352,11 @@ public final class Trainer {
             }
             let prompts = try model.makePrompts(visualQuery: vq, fusion: fusion)
             let sources = model.promptSources(visualQuery: vq, fusion: fusion)
-            let state = DecoderState(model: model, capacity: T, prompts: prompts, options: DecoderOptions(compat: options.compat))
-            let record = ForwardRecord(model: model, T: T, prompts: prompts)
+            let ws = workspace(slot, model: model, prompts: prompts)
+            slot += 1
+            let state = ws.state, record = ws.record
+            state.reset()
+            state.prompts = prompts
             let allTargets = targets(tok)
             // Positions before the first label (the prompt) need no logits: the loss never reads them.
             let from = min(allTargets.firstIndex { $0 != 0 } ?? (T - 1), T - 1)
@@ -349,12 +370,35 @@ public final class Trainer {
             let lowest = LanguageBackward.lowestTrainedLayer(params: map, active: active, promptLayers: sources.map { $0 != nil },
                                                              sourcesTrained: trainsSources || trainsVisual)
             let backward = LanguageBackward(model: model, params: map, active: active, lowestLayer: lowest)
-            let dSources = backward.run(record: record, state: state, sources: sources, needSourceGrad: trainsSources || trainsVisual,
-                                        dLogits: dLogits, logitsFrom: from, scratch: BackwardScratch(config: base.config, T: T))
+            let dSources = backward.run(record: record, T: T, state: state, sources: sources, needSourceGrad: trainsSources || trainsVisual,
+                                        dLogits: dLogits, logitsFrom: from, scratch: ws.scratch)
             withExtendedLifetime(state) {}
             try routeSourceGradients(dSources, model: model, visualRecord: vrec, active: active)
         }
         return (labelled > 0 ? sum / Double(labelled) : 0, tokens)
+    }
+
+    /// Buffers of one batch slot (state, record, backward scratch), sized for `maxWords` and reused every
+    /// step: allocating them afresh cost a sixth of a step in page clearing.
+    final class Workspace {
+        let state: DecoderState
+        let record: ForwardRecord
+        let scratch: BackwardScratch
+        let promptLengths: [Int?]
+        init(model: LlamaModel, T: Int, prompts: AdapterPrompts?, compat: Compatibility) {
+            state = DecoderState(model: model, capacity: T, prompts: prompts, options: DecoderOptions(compat: compat))
+            record = ForwardRecord(model: model, T: T, prompts: prompts)
+            scratch = BackwardScratch(config: model.config, T: T)
+            promptLengths = prompts?.layers.map { $0?.length } ?? []
+        }
+    }
+
+    private func workspace(_ slot: Int, model: LlamaModel, prompts: AdapterPrompts?) -> Workspace {
+        let lengths = prompts?.layers.map { $0?.length } ?? []
+        if slot < workspaces.count, workspaces[slot].promptLengths == lengths { return workspaces[slot] }
+        let ws = Workspace(model: model, T: options.maxWords, prompts: prompts, compat: options.compat)
+        if slot < workspaces.count { workspaces[slot] = ws } else { workspaces.append(ws) }
+        return ws
     }
 
     /// Prompt-source gradients → adapter_query rows and the visual query (then through the visual branch).

@@ -149,6 +149,13 @@ public struct TokenizedSample: Sendable, Equatable {
     /// Positions up to the last non-padding one; later positions change neither the loss nor any gradient
     /// (causal attention), so the trainer runs only these.
     public var length: Int
+
+    /// A sample from ids and labels of equal length (0 labels are ignored); `length` defaults to all positions.
+    public init(tokens: [Int], labels: [Int], length: Int? = nil) {
+        self.tokens = tokens
+        self.labels = labels
+        self.length = length ?? tokens.count
+    }
 }
 
 /// Prompt text and answer of a sample, as the official data set formats them.

@@ -35,6 +35,63 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("decode-tokens"), help: "Tokens to decode for the decode measurement.")
     var decodeTokens: Int = 32
 
+    @Flag(help: "Measure a training step instead: fresh bias+scale adapter, finetune phase (norms, biases, scales), AdamW.")
+    var train = false
+
+    @Option(name: .customLong("batch-size"), help: "With --train: sequences per step.")
+    var batchSize: Int = 2
+
+    @Option(name: .customLong("train-tokens"), help: "With --train: tokens per sequence (half prompt, half labelled answer).")
+    var trainTokens: Int = 128
+
+    struct TrainReport: Encodable {
+        var preset: String
+        var model: String?
+        var dtype: String
+        var threads: Int
+        var batch_size: Int
+        var tokens_per_sequence: Int
+        var trainable_parameters: Int
+        var step_ms: Double
+        var step_ms_runs: [Double]
+        var tokens_per_s: Double
+        var peak_rss_mb: Double
+    }
+
+    /// Training-step benchmark: ms per optimizer step (forward with records, backward, AdamW) and peak memory.
+    func runTrainBench(_ llama: LlamaModel, presetName: String, dtypeName: String, pool: ThreadPool) throws {
+        guard batchSize >= 1, trainTokens >= 2, trainTokens <= llama.contextLength else {
+            throw AdapterError.invalidArgument("--batch-size must be positive and --train-tokens between 2 and the context")
+        }
+        var spec = AdapterSpec()
+        spec.bias = true
+        let store = try ParameterStore.fresh(spec, model: llama, clipDim: nil, seed: 0)
+        var o = TrainingOptions()
+        o.phase = .finetune
+        o.batchSize = batchSize
+        o.maxWords = trainTokens
+        o.steps = repeats + 1
+        let trainer = try Trainer(base: llama, store: store, tokenizer: nil, clip: nil, data: nil, captionData: nil, options: o)
+        let V = llama.config.vocabSize
+        let batch = (0..<batchSize).map { b -> TokenizedSample in
+            let tokens = (0..<trainTokens).map { (($0 + 31 * b) * 7919 + 13) % V }
+            let labels = tokens.enumerated().map { $0.offset < trainTokens / 2 ? 0 : max($0.element, 1) }
+            return TokenizedSample(tokens: tokens, labels: labels)
+        }
+        _ = try trainer.trainStep(tokenized: batch)  // warm-up: first touches of weights and buffers
+        var runs: [Double] = []
+        for _ in 0..<max(1, repeats) {
+            let t0 = Measure.now()
+            _ = try trainer.trainStep(tokenized: batch)
+            runs.append((Measure.now() - t0) * 1000)
+        }
+        let best = runs.min()!
+        try printJSON(TrainReport(preset: presetName, model: model, dtype: dtypeName, threads: pool.activeThreadCount,
+                                  batch_size: batchSize, tokens_per_sequence: trainTokens, trainable_parameters: store.trainableCount,
+                                  step_ms: best, step_ms_runs: runs, tokens_per_s: Double(batchSize * trainTokens) / (best / 1000),
+                                  peak_rss_mb: Double(Measure.peakResidentBytes()) / 1_048_576))
+    }
+
     struct Prefill: Encodable {
         var tokens: Int
         var tokens_per_s: Double
@@ -104,7 +161,7 @@ struct Bench: ParsableCommand {
         }
         if preset == "clip-l14" && model == nil { return try runImageBench(pool: pool, dtype: dt) }
         let longest = promptTokens.max()! + decodeTokens + 1
-        let bandwidth = Measure.readBandwidth(pool: pool)
+        let bandwidth = train ? 0 : Measure.readBandwidth(pool: pool)
         let t0 = Measure.now()
         let llama: LlamaModel
         var presetName = preset
@@ -122,6 +179,7 @@ struct Bench: ParsableCommand {
             llama = try LlamaModel(config: config, weights: LlamaWeights.synthetic(config: config, dtype: dt), pool: pool)
         }
         let loadSeconds = Measure.now() - t0
+        if train { return try runTrainBench(llama, presetName: presetName, dtypeName: dtypeName, pool: pool) }
         let options = DecoderOptions(activations: int8Activations ? .int8 : .f32)
         let config = llama.config
         guard longest <= llama.contextLength else {

@@ -137,6 +137,7 @@ struct Finetune: ParsableCommand {
     }
 
     func run() throws {
+        guard data != nil else { throw AdapterError.invalidArgument("--data is required") }
         let container = try ModelContainer.load(ModelConfiguration(
             model: model.model, tokenizer: model.tokenizer, maxSeqLen: model.maxSeqLen ?? max(maxWords, 512), quantize: model.quantize))
         let base = container.model

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import LlamaAdapter
+import CKernels
 
 /// The root command.
 struct LlamaAdapterCommand: ParsableCommand {
@@ -16,6 +17,10 @@ struct LlamaAdapterCommand: ParsableCommand {
 func printError(_ message: String) {
     FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
 }
+
+// Kernels allocate tile buffers of a few MB per call; glibc would map each afresh and the kernel clear its pages
+// every time (a sixth of a training step). Keep such blocks on the heap and the heap untrimmed.
+ck_keep_large_allocations()
 
 do {
     var command = try LlamaAdapterCommand.parseAsRoot()

@@ -36,3 +36,8 @@ void ck_attend_head(const float *q, const float *k, const float *v, size_t n, si
 const char *ck_simd_level(void);
 
 #endif
+
+/* Process-wide glibc malloc tuning for the command-line tool: blocks up to 256 MB come from the heap and the
+   heap is not trimmed, so the multi-megabyte tile buffers kernels allocate per call are not mapped and
+   page-cleared afresh each time. No-op elsewhere. */
+void ck_keep_large_allocations(void);
