@@ -12,6 +12,11 @@ public enum AtomicFile {
     /// Writes `bytes` to `path` atomically. Refuses a target that exists and is not a regular file (a device,
     /// a FIFO, a folder), so a mistyped path never replaces something that is not a file.
     public static func write(_ bytes: [UInt8], to path: String) throws {
+        try write(to: path) { sink in try bytes.withUnsafeBytes { try sink($0) } }
+    }
+
+    /// Streams a file atomically: `body` receives a function that appends bytes.
+    public static func write(to path: String, body: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
         var st = stat()
         if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG {
             throw AdapterError.io("cannot write \(path): it exists and is not a regular file")
@@ -24,16 +29,23 @@ public enum AtomicFile {
         guard fd >= 0 else { throw AdapterError.io("cannot write \(path): cannot create a file in \(directory): \(String(cString: strerror(errno)))") }
         var ok = false
         defer { if !ok { unlink(temp) } }
-        let written = bytes.withUnsafeBytes { buf -> Bool in
-            var off = 0
-            while off < buf.count {
-                let n = systemWrite(fd, buf.baseAddress! + off, buf.count - off)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                off += n
+        do {
+            try body { buf in
+                var off = 0
+                while off < buf.count {
+                    let n = systemWrite(fd, buf.baseAddress! + off, buf.count - off)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw AdapterError.io("cannot write \(path): \(String(cString: strerror(errno)))")
+                    }
+                    off += n
+                }
             }
-            return true
+        } catch {
+            close(fd)
+            throw error
         }
-        let synced = written && fsync(fd) == 0
+        let synced = fsync(fd) == 0
         let err = errno
         close(fd)
         guard synced else { throw AdapterError.io("cannot write \(path): \(String(cString: strerror(err)))") }

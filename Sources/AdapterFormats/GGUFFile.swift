@@ -100,6 +100,10 @@ public final class GGUFFile: TensorSource {
     private let values: [String: RawValue]
     private let valueTypes: [String: GGUFValueType]
 
+    /// The metadata section's bytes as stored (all key/value records, after the 24-byte header), so a writer
+    /// can copy them unchanged, every value keeping its exact GGUF type. Valid while the file is open.
+    public let rawMetadata: UnsafeRawBufferPointer
+
     /// The default of `general.alignment` (ggml's `GGUF_DEFAULT_ALIGNMENT`).
     public static let defaultAlignment = 32
     /// ggml's `GGML_MAX_DIMS`: llama.cpp refuses tensors with more dimensions.
@@ -193,6 +197,7 @@ public final class GGUFFile: TensorSource {
         self.values = values
         valueTypes = types
         metadataKeys = keys
+        rawMetadata = UnsafeRawBufferPointer(start: file.base + 24, count: r.position - 24)
 
         // Alignment.
         var alignment = Self.defaultAlignment
@@ -542,5 +547,76 @@ struct GGMLTypeTraits {
             sizes = nil
         }
         dtype = Self.dtypes[id]
+    }
+}
+
+extension DType {
+    /// The ggml type id of this dtype in GGUF files.
+    public var ggmlTypeID: UInt32 {
+        switch self {
+        case .f32: return 0
+        case .f16: return 1
+        case .q4_0: return 2
+        case .q4_1: return 3
+        case .q8_0: return 8
+        case .q4_K: return 12
+        case .q5_K: return 13
+        case .q6_K: return 14
+        case .bf16: return 30
+        }
+    }
+}
+
+/// Writes GGUF v3 files: a metadata section copied from another GGUF file, then tensor records and data
+/// aligned to `general.alignment` (32 unless the metadata says otherwise), streamed to a temporary file that is
+/// fsynced and renamed over the target.
+public enum GGUFWriter {
+    /// One tensor to write: GGUF name, stored dtype, PyTorch-order shape, and its bytes.
+    public struct Entry {
+        public var name: String
+        public var dtype: DType
+        public var shape: [Int]
+        public var bytes: UnsafeRawBufferPointer
+        /// Keeps whatever owns `bytes` alive until the file is written.
+        public var owner: AnyObject?
+        public init(name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer, owner: AnyObject?) {
+            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes; self.owner = owner
+        }
+    }
+
+    /// Writes `tensors` with the metadata of `source` (its raw key/value records and count).
+    public static func write(to path: String, metadataFrom source: GGUFFile, tensors: [Entry]) throws {
+        let alignment = source.alignment
+        var head: [UInt8] = []
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { head.append(contentsOf: $0) } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { head.append(contentsOf: $0) } }
+        u32(0x4655_4747); u32(3); u64(UInt64(tensors.count)); u64(UInt64(source.metadataKeys.count))
+        head.append(contentsOf: source.rawMetadata)
+        var offset = 0
+        var offsets: [Int] = []
+        for t in tensors {
+            guard t.bytes.count == t.dtype.byteCount(elements: t.shape.reduce(1, *)) else {
+                throw AdapterError.shape("GGUF writer: '\(t.name)' has \(t.bytes.count) bytes for shape \(t.shape) \(t.dtype.rawValue)")
+            }
+            let name = Array(t.name.utf8)
+            u64(UInt64(name.count)); head.append(contentsOf: name)
+            u32(UInt32(t.shape.count))
+            for d in t.shape.reversed() { u64(UInt64(d)) }
+            u32(t.dtype.ggmlTypeID)
+            u64(UInt64(offset))
+            offsets.append(offset)
+            offset += (t.bytes.count + alignment - 1) / alignment * alignment
+        }
+        while head.count % alignment != 0 { head.append(0) }
+        try AtomicFile.write(to: path) { sink in
+            try sink(UnsafeRawBufferPointer(start: head, count: head.count))
+            let zeros = [UInt8](repeating: 0, count: alignment)
+            for t in tensors {
+                try sink(t.bytes)
+                let pad = (alignment - t.bytes.count % alignment) % alignment
+                if pad > 0 { try zeros.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<pad])) } }
+            }
+            withExtendedLifetime(tensors) {}
+        }
     }
 }

@@ -113,8 +113,10 @@ extension LlamaModel {
             var ek = la.wk, ev = la.wv
             ek.loraA = nil; ek.loraB = nil; ev.loraA = nil; ev.loraB = nil
             src.withUnsafeBufferPointer { sp in
-                linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, extras: ek, T: n, activations: .f32)
-                linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, extras: ev, T: n, activations: .f32)
+                linear(out: k, inp: sp.baseAddress!, weight: weights.layers[l].wk, bias: weights.layers[l].biases[.wk], extras: ek, T: n,
+                       activations: .f32)
+                linear(out: v, inp: sp.baseAddress!, weight: weights.layers[l].wv, bias: weights.layers[l].biases[.wv], extras: ev, T: n,
+                       activations: .f32)
             }
             let gates = UnsafeMutablePointer<Float>.allocate(capacity: c.nHeads)
             for h in 0..<c.nHeads { gates[h] = la.gate.map { adaptionGate($0.floats[h], newGate: la.newGate, promptLength: n) } ?? 0 }

@@ -27,6 +27,8 @@ public struct LlamaLayerWeights: @unchecked Sendable {
     public var w2: Tensor
     /// `layers.N.feed_forward.w3.weight` [hidden, dim] (up).
     public var w3: Tensor
+    /// Optional frozen biases of the maps (f32; GGUF `blk.N.attn_q.bias` and the like, as `export` writes them).
+    public var biases: [LinearSlot: Tensor] = [:]
 
     /// A block from its tensors (norms f32, matrices in any dtype); `bind` checks shapes, this does not.
     public init(attentionNorm: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, ffnNorm: Tensor, w1: Tensor, w2: Tensor, w3: Tensor) {
@@ -69,7 +71,7 @@ public struct LlamaWeights: @unchecked Sendable {
         var layers: [LlamaLayerWeights] = []
         for i in 0..<c.nLayers {
             let p = "layers.\(i)."
-            layers.append(LlamaLayerWeights(
+            var layer = LlamaLayerWeights(
                 attentionNorm: try norm(p + "attention_norm.weight"),
                 wq: try get(p + "attention.wq.weight", [c.dim, c.dim]),
                 wk: try get(p + "attention.wk.weight", [c.kvDim, c.dim]),
@@ -78,7 +80,18 @@ public struct LlamaWeights: @unchecked Sendable {
                 ffnNorm: try norm(p + "ffn_norm.weight"),
                 w1: try get(p + "feed_forward.w1.weight", [c.hiddenDim, c.dim]),
                 w2: try get(p + "feed_forward.w2.weight", [c.dim, c.hiddenDim]),
-                w3: try get(p + "feed_forward.w3.weight", [c.hiddenDim, c.dim])))
+                w3: try get(p + "feed_forward.w3.weight", [c.hiddenDim, c.dim]))
+            let biasNames: [(LinearSlot, String, Int)] = [
+                (.wq, "attention.wq.bias", c.dim), (.wk, "attention.wk.bias", c.kvDim), (.wv, "attention.wv.bias", c.kvDim),
+                (.wo, "attention.wo.bias", c.dim), (.w1, "feed_forward.w1.bias", c.hiddenDim),
+                (.w2, "feed_forward.w2.bias", c.dim), (.w3, "feed_forward.w3.bias", c.hiddenDim)]
+            for (slot, name, n) in biasNames {
+                if let b = try lookup(p + name) {
+                    guard b.shape == [n] else { throw AdapterError.shape("\(source): tensor '\(p + name)' has shape \(b.shape), expected [\(n)]") }
+                    layer.biases[slot] = b.toF32()
+                }
+            }
+            layers.append(layer)
         }
         let emb = try get("tok_embeddings.weight", [c.vocabSize, c.dim])
         let output = c.tiedEmbeddings ? emb : try get("output.weight", [c.vocabSize, c.dim])
@@ -200,7 +213,8 @@ public final class LlamaModel: Sendable {
         let normed = rec?.attnNormed ?? b.xb
         rmsnormForward(out: normed, inp: b.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
         let q = rec?.q ?? b.q, k = rec?.k ?? b.k, v = rec?.v ?? b.v
-        linearGroup(outs: [q, k, v], inp: normed, weights: [layer.wq, layer.wk, layer.wv], extras: [ad?.wq, ad?.wk, ad?.wv],
+        linearGroup(outs: [q, k, v], inp: normed, weights: [layer.wq, layer.wk, layer.wv], biases: [layer.biases[.wq], layer.biases[.wk], layer.biases[.wv]],
+                    extras: [ad?.wq, ad?.wk, ad?.wv],
                     preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: T, activations: act)
         ropeForward(q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
         ropeForward(k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
@@ -217,7 +231,7 @@ public final class LlamaModel: Sendable {
                          normalize: !(s.options.compat == .official && T == 1 && s.prompts == nil),
                          prompt: prompt, record: rec.map { AttentionRecord(probs: $0.probs, promptProbs: $0.promptProbs) },
                          scratch: b.scores, scratchStride: b.scoreStride, pool: pool)
-        linear(out: b.xb, inp: att, weight: layer.wo, extras: ad?.wo, preScale: rec?.preScale[.wo], T: T, activations: act)
+        linear(out: b.xb, inp: att, weight: layer.wo, bias: layer.biases[.wo], extras: ad?.wo, preScale: rec?.preScale[.wo], T: T, activations: act)
         addInPlace(b.x, b.xb, T * dim)
     }
 
@@ -229,49 +243,54 @@ public final class LlamaModel: Sendable {
         let normed = rec?.ffnNormed ?? b.xb
         rmsnormForward(out: normed, inp: b.x, weight: (ad?.ffnNorm ?? layer.ffnNorm).floats, T: T, C: c.dim, eps: c.normEps)
         let a = rec?.gate ?? b.ffA, u = rec?.up ?? b.ffB
-        linearGroup(outs: [a, u], inp: normed, weights: [layer.w1, layer.w3], extras: [ad?.w1, ad?.w3],
+        linearGroup(outs: [a, u], inp: normed, weights: [layer.w1, layer.w3], biases: [layer.biases[.w1], layer.biases[.w3]],
+                    extras: [ad?.w1, ad?.w3],
                     preScale: rec.map { [$0.preScale[.w1], $0.preScale[.w3]] }, T: T, activations: options.activations)
         let h = rec?.hidden ?? b.ffA
         swigluForward(out: h, a: a, b: u, n: T * c.hiddenDim)
-        linear(out: b.xb, inp: h, weight: layer.w2, extras: ad?.w2, preScale: rec?.preScale[.w2], T: T, activations: options.activations)
+        linear(out: b.xb, inp: h, weight: layer.w2, bias: layer.biases[.w2], extras: ad?.w2, preScale: rec?.preScale[.w2], T: T, activations: options.activations)
         addInPlace(b.x, b.xb, T * c.dim)
     }
 
     /// A frozen linear map with its adapter extras: y = s ⊙ (W x + b) + B(A x), or W(x ⊙ s) + b for input-side
     /// scales. `preScale`, when given, receives W x + b before the output-side scale (the scale's backward needs it).
-    func linear(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, extras: LinearExtras?,
+    /// `bias` is the base model's own (frozen) bias, added to W x before the adapter's extras.
+    func linear(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor? = nil, extras: LinearExtras?,
                 preScale: UnsafeMutablePointer<Float>? = nil, T: Int, activations: ActivationPrecision) {
         guard let e = extras, !e.isEmpty else {
-            linearForward(out: out, inp: inp, weight: weight, T: T, activations: activations, pool: pool)
+            linearForward(out: out, inp: inp, weight: weight, bias: bias?.floats, T: T, activations: activations, pool: pool)
             return
         }
-        let K = weight.shape[1]
+        let K = weight.shape[1], N = weight.shape[0]
         if e.scaleOnInput, let sc = e.scale {
             withUnsafeTemporaryAllocation(of: Float.self, capacity: T * K) { buf in
                 let xs = buf.baseAddress!
                 for t in 0..<T { for i in 0..<K { xs[t * K + i] = inp[t * K + i] * sc.floats[i] } }
                 linearForward(out: out, inp: xs, weight: weight, bias: e.bias?.floats, T: T, pool: pool)
             }
+            if let bias { for t in 0..<T { addInPlace(out + t * N, bias.floats, N) } }
             addLoRA(out: out, inp: inp, extras: e, T: T)
         } else {
-            linearForward(out: out, inp: inp, weight: weight, T: T, activations: activations, pool: pool)
-            finishOutput(out: out, inp: inp, extras: e, N: weight.shape[0], T: T, preScale: preScale)
+            linearForward(out: out, inp: inp, weight: weight, bias: bias?.floats, T: T, activations: activations, pool: pool)
+            finishOutput(out: out, inp: inp, extras: e, N: N, T: T, preScale: preScale)
         }
     }
 
     /// Several linear maps of one input (wq/wk/wv, or w1/w3). When decoding, their frozen parts run as one
     /// grouped mat-vec (one pool hand-off) and the output-side extras follow. `preScale` (recording only)
     /// has one optional buffer per map.
-    func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], extras: [LinearExtras?],
-                     preScale: [UnsafeMutablePointer<Float>?]?, T: Int, activations: ActivationPrecision) {
+    func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], biases: [Tensor?],
+                     extras: [LinearExtras?], preScale: [UnsafeMutablePointer<Float>?]?, T: Int, activations: ActivationPrecision) {
         guard T == 1, !extras.contains(where: { $0?.scaleOnInput == true }) else {
             for i in weights.indices {
-                linear(out: outs[i], inp: inp, weight: weights[i], extras: extras[i], preScale: preScale?[i], T: T, activations: activations)
+                linear(out: outs[i], inp: inp, weight: weights[i], bias: biases[i], extras: extras[i], preScale: preScale?[i], T: T,
+                       activations: activations)
             }
             return
         }
         matvecGroup(outs: outs, x: inp, weights: weights, activations: activations, pool: pool)
         for i in weights.indices {
+            if let b = biases[i] { addInPlace(outs[i], b.floats, weights[i].shape[0]) }
             if let e = extras[i], !e.isEmpty {
                 finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T, preScale: preScale?[i])
             }

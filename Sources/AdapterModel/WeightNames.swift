@@ -17,6 +17,10 @@ public enum WeightNames {
             "attention.wv.weight": "attn_v.weight", "attention.wo.weight": "attn_output.weight",
             "feed_forward.w1.weight": "ffn_gate.weight", "feed_forward.w2.weight": "ffn_down.weight",
             "feed_forward.w3.weight": "ffn_up.weight",
+            // Optional biases llama.cpp's LLaMA loader accepts (what `export` writes for a bias adapter).
+            "attention.wq.bias": "attn_q.bias", "attention.wk.bias": "attn_k.bias", "attention.wv.bias": "attn_v.bias",
+            "attention.wo.bias": "attn_output.bias", "feed_forward.w1.bias": "ffn_gate.bias",
+            "feed_forward.w2.bias": "ffn_down.bias", "feed_forward.w3.bias": "ffn_up.bias",
         ])
 
     static let huggingFaceScheme = Scheme(

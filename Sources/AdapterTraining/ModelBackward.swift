@@ -102,7 +102,7 @@ final class BackwardScratch {
 /// given) and the gradients of the parameters in `active` groups. `preScale` is W x + b saved by the
 /// forward; when nil and the scale is trained it is recomputed.
 func linearExtrasBackward(dInp: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>,
-                          preScale: UnsafePointer<Float>?, weight: Tensor, extras e: LinearExtras?, params: LinearParams,
+                          preScale: UnsafePointer<Float>?, weight: Tensor, baseBias: Tensor? = nil, extras e: LinearExtras?, params: LinearParams,
                           active: Set<Int>, T: Int, pool: ThreadPool) {
     let N = weight.shape[0], K = weight.shape[1]
     let dB = params.bias?.gradient(active: active), dS = params.scale?.gradient(active: active)
@@ -135,6 +135,7 @@ func linearExtrasBackward(dInp: UnsafeMutablePointer<Float>?, dOut: UnsafePointe
                 if pre == nil {
                     preOwned = .allocate(capacity: T * N)
                     linearForward(out: preOwned!, inp: inp, weight: weight, bias: e?.bias?.floats, T: T, pool: pool)
+                    if let baseBias { for t in 0..<T { addInPlace(preOwned! + t * N, baseBias.floats, N) } }
                     pre = UnsafePointer(preOwned!)
                 }
                 for t in 0..<T { for i in 0..<N { dS[i] += dOut[t * N + i] * pre![t * N + i] } }
@@ -257,11 +258,11 @@ struct LanguageBackward {
                     d.withUnsafeMutableBufferPointer { db in
                         dpk.withUnsafeBufferPointer { k in
                             linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: k.baseAddress!, inp: src.baseAddress!, preScale: nil,
-                                                 weight: w.wk, extras: ek, params: slot(.wk).withoutLoRA, active: active, T: L, pool: pool)
+                                                 weight: w.wk, baseBias: w.biases[.wk], extras: ek, params: slot(.wk).withoutLoRA, active: active, T: L, pool: pool)
                         }
                         dpv.withUnsafeBufferPointer { v in
                             linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: v.baseAddress!, inp: src.baseAddress!, preScale: nil,
-                                                 weight: w.wv, extras: ev, params: slot(.wv).withoutLoRA, active: active, T: L, pool: pool)
+                                                 weight: w.wv, baseBias: w.biases[.wv], extras: ev, params: slot(.wv).withoutLoRA, active: active, T: L, pool: pool)
                         }
                     }
                 }
