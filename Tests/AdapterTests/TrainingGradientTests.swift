@@ -221,4 +221,32 @@ final class TrainingGradientTests: XCTestCase {
         _ = try trainer.evaluate(batch: [0, 1], group: .instruction, gradients: true)
         XCTAssertFalse(store.parameters.contains { $0.touched && $0.group != 1 })
     }
+
+    func testInputSideScalesOfThe65BFormatGetTheirGradients() throws {
+        // The 65B chat release's y = W (x ⊙ s) + b: `wq_scale` [in], `w2_scale` [hidden], biases `_bias`.
+        let dir = try makeTemporaryDirectory()
+        let base = try Self.gqaBase(dtype: .f16)
+        let c = base.config
+        var rng = TrainingRNG(seed: 5)
+        func values(_ n: Int, around m: Double, _ sd: Double) -> [Float] { (0..<n).map { _ in Float(m + sd * rng.normal()) } }
+        var params: [Parameter] = []
+        for i in 0..<c.nLayers {
+            let p = "llama.layers.\(i)."
+            params.append(Parameter(name: p + "attention.wq_scale", shape: [c.dim], values: values(c.dim, around: 1, 0.2)))
+            params.append(Parameter(name: p + "attention.wq_bias", shape: [c.dim], values: values(c.dim, around: 0, 0.2)))
+            params.append(Parameter(name: p + "feed_forward.w2_scale", shape: [c.hiddenDim], values: values(c.hiddenDim, around: 1, 0.2)))
+            params.append(Parameter(name: p + "attention_norm.weight", shape: [c.dim], values: base.weights.layers[i].attentionNorm.toFloatArray()))
+        }
+        let store = try ParameterStore(parameters: params, config: [("w_bias", .bool(true))], origin: "65B-style test adapter")
+        let adapter = try store.adapterWeights(model: c)
+        XCTAssertTrue(adapter.layers[0].wq.scaleOnInput)
+        var o = TrainingOptions()
+        o.batchSize = 2
+        o.maxWords = 256
+        o.shuffle = false
+        let trainer = try Trainer(base: base, store: store, tokenizer: try SentencePieceTokenizer(path: Self.tokenizerPath), clip: nil,
+                                  data: try TrainingDataset.load(path: try writeTextData(in: dir)), captionData: nil, options: o)
+        XCTAssertEqual(store.trainableCount, params.reduce(0) { $0 + $1.count })
+        try checkGradients(trainer, batch: [0, 1], h: 2e-3)
+    }
 }
