@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--no-scale", action="store_true", help="bias + norm only (the official finetune phase's parameters)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -51,7 +52,8 @@ def main():
     for _ in range(LAYERS):
         p = {"attn_norm": torch.ones(DIM), "ffn_norm": torch.ones(DIM)}
         for k, (o, _) in shapes.items():
-            p[k + "_scale"] = torch.ones(o)
+            if not a.no_scale:
+                p[k + "_scale"] = torch.ones(o)
             if k not in ("wk", "wv"):
                 p[k + "_bias"] = torch.zeros(o)
         for t in p.values():
@@ -70,25 +72,25 @@ def main():
 
     def lin(x, w, b, s):
         y = F.linear(x, w, b)
-        return y * s
+        return y if s is None else y * s
 
     def step():
         opt.zero_grad(set_to_none=True)
         h = F.embedding(tokens, emb)
         for f, p in zip(frozen, trained):
             x = rms(h, p["attn_norm"])
-            q = lin(x, f["wq"], p["wq_bias"], p["wq_scale"]).view(a.batch, S, HEADS, HD)
-            k = lin(x, f["wk"], None, p["wk_scale"]).view(a.batch, S, KV_HEADS, HD)
-            v = lin(x, f["wv"], None, p["wv_scale"]).view(a.batch, S, KV_HEADS, HD)
+            q = lin(x, f["wq"], p["wq_bias"], p.get("wq_scale")).view(a.batch, S, HEADS, HD)
+            k = lin(x, f["wk"], None, p.get("wk_scale")).view(a.batch, S, KV_HEADS, HD)
+            v = lin(x, f["wv"], None, p.get("wv_scale")).view(a.batch, S, KV_HEADS, HD)
             q, k = rope(q, cos, sin), rope(k, cos, sin)
             k = k.repeat_interleave(HEADS // KV_HEADS, dim=2)
             v = v.repeat_interleave(HEADS // KV_HEADS, dim=2)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             att = torch.softmax(q @ k.transpose(2, 3) / HD ** 0.5 + mask, dim=-1) @ v
-            h = h + lin(att.transpose(1, 2).reshape(a.batch, S, DIM), f["wo"], p["wo_bias"], p["wo_scale"])
+            h = h + lin(att.transpose(1, 2).reshape(a.batch, S, DIM), f["wo"], p["wo_bias"], p.get("wo_scale"))
             x = rms(h, p["ffn_norm"])
-            g = F.silu(lin(x, f["w1"], p["w1_bias"], p["w1_scale"])) * lin(x, f["w3"], p["w3_bias"], p["w3_scale"])
-            h = h + lin(g, f["w2"], p["w2_bias"], p["w2_scale"])
+            g = F.silu(lin(x, f["w1"], p["w1_bias"], p.get("w1_scale"))) * lin(x, f["w3"], p["w3_bias"], p.get("w3_scale"))
+            h = h + lin(g, f["w2"], p["w2_bias"], p.get("w2_scale"))
         out = F.linear(rms(h, norm), emb)[:, :-1]
         loss = F.cross_entropy(out.reshape(-1, VOCAB), labels[:, 1:].flatten(), ignore_index=0)
         loss.backward()
