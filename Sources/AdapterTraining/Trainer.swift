@@ -177,6 +177,12 @@ public final class Trainer {
             if ds.samples.contains(where: { $0.imagePath != nil }) {
                 guard probe.visual != nil else { throw AdapterError.invalidArgument("\(ds.path) has image records but the adapter has no visual branch (add --visual)") }
             }
+            // Missing images are found now, not hours into a run.
+            for (i, s) in ds.samples.enumerated() {
+                if let p = s.imagePath, !FileManager.default.fileExists(atPath: p) {
+                    throw AdapterError.io("\(ds.path): record \(i + 1): image \(p) does not exist")
+                }
+            }
         }
         if probe.visual != nil, clip == nil { throw AdapterError.invalidArgument("the adapter has a visual branch: pass --clip") }
         if let clip, let v = probe.visual, v.clipProjWeight.shape[1] != clip.outputDim {

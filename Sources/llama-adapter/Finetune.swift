@@ -130,7 +130,10 @@ struct Finetune: ParsableCommand {
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1") }
         if stopAfter != nil, state == nil, resume == nil { throw ValidationError("--stop-after needs --state (or --resume) to save where it stopped") }
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
-        guard maxWords >= 2, maxWords <= 1 << 20 else { throw ValidationError("--max-words must be between 2 and 1048576") }
+        guard maxWords >= 2, maxWords <= 32768 else { throw ValidationError("--max-words must be between 2 and 32768") }
+        guard vDepth >= 0, vDepth <= 64, vEmbedDim >= 1, vEmbedDim <= 16384, vNumHeads >= 1, vNumHeads <= 1024 else {
+            throw ValidationError("--v-depth must be 0...64, --v-embed-dim 1...16384, --v-num-heads 1...1024")
+        }
         if adapter != nil, bias || loraRank != nil || queryLayer != nil || visual {
             throw ValidationError("--adapter starts from an existing adapter; --bias, --lora-rank, --query-layer and --visual create a new one: use one or the other")
         }
