@@ -75,4 +75,24 @@ final class TrainingDataTests: XCTestCase {
         XCTAssertTrue(x != z, "another seed, another crop")
         XCTAssertEqual([x.width, x.height], [224, 224])
     }
+
+    func testTheREADMELibraryTrainingExampleRunsAndLowersTheLoss() throws {
+        // The README's snippet, on the tiny model and a tiny text data set.
+        let dir = try makeTemporaryDirectory()
+        let data = dir.appendingPathComponent("d.json").path
+        try JSONSerialization.data(withJSONObject: (0..<4).map { ["instruction": "Say \($0).", "output": "Arr! \($0), matey!"] })
+            .write(to: URL(fileURLWithPath: data))
+        let c = try ModelContainer.load(ModelConfiguration(model: Fixtures.path("tiny_llama/model"), tokenizer: Fixtures.path("tiny_llama/tokenizer.model")))
+        var spec = AdapterSpec(); spec.bias = true
+        let store = try ParameterStore.fresh(spec, model: c.model, clipDim: nil, seed: 0)
+        var o = TrainingOptions(); o.steps = 12; o.batchSize = 4; o.maxWords = 160; o.lr = 2e-2; o.shuffle = false
+        let trainer = try Trainer(base: c.model, store: store, tokenizer: c.tokenizer, clip: nil,
+                                  data: try TrainingDataset.load(path: data), captionData: nil, options: o)
+        var losses: [Double] = []
+        while trainer.step < o.steps { losses.append(try trainer.trainStep().loss) }
+        XCTAssertLessThan(losses.last!, 0.7 * losses.first!, "\(losses)")
+        let out = dir.appendingPathComponent("a.pth").path
+        try store.write(to: out, format: .pytorch)
+        XCTAssertNoThrow(try AdapterWeights.load(path: out, model: c.model.config))
+    }
 }
