@@ -37,13 +37,21 @@ let package = Package(
             path: "Sources/CImageCodecs",
             providers: [.apt(["libjpeg62-turbo-dev", "libpng-dev"]), .brew(["jpeg-turbo", "libpng"])]
         ),
+        // Tesseract's C API for the OCR expert.
+        .systemLibrary(
+            name: "CTesseract",
+            path: "Sources/CTesseract",
+            pkgConfig: "tesseract",
+            providers: [.apt(["libtesseract-dev", "tesseract-ocr-eng"]), .brew(["tesseract"])]
+        ),
         .target(name: "AdapterFormats", dependencies: ["AdapterCore"]),
         .target(name: "AdapterVision", dependencies: ["AdapterCore", "AdapterFormats", "CImageCodecs"]),
         .target(name: "AdapterTokenizers", dependencies: []),
         .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision"]),
         .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers"]),
         .target(name: "AdapterTraining", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration"]),
-        .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "AdapterTraining"]),
+        .target(name: "AdapterExperts", dependencies: ["AdapterCore", "AdapterVision", "AdapterModel", "AdapterGeneration", "CTesseract"]),
+        .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "AdapterTraining", "AdapterExperts"]),
         .executableTarget(
             name: "llama-adapter",
             dependencies: [

@@ -7,3 +7,4 @@
 @_exported import AdapterModel
 @_exported import AdapterGeneration
 @_exported import AdapterTraining
+@_exported import AdapterExperts

@@ -30,6 +30,9 @@ struct Chat: ParsableCommand {
         let container = try loadContainer(modelOptions, adapterOptions)
         // The image is encoded once; its adapter prompts serve every turn.
         let chat = try ChatSession(session: try openSession(container, modelOptions, adapterOptions), template: template, system: system)
+        // Expert text about the image (OCR, caption) opens the conversation's first user message.
+        let context = try adapterOptions.expertText(container)
+        var pendingContext = context
         var turn: UInt64 = 0
         let interactive = isatty(STDIN_FILENO) != 0
         while true {
@@ -40,11 +43,14 @@ struct Chat: ParsableCommand {
             if input == "/exit" || input == "/quit" { break }
             if input == "/reset" {
                 chat.reset()
+                pendingContext = context
                 writeOut("(conversation cleared)\n")
                 continue
             }
             do {
-                _ = try chat.respond(to: input, maxNewTokens: maxNewTokens, sampling: try sampling.parameters(container, turn: turn),
+                let message = pendingContext.map { "Context:\n" + $0 + "\n\n" + input } ?? input
+                pendingContext = nil
+                _ = try chat.respond(to: message, maxNewTokens: maxNewTokens, sampling: try sampling.parameters(container, turn: turn),
                                      onText: { writeOut($0); return true })
                 writeOut("\n")
                 turn += 1

@@ -22,6 +22,7 @@ struct Generate: ParsableCommand {
         var text: String
         var tokens: [Int]
         var prompt_tokens: Int
+        var expert_context: String?
         var stop_reason: StopReason
         var prefill_tokens_per_s: Double
         var decode_tokens_per_s: Double
@@ -33,7 +34,8 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let container = try loadContainer(modelOptions, adapterOptions)
-        let prompt = container.tokenizer.encodePrompt(try promptOptions.formatted(container))
+        let context = try adapterOptions.expertText(container)
+        let prompt = container.tokenizer.encodePrompt(try promptOptions.formatted(container, context: context))
         let params = try sampling.parameters(container)
         // The sequence needs at most prompt + new tokens positions (the official total_len), so the cache is no larger.
         let positions = prompt.count.addingReportingOverflow(maxNewTokens)
@@ -43,7 +45,7 @@ struct Generate: ParsableCommand {
                                           onToken: json ? nil : { _, piece in writeOut(piece); return true })
         if json {
             try printJSON(Output(
-                text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokenCount,
+                text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokenCount, expert_context: context,
                 stop_reason: result.stopReason,
                 prefill_tokens_per_s: Double(result.promptTokenCount) / max(result.prefillSeconds, 1e-9),
                 decode_tokens_per_s: Double(max(result.tokens.count - 1, 0)) / max(result.decodeSeconds, 1e-9)))
@@ -70,6 +72,7 @@ struct Score: ParsableCommand {
     func run() throws {
         let container = try loadContainer(modelOptions, adapterOptions)
         let session = try openSession(container, modelOptions, adapterOptions, capacity: 1)
-        try printJSON(try session.score(prompt: try promptOptions.formatted(container), continuation: continuation))
+        let context = try adapterOptions.expertText(container)
+        try printJSON(try session.score(prompt: try promptOptions.formatted(container, context: context), continuation: continuation))
     }
 }

@@ -6,6 +6,7 @@ extension PromptTemplate: ExpressibleByArgument {}
 extension ChannelOrder: ExpressibleByArgument {}
 extension Compatibility: ExpressibleByArgument {}
 extension QuantizationType: ExpressibleByArgument {}
+extension ExpertKind: ExpressibleByArgument {}
 
 /// Where prompts enter, as the `--fusion` flag names it.
 enum FusionFlag: String, ExpressibleByArgument, CaseIterable {
@@ -60,9 +61,23 @@ struct AdapterOptions: ParsableArguments {
     @Option(name: .customLong("early-layers"), help: "With --fusion early: layers that take the visual prompt.")
     var earlyLayers: Int = 1
 
+    @Option(name: .customLong("expert"),
+            help: "Expert whose text about --image goes into the prompt as context (paper section 4.4): ocr (Tesseract) or caption (the visual adapter's own caption). Repeatable; works with text-only models too.")
+    var experts: [ExpertKind] = []
+
     func validate() throws {
         guard earlyLayers >= 0 else { throw AdapterError.invalidArgument("--early-layers must be non-negative") }
+        if !experts.isEmpty, image == nil { throw AdapterError.invalidArgument("--expert needs --image (the image the expert reads)") }
     }
+
+    /// The experts' text about `--image`, or nil without `--expert`.
+    func expertText(_ container: ModelContainer) throws -> String? {
+        guard !experts.isEmpty, let image else { return nil }
+        return try ExpertPanel(experts).context(imagePath: image, container: container, channels: channels)
+    }
+
+    /// Whether the image also enters as a visual prompt (an adapter with a visual branch); otherwise only experts read it.
+    func imageIsVisualPrompt(_ container: ModelContainer) -> Bool { container.model.adapter?.visual != nil }
 }
 
 /// Loads the model (and adapter, CLIP) these options describe.
@@ -75,8 +90,8 @@ func loadContainer(_ m: ModelOptions, _ a: AdapterOptions) throws -> ModelContai
 /// `capacity` bounds its KV cache (default: the model's context).
 func openSession(_ container: ModelContainer, _ m: ModelOptions, _ a: AdapterOptions, capacity: Int? = nil) throws -> Session {
     var image: ImageContext?
-    if let path = a.image {
-        guard container.model.adapter != nil else { throw AdapterError.invalidArgument("--image needs --adapter") }
+    if let path = a.image, a.experts.isEmpty || a.imageIsVisualPrompt(container) {
+        guard container.model.adapter != nil else { throw AdapterError.invalidArgument("--image needs --adapter (or --expert ocr to read the image as text)") }
         guard container.model.adapter?.visual != nil else {
             throw AdapterError.invalidArgument("\(a.adapter ?? "the adapter") has no visual branch, so --image cannot be used with it")
         }
@@ -102,9 +117,13 @@ struct PromptOptions: ParsableArguments {
     @Option(help: "System message for the chat template (default: the template's own).")
     var system: String?
 
-    /// The prompt text after applying the template.
-    func formatted(_ container: ModelContainer) throws -> String {
-        try container.formatPrompt(prompt, template: template, input: input, system: system)
+    /// The prompt text after applying the template, with the experts' `context` when given (then the template
+    /// defaults to alpaca, whose `### Input:` carries it, as in the paper).
+    func formatted(_ container: ModelContainer, context: String? = nil) throws -> String {
+        guard let context else { return try container.formatPrompt(prompt, template: template, input: input, system: system) }
+        let t = template ?? .alpaca
+        let (p, i) = promptWithContext(prompt, context: context, template: t, input: input)
+        return try container.formatPrompt(p, template: t, input: i, system: system)
     }
 }
 
