@@ -146,6 +146,10 @@ public final class AdapterWeights: Sendable {
         // The 65B chat release calls them adapter_len / adapter_layer.
         ac.queryLen = int("query_len") ?? int("adapter_len") ?? ac.queryLen
         ac.queryLayer = int("query_layer") ?? int("adapter_layer") ?? ac.queryLayer
+        guard ac.queryLen >= 1, ac.queryLen <= 1 << 16, ac.queryLayer >= 0, ac.loraRank >= 1, ac.vEmbedDim >= 1, ac.vNumHeads >= 1,
+              ac.vDepth >= 0, ac.vMlpRatio.isFinite, ac.vMlpRatio > 0 else {
+            throw AdapterError.format("\(path): implausible adapter config (query_len \(ac.queryLen), query_layer \(ac.queryLayer), lora_rank \(ac.loraRank), v_embed_dim \(ac.vEmbedDim), v_num_heads \(ac.vNumHeads))")
+        }
         let explicitLength = int("query_len") != nil || int("adapter_len") != nil
         let explicitLayers = int("query_layer") != nil || int("adapter_layer") != nil
         // Names: released files use `llama.layers...`; accept bare `layers...` too.
@@ -233,7 +237,7 @@ public final class AdapterWeights: Sendable {
         }
         var visual: VisualBranch?
         if let vq = try opt("visual_query.weight") {
-            guard vq.shape == [ac.queryLen, vq.shape[1]] else {
+            guard vq.shape.count == 2, vq.shape == [ac.queryLen, vq.shape[1]], vq.shape[1] > 0 else {
                 throw AdapterError.shape("\(path): visual_query has shape \(vq.shape), expected [\(ac.queryLen), v_embed_dim]")
             }
             if cfg?["v_embed_dim"] == nil { ac.vEmbedDim = vq.shape[1] }
@@ -259,6 +263,9 @@ public final class AdapterWeights: Sendable {
             }
             ac.vDepth = blocks.count
             let clipW = try need("clip_proj.weight")
+            guard clipW.shape.count == 2, clipW.shape[0] == v, clipW.shape[1] > 0 else {
+                throw AdapterError.shape("\(path): clip_proj.weight has shape \(clipW.shape), expected [\(v), clip_dim]")
+            }
             visual = VisualBranch(
                 clipProjWeight: clipW, clipProjBias: try need("clip_proj.bias", [v]),
                 clipProjNormWeight: try need("clip_proj_norm.weight", [v]), clipProjNormBias: try need("clip_proj_norm.bias", [v]),

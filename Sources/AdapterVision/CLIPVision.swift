@@ -41,11 +41,14 @@ public struct CLIPVisionWeights: @unchecked Sendable {
             return try s.tensor(prefix + n)
         }
         let conv = try get("conv1.weight")
-        guard conv.shape.count == 4, conv.shape[1] == 3, conv.shape[2] == conv.shape[3] else {
+        guard conv.shape.count == 4, conv.shape[0] > 0, conv.shape[1] == 3, conv.shape[2] > 0, conv.shape[2] == conv.shape[3] else {
             throw AdapterError.shape("\(source): \(prefix)conv1.weight has shape \(conv.shape), expected [width, 3, p, p]")
         }
         let width = conv.shape[0], patch = conv.shape[2]
         let pos = try get("positional_embedding").toF32()
+        guard pos.shape.count == 2, pos.shape[0] >= 2, pos.shape[0] <= 1 << 20 else {
+            throw AdapterError.shape("\(source): positional_embedding has shape \(pos.shape), which is not (grid²+1, width)")
+        }
         let grid = Int(Double(pos.shape[0] - 1).squareRoot().rounded())
         guard pos.shape.count == 2, grid * grid + 1 == pos.shape[0], pos.shape[1] == width else {
             throw AdapterError.shape("\(source): positional_embedding has shape \(pos.shape), which is not (grid²+1, \(width))")
@@ -74,11 +77,11 @@ public struct CLIPVisionWeights: @unchecked Sendable {
             guard p.shape.count == 2, p.shape[0] == width else { throw AdapterError.shape("\(source): \(prefix)proj has shape \(p.shape)") }
             projection = transposed(p)
         }
-        return CLIPVisionWeights(
+        return try CLIPVisionWeights(
             patchEmbedding: try conv.reshaped([width, 3 * patch * patch]), classEmbedding: try get("class_embedding").toF32(),
             positionalEmbedding: pos, lnPreWeight: try get("ln_pre.weight").toF32(), lnPreBias: try get("ln_pre.bias").toF32(),
             blocks: blocks, lnPostWeight: try get("ln_post.weight").toF32(), lnPostBias: try get("ln_post.bias").toF32(),
-            projection: projection, patchSize: patch, imageSize: grid * patch)
+            projection: projection, patchSize: patch, imageSize: grid * patch).validated(source)
     }
 
     /// Binds Hugging Face `CLIPVisionModelWithProjection` names (`vision_model.*`, `visual_projection.weight`);
@@ -90,9 +93,15 @@ public struct CLIPVisionWeights: @unchecked Sendable {
             return try s.tensor(n)
         }
         let conv = try get("vision_model.embeddings.patch_embedding.weight")
-        guard conv.shape.count == 4 else { throw AdapterError.shape("\(source): patch_embedding has shape \(conv.shape)") }
+        guard conv.shape.count == 4, conv.shape[0] > 0, conv.shape[1] == 3, conv.shape[2] > 0, conv.shape[2] == conv.shape[3] else {
+            throw AdapterError.shape("\(source): patch_embedding has shape \(conv.shape), expected [width, 3, p, p]")
+        }
         let width = conv.shape[0], patch = conv.shape[2]
         let pos = try get("vision_model.embeddings.position_embedding.weight").toF32()
+        guard pos.shape.count == 2, pos.shape[0] >= 2, pos.shape[0] <= 1 << 20, pos.shape[1] == width,
+              grid(pos.shape[0]) * grid(pos.shape[0]) + 1 == pos.shape[0] else {
+            throw AdapterError.shape("\(source): position_embedding has shape \(pos.shape), which is not (grid²+1, \(width))")
+        }
         let grid = Int(Double(pos.shape[0] - 1).squareRoot().rounded())
         var blocks: [EncoderBlockWeights] = []
         var i = 0
@@ -113,14 +122,38 @@ public struct CLIPVisionWeights: @unchecked Sendable {
             i += 1
         }
         guard !blocks.isEmpty else { throw AdapterError.format("\(source): no vision_model.encoder.layers") }
-        return CLIPVisionWeights(
+        return try CLIPVisionWeights(
             patchEmbedding: try conv.reshaped([width, 3 * patch * patch]),
             classEmbedding: try get("vision_model.embeddings.class_embedding").toF32(), positionalEmbedding: pos,
             lnPreWeight: try get("vision_model.pre_layrnorm.weight").toF32(), lnPreBias: try get("vision_model.pre_layrnorm.bias").toF32(),
             blocks: blocks, lnPostWeight: try get("vision_model.post_layernorm.weight").toF32(),
             lnPostBias: try get("vision_model.post_layernorm.bias").toF32(),
             projection: s.contains("visual_projection.weight") ? try get("visual_projection.weight") : nil,
-            patchSize: patch, imageSize: grid * patch)
+            patchSize: patch, imageSize: grid * patch).validated(source)
+    }
+
+    /// Checks every tensor's shape against the width (a file whose shapes disagree would otherwise read past
+    /// a tensor's end); returns self.
+    func validated(_ source: String) throws -> CLIPVisionWeights {
+        let w = width
+        func check(_ t: Tensor, _ shape: [Int], _ name: String) throws {
+            guard t.shape == shape || (t.count == shape.reduce(1, *) && shape.count == 1) else {
+                throw AdapterError.shape("\(source): CLIP \(name) has shape \(t.shape), expected \(shape)")
+            }
+        }
+        try check(classEmbedding, [patchEmbedding.shape[0]], "class_embedding")
+        try check(positionalEmbedding, [tokenCount, w], "positional_embedding")
+        for (t, n) in [(lnPreWeight, "ln_pre.weight"), (lnPreBias, "ln_pre.bias"), (lnPostWeight, "ln_post.weight"), (lnPostBias, "ln_post.bias")] {
+            try check(t, [w], n)
+        }
+        for (i, b) in blocks.enumerated() where b.dim != w {
+            throw AdapterError.shape("\(source): CLIP block \(i) has width \(b.dim), the embeddings \(w)")
+        }
+        if let p = projection, p.shape.count != 2 || p.shape[1] != w || p.shape[0] < 1 {
+            throw AdapterError.shape("\(source): CLIP projection has shape \(p.shape), expected [out, \(w)]")
+        }
+        guard imageSize > 0, imageSize <= 8192 else { throw AdapterError.shape("\(source): CLIP image size \(imageSize) is not plausible") }
+        return self
     }
 
     /// Opens CLIP weights from a file or folder: OpenAI `.pt` (TorchScript), a `.pth`/`.pt` state dict with
@@ -234,3 +267,6 @@ extension CLIPVisionWeights {
                                  projection: SyntheticTensors.make([outputDim, width], .f32), patchSize: patch, imageSize: imageSize)
     }
 }
+
+/// The patch grid of a positional table with `rows` rows (grid² + 1).
+private func grid(_ rows: Int) -> Int { Int(Double(max(rows - 1, 0)).squareRoot().rounded()) }

@@ -59,6 +59,8 @@ public struct EncoderBlockWeights: @unchecked Sendable {
         try check(projBias, [d], "attention output bias")
         try check(ln1Weight, [d], "norm1 weight"); try check(ln1Bias, [d], "norm1 bias")
         try check(ln2Weight, [d], "norm2 weight"); try check(ln2Bias, [d], "norm2 bias")
+        guard d > 0, fc1Weight.shape.count == 2, fc1Weight.shape[0] > 0 else { throw AdapterError.shape("\(what): empty block") }
+        try check(fc1Weight, [hidden, d], "fc1 weight")
         try check(fc2Weight, [d, hidden], "fc2 weight")
         try check(fc1Bias, [hidden], "fc1 bias"); try check(fc2Bias, [d], "fc2 bias")
         guard heads > 0, d % heads == 0 else { throw AdapterError.shape("\(what): width \(d) is not divisible by \(heads) heads") }
