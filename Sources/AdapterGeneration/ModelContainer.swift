@@ -98,7 +98,7 @@ public final class ModelContainer: @unchecked Sendable {
     /// Loads a model, its tokenizer, and optionally an adapter and CLIP.
     public static func load(_ c: ModelConfiguration) throws -> ModelContainer {
         let maxSeqLen = c.maxSeqLen ?? (c.adapter != nil ? 512 : 2048)
-        guard maxSeqLen > 0 else { throw AdapterError.invalidArgument("--max-seq-len must be positive") }
+        guard maxSeqLen > 0, maxSeqLen <= 1 << 20 else { throw AdapterError.invalidArgument("--max-seq-len must be between 1 and 1048576") }
         let loaded = try ModelLoader.load(path: c.model, maxSeqLen: maxSeqLen, quantize: c.quantize?.dtype)
         var tokenizer: any Tokenizer
         var template: String?

@@ -269,6 +269,7 @@ public final class Trainer {
         }
         let image = try ImageDecoder.decode(path: path)
         let pre = CLIPPreprocessor(size: clip.imageSize, channels: options.channels)
+        try pre.checkResizable(image)
         let crop = options.augment ? randomResizedCrop(image, size: clip.imageSize, rng: &augmentRNG) : pre.resizedAndCropped(image)
         return try clipEncodeImage(clip, image: pre.normalize(crop), pool: base.pool)
     }

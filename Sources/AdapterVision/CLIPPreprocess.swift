@@ -53,6 +53,16 @@ public struct CLIPPreprocessor: Sendable {
         return width <= height ? (size, newLong) : (newLong, size)
     }
 
+    /// Refuses images the transform would blow up: the whole image is resized before the centre crop (as
+    /// torchvision does), so a 1×65000 strip would become a 224×14.5M intermediate (10 GB).
+    public func checkResizable(_ image: RGBImage) throws {
+        guard image.width > 0, image.height > 0 else { throw AdapterError.invalidArgument("image has no pixels") }
+        let (w, h) = Self.resizedSize(width: image.width, height: image.height, size: size)
+        guard w.multipliedReportingOverflow(by: h).partialValue <= 1 << 25, w <= 1 << 20, h <= 1 << 20 else {
+            throw AdapterError.invalidArgument("image of \(image.width)x\(image.height) pixels has too extreme an aspect ratio for the CLIP transform (it would be resized to \(w)x\(h))")
+        }
+    }
+
     /// torchvision's CenterCrop offset: `int(round((full - crop) / 2.0))`, half to even.
     public static func centerCropOffset(full: Int, crop: Int) -> Int {
         Int((Double(full - crop) / 2.0).rounded(.toNearestOrEven))
@@ -105,5 +115,7 @@ public func preprocessImage(path: String, channels: ChannelOrder, size: Int = 22
         throw AdapterError.invalidArgument("image size must be between 1 and 4096, got \(size)")
     }
     let image = try ImageDecoder.decode(path: path)
-    return CLIPPreprocessor(size: size, channels: channels)(image)
+    let pre = CLIPPreprocessor(size: size, channels: channels)
+    try pre.checkResizable(image)
+    return pre(image)
 }

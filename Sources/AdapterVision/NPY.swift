@@ -1,4 +1,5 @@
 import AdapterCore
+import AdapterFormats
 import Foundation
 
 /// NumPy `.npy` files (format documented in numpy/lib/format.py): writing float32 arrays, which is
@@ -70,11 +71,8 @@ public enum NPY {
             let b = v.bitPattern.littleEndian
             bytes += [UInt8(b & 0xFF), UInt8((b >> 8) & 0xFF), UInt8((b >> 16) & 0xFF), UInt8(b >> 24)]
         }
-        do {
-            try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
-        } catch {
-            throw AdapterError.io("cannot write \(path): \(error.localizedDescription)")
-        }
+        // Temporary file, fsync, rename; a target that is not a regular file (a device, a FIFO) is refused.
+        try AtomicFile.write(bytes, to: path)
     }
 
     /// Writes `values` (see `write(_:shape:to:)`).

@@ -151,8 +151,9 @@ struct Bench: ParsableCommand {
         guard let dt = DType(rawValue: dtype), [.f32, .f16, .bf16].contains(dt) else {
             throw AdapterError.invalidArgument("unsupported bench dtype '\(dtype)' (expected f32, f16 or bf16)")
         }
-        guard !promptTokens.isEmpty, promptTokens.allSatisfy({ $0 > 0 }), decodeTokens > 0 else {
-            throw AdapterError.invalidArgument("token counts must be positive")
+        guard !promptTokens.isEmpty, promptTokens.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }), decodeTokens > 0, decodeTokens <= 1 << 20,
+              repeats >= 1, repeats <= 10_000 else {
+            throw AdapterError.invalidArgument("token counts must be between 1 and 1048576, --repeats between 1 and 10000")
         }
         let pool = ThreadPool.shared
         if let threads {

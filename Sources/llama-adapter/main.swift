@@ -15,7 +15,9 @@ struct LlamaAdapterCommand: ParsableCommand {
 
 /// Prints one line to standard error.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
+    // One line, always: control characters from paths or file contents are shown escaped.
+    let line = message.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? String(format: "\\x%02x", $0.value) : String($0) }.joined()
+    FileHandle.standardError.write(Data(("error: " + line + "\n").utf8))
 }
 
 // Kernels allocate tile buffers of a few MB per call; glibc would map each afresh and the kernel clear its pages

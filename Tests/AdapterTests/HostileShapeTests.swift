@@ -53,4 +53,19 @@ final class HostileShapeTests: XCTestCase {
         let feats = try clipEncodeImage(clip, image: Tensor(zeros: [3, 224, 224]))
         assertThrows(try model.visualQuery(clipFeatures: feats), contains: ["clip_proj expects width 99"])
     }
+
+    func testExtremeAspectImagesAndSpecialFilesAreRefusedInOneLine() throws {
+        // A few hundred bytes of PNG whose resize-before-crop would need ~10 GB.
+        let r = try CLIRunner.run(["preprocess", "--image", Fixtures.path("images/strip_1x65000.png"), "--out", "/tmp/never-written.npy"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("aspect ratio"), r.stderr)
+        // --out onto a device node is refused instead of renamed over it.
+        let dev = try CLIRunner.run(["preprocess", "--image", Fixtures.path("tiny_adapter/image.png"), "--out", "/dev/null"])
+        XCTAssertEqual(dev.status, 1)
+        XCTAssertTrue(dev.stderr.contains("not a regular file"), dev.stderr)
+        // A path with a newline still gives exactly one error line.
+        let nl = try CLIRunner.run(["generate", "--model", "/tmp/no\nsuch", "--prompt", "x"])
+        XCTAssertEqual(nl.status, 1)
+        XCTAssertEqual(nl.stderr.split(separator: "\n").count, 1, nl.stderr)
+    }
 }
