@@ -46,16 +46,28 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     }
 
     /// The official FeedForward width: int(2*4*dim/3), times the optional multiplier, rounded up to `multipleOf`.
+    /// Out-of-range inputs (from a corrupt params.json) give 0, which `validate` refuses, instead of trapping.
     public static func llamaHiddenDim(dim: Int, multipleOf: Int, ffnDimMultiplier: Double?) -> Int {
+        guard dim > 0, dim <= 1 << 20, multipleOf > 0, multipleOf <= 1 << 20 else { return 0 }
         var hidden = Int(2 * (4 * dim) / 3)
-        if let m = ffnDimMultiplier { hidden = Int(m * Double(hidden)) }
+        if let m = ffnDimMultiplier {
+            let scaled = m * Double(hidden)
+            guard scaled.isFinite, scaled >= 1, scaled <= Double(1 << 24) else { return 0 }
+            hidden = Int(scaled)
+        }
         return multipleOf * ((hidden + multipleOf - 1) / multipleOf)
     }
 
     /// Checks internal consistency (head divisibility); throws a readable error.
     public func validate() throws {
-        guard dim > 0, nLayers > 0, nHeads > 0, nKVHeads > 0, vocabSize > 0, hiddenDim > 0 else {
+        guard dim > 0, nLayers > 0, nHeads > 0, nKVHeads > 0, vocabSize > 0, hiddenDim > 0, maxSeqLen > 0 else {
             throw AdapterError.shape("model configuration has a non-positive size: \(self)")
+        }
+        guard dim <= 1 << 17, nLayers <= 4096, nHeads <= dim, vocabSize <= 1 << 24, hiddenDim <= 1 << 20, maxSeqLen <= 1 << 20 else {
+            throw AdapterError.shape("model configuration has an implausible size (dim \(dim), layers \(nLayers), heads \(nHeads), vocab \(vocabSize), ffn \(hiddenDim), context \(maxSeqLen))")
+        }
+        guard normEps.isFinite, normEps > 0, ropeTheta.isFinite, ropeTheta > 0 else {
+            throw AdapterError.shape("model configuration has norm_eps \(normEps) and rope_theta \(ropeTheta); both must be positive and finite")
         }
         guard dim % nHeads == 0 else { throw AdapterError.shape("dim \(dim) is not divisible by n_heads \(nHeads)") }
         guard nHeads % nKVHeads == 0 else { throw AdapterError.shape("n_heads \(nHeads) is not divisible by n_kv_heads \(nKVHeads)") }

@@ -92,7 +92,7 @@ public enum ModelLoader {
         if let t = hf.model_type, !["llama", "mistral"].contains(t) {
             throw AdapterError.unsupported("\(cfgPath): model_type '\(t)' is not supported (llama-family only)")
         }
-        if let hd = hf.head_dim, hd * hf.num_attention_heads != hf.hidden_size {
+        if let hd = hf.head_dim, hd.multipliedReportingOverflow(by: hf.num_attention_heads) != (hf.hidden_size, false) {
             throw AdapterError.unsupported("\(cfgPath): head_dim \(hd) × heads != hidden_size is not supported")
         }
         if let r = hf.rope_scaling { try refuse("rope_scaling", r.rope_type ?? r.type ?? "{...}", in: cfgPath) }
@@ -106,6 +106,7 @@ public enum ModelLoader {
             throw AdapterError.format("\(directory): no model.embed_tokens.weight")
         }
         let contextLength = hf.max_position_embeddings ?? maxSeqLen
+        guard contextLength > 0 else { throw AdapterError.format("\(cfgPath): max_position_embeddings \(contextLength) is not positive") }
         let config = LlamaConfig(
             dim: hf.hidden_size, nLayers: hf.num_hidden_layers, nHeads: hf.num_attention_heads,
             nKVHeads: hf.num_key_value_heads, vocabSize: emb.shape[0], hiddenDim: hf.intermediate_size,
@@ -150,6 +151,7 @@ public enum ModelLoader {
             throw AdapterError.format("\(path): no token_embd.weight")
         }
         let contextLength = file.int("llama.context_length") ?? maxSeqLen
+        guard contextLength > 0 else { throw AdapterError.format("\(path): llama.context_length \(contextLength) is not positive") }
         var config = LlamaConfig(
             dim: try int("embedding_length"), nLayers: try int("block_count"), nHeads: try int("attention.head_count"),
             nKVHeads: file.int("llama.attention.head_count_kv"), vocabSize: emb.shape[0],

@@ -68,4 +68,26 @@ final class HostileShapeTests: XCTestCase {
         XCTAssertEqual(nl.status, 1)
         XCTAssertEqual(nl.stderr.split(separator: "\n").count, 1, nl.stderr)
     }
+
+    /// A copy of a fixture folder with one JSON file's keys overridden.
+    func folder(_ fixture: String, json file: String, set values: [String: Any]) throws -> String {
+        let dir = try makeTemporaryDirectory().appendingPathComponent("m")
+        try FileManager.default.copyItem(at: Fixtures.root.appendingPathComponent(fixture), to: dir)
+        let path = dir.appendingPathComponent(file)
+        var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: path)) as! [String: Any]
+        for (k, v) in values { obj[k] = v }
+        try JSONSerialization.data(withJSONObject: obj).write(to: path)
+        return dir.path
+    }
+
+    func testImplausibleConfigurationValuesAreRefusedNotTrapped() throws {
+        for values: [String: Any] in [["multiple_of": 0], ["ffn_dim_multiplier": 1e300], ["n_heads": 0], ["norm_eps": -1]] {
+            let dir = try folder("tiny_llama/model", json: "params.json", set: values)
+            assertThrows(try ModelLoader.load(path: dir), contains: [])
+        }
+        for values: [String: Any] in [["max_position_embeddings": -5], ["head_dim": 1 << 62], ["num_hidden_layers": 1 << 40]] {
+            let dir = try folder("tiny_llama/hf", json: "config.json", set: values)
+            assertThrows(try ModelLoader.load(path: dir), contains: [])
+        }
+    }
 }
