@@ -102,6 +102,7 @@ public enum ModelLoader {
         if let a = hf.hidden_act, a != "silu" { try refuse("hidden_act", "\"\(a)\"", in: cfgPath) }
         if hf.use_sliding_window == true, let w = hf.sliding_window { try refuse("sliding_window", "\(w)", in: cfgPath) }
         let source = try SafetensorsFolder(path: directory)
+        try requireSupported(source, "model.embed_tokens.weight")
         guard let emb = source.info("model.embed_tokens.weight"), emb.shape.count == 2 else {
             throw AdapterError.format("\(directory): no model.embed_tokens.weight")
         }
@@ -117,7 +118,7 @@ public enum ModelLoader {
         var used = Set<String>()
         let weights = try LlamaWeights.bind(config: config, source: directory) { name in
             let n = WeightNames.huggingFace(name)
-            guard source.contains(n) else { return nil }
+            guard hasEntry(source, n) else { return nil }
             used.insert(n)
             let t = try source.tensor(n)
             if name.hasSuffix("attention.wq.weight") { return try metaLayoutFromRotateHalf(t, heads: config.nHeads) }
@@ -147,6 +148,7 @@ public enum ModelLoader {
             guard let v = file.int("llama." + key) else { throw AdapterError.format("\(path): GGUF metadata lacks llama.\(key)") }
             return v
         }
+        try requireSupported(file, "token_embd.weight")
         guard let emb = file.info("token_embd.weight"), emb.shape.count == 2 else {
             throw AdapterError.format("\(path): no token_embd.weight")
         }
@@ -168,7 +170,7 @@ public enum ModelLoader {
         var used = Set<String>()
         let weights = try LlamaWeights.bind(config: config, source: path) { name in
             let n = WeightNames.gguf(name)
-            guard file.contains(n) else { return nil }
+            guard hasEntry(file, n) else { return nil }
             used.insert(n)
             return try file.tensor(n)
         }
@@ -219,4 +221,18 @@ public enum ModelLoader {
         let tok = candidates.first { FileManager.default.fileExists(atPath: $0) }
         return LoadedModel(model: model, source: source, tokenizerPath: tok, format: "meta")
     }
+}
+
+/// Whether `source` stores a tensor called `name`, also one of a type this program cannot load (so the
+/// caller asks for it and reports the type, instead of calling it missing).
+func hasEntry(_ source: TensorSource, _ name: String) -> Bool {
+    if let g = source as? GGUFFile { return g.tensorInfo(name) != nil }
+    if let f = source as? SafetensorsFile { return f.entry(name) != nil }
+    if let f = source as? SafetensorsFolder { return f.shard(of: name)?.entry(name) != nil }
+    return source.contains(name)
+}
+
+/// Throws the format's own "unsupported type" error when `name` exists in a type that cannot be loaded.
+func requireSupported(_ source: TensorSource, _ name: String) throws {
+    if hasEntry(source, name), source.info(name) == nil { _ = try source.tensor(name) }
 }
