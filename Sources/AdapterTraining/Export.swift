@@ -13,6 +13,9 @@ public struct ExportReport: Sendable {
     public var scaledMatrices = 0
     /// Of those, matrices whose scaling is rounded (block scales or f16/bf16 values re-rounded): not bit-exact.
     public var roundedMatrices = 0
+    /// Matrices with LoRA merged (W + B·A, written as f16, or f32 for an f32 base: a merged matrix is no longer
+    /// the stored quantization).
+    public var loraMerged = 0
     /// Bias tensors added.
     public var biases = 0
     /// Norm weights replaced.
@@ -33,11 +36,6 @@ public func exportMergedGGUF(basePath: String, adapter a: AdapterWeights, to out
     }
     if let q = a.adapterQuery, a.layers.contains(where: { l in l.gate.map { g in (0..<g.count).contains { g.floats[$0] != 0 } } ?? false }) {
         throw AdapterError.unsupported("\(a.path) has gated adaption prompts (\(q.shape[0]) adapter_query tokens, non-zero gates); llama.cpp cannot express them")
-    }
-    for (i, l) in a.layers.enumerated() {
-        for e in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] where e.loraA != nil {
-            throw AdapterError.unsupported("\(a.path): layer \(i) has LoRA; export folds bias, scale and norms only (LoRA needs re-quantizing the weights)")
-        }
     }
     let slots: [(LinearSlot, String, WritableKeyPath<LayerAdapter, LinearExtras>)] = [
         (.wq, "attn_q", \.wq), (.wk, "attn_k", \.wk), (.wv, "attn_v", \.wv), (.wo, "attn_output", \.wo),
@@ -63,6 +61,19 @@ public func exportMergedGGUF(basePath: String, adapter a: AdapterWeights, to out
                 throw AdapterError.unsupported("\(basePath) already has a bias for \(info.name); folding another into it is not supported")
             }
             var bias = e.bias.map { Array(UnsafeBufferPointer(start: $0.floats, count: N)) }
+            if let la = e.loraA, let lb = e.loraB {
+                if e.scaleOnInput { throw AdapterError.unsupported("\(a.path): LoRA with input-side scales cannot be folded") }
+                let merged = try mergeLoRA(t, scale: e.scale, loraA: la, loraB: lb)
+                entry = GGUFWriter.Entry(name: info.name, dtype: merged.dtype, shape: merged.shape, bytes: raw(merged), owner: merged.storage)
+                report.loraMerged += 1
+                if let sc = e.scale, bias != nil { for i in 0..<N { bias![i] *= sc.floats[i] } }
+                if let bias, bias.contains(where: { $0 != 0 }) || e.scale != nil {
+                    extra.append(f32Entry(info.name.replacingOccurrences(of: ".weight", with: ".bias"), bias))
+                    report.biases += 1
+                }
+                entries.append(entry)
+                continue
+            }
             if let s = e.scale {
                 if e.scaleOnInput {
                     throw AdapterError.unsupported("\(a.path): input-side scales (the 65B chat format) scale weight columns, which block-quantized rows cannot hold exactly")
@@ -145,4 +156,17 @@ func scaleRows(_ t: Tensor, by s: [Float]) throws -> (Tensor, Bool) {
         }
         return (out, true)
     }
+}
+
+/// diag(s)·W + B·A for a frozen W [N, K] of any dtype, LoRA A [r, K] and B [N, r]; f16 result (f32 for an f32 W).
+func mergeLoRA(_ w: Tensor, scale: Tensor?, loraA: Tensor, loraB: Tensor) throws -> Tensor {
+    let N = w.shape[0], K = w.shape[1], r = loraA.shape[0]
+    let f = Tensor(zeros: [N, K])
+    convertToFloat(dtype: w.dtype, src: w.data, dst: f.floats, count: N * K)
+    if let scale { for n in 0..<N { for k in 0..<K { f.floats[n * K + k] *= scale.floats[n] } } }
+    BLAS.gemmAB(m: N, n: K, k: r, a: loraB.floats, lda: r, b: loraA.floats, ldb: K, c: f.floats, ldc: K, beta: 1)
+    if w.dtype == .f32 { return f }
+    let out = Tensor(uninitialized: [N, K], dtype: .f16)
+    try quantize(dtype: .f16, src: f.floats, dst: out.mutableData, count: N * K)
+    return out
 }

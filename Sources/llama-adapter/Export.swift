@@ -20,7 +20,7 @@ struct Export: ParsableCommand {
         let loaded = try ModelLoader.load(path: model)
         let a = try AdapterWeights.load(path: adapter, model: loaded.model.config)
         let r = try exportMergedGGUF(basePath: model, adapter: a, to: out)
-        var line = "wrote \(out): \(r.scaledMatrices) matrices scaled, \(r.biases) biases added, \(r.norms) norms replaced"
+        var line = "wrote \(out): \(r.scaledMatrices) matrices scaled, \(r.loraMerged) LoRA merged (as f16), \(r.biases) biases added, \(r.norms) norms replaced"
         if r.roundedMatrices > 0 { line += " (\(r.roundedMatrices) scaled in their stored type: f16 block scales re-rounded, not bit-exact)" }
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }
