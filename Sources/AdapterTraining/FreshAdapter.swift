@@ -21,6 +21,7 @@ public struct AdapterSpec: Sendable, Equatable {
     public var visual = false
     /// Visual branch width, depth, heads, MLP ratio (official defaults).
     public var vEmbedDim = 768, vDepth = 8, vNumHeads = 16
+    /// Visual block MLP width over its model width.
     public var vMlpRatio = 4.0
 
     /// No parts.

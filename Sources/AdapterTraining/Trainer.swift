@@ -32,18 +32,31 @@ public enum TrainingGroup: Int, Sendable, CaseIterable {
 
 /// Everything a run is configured with (the `finetune` flags).
 public struct TrainingOptions: Sendable, Equatable {
+    /// Which parameters train (`--phase`).
     public var phase: TrainingPhase = .finetune
+    /// Samples per micro-batch (`--batch-size`).
     public var batchSize = 4
+    /// Optimizer steps of the whole run (`--steps`).
     public var steps = 100
+    /// Peak learning rate (`--lr`).
     public var lr = 1e-3
+    /// End of the cosine (`--min-lr`).
     public var minLR = 0.0
+    /// AdamW weight decay for matrices (`--weight-decay`).
     public var weightDecay = 0.05
+    /// Linear warm-up steps (`--warmup-steps`).
     public var warmupSteps = 0
+    /// Micro-batches per optimizer step (`--accum-steps`).
     public var accumSteps = 1
+    /// Tokens per sample after padding/truncation (`--max-words`).
     public var maxWords = 512
+    /// Seeded shuffling per epoch (off: `--no-shuffle`).
     public var shuffle = true
+    /// RandomResizedCrop of images (off: `--no-augment`).
     public var augment = true
+    /// Seed of order, augmentation and fresh adapters (`--seed`).
     public var seed: UInt64 = 0
+    /// `--compat official`: the official tuple-repr prompts, and only norms/biases in phase finetune.
     public var compat: Compatibility = .standard
     /// Global-norm clipping threshold (nil: none).
     public var clipGrad: Double?
@@ -57,6 +70,7 @@ public struct TrainingOptions: Sendable, Equatable {
     /// Defaults.
     public init() {}
 
+    /// Field-by-field equality (the tuple field keeps the synthesised one from existing).
     public static func == (a: TrainingOptions, b: TrainingOptions) -> Bool {
         a.phase == b.phase && a.batchSize == b.batchSize && a.steps == b.steps && a.lr == b.lr && a.minLR == b.minLR
             && a.weightDecay == b.weightDecay && a.warmupSteps == b.warmupSteps && a.accumSteps == b.accumSteps
