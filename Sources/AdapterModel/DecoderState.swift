@@ -113,8 +113,8 @@ public final class DecoderState {
         }
     }
 
-    func buffers(model: LlamaModel, T: Int) -> Buffers {
-        let needed = cache.capacity + (prompts?.maxLength ?? 0) + model.config.headDim
+    func buffers(model: LlamaModel, T: Int, scoreNeed: Int? = nil) -> Buffers {
+        let needed = scoreNeed ?? (cache.capacity + (prompts?.maxLength ?? 0) + model.config.headDim)
         if let s = scratch, s.T >= T, s.scoreStride >= needed { return s }
         let s = Buffers(config: model.config, T: max(T, scratch?.T ?? 0), scoreStride: max(needed, scratch?.scoreStride ?? 0),
                         threads: model.pool.threadCount)
@@ -139,9 +139,10 @@ public final class BlockRecord {
     public let attnNormed: UnsafeMutablePointer<Float>
     /// Rotated queries [T, dim], rotated keys and values [T, kvDim].
     public let q, k, v: UnsafeMutablePointer<Float>
-    /// Attention probabilities [nHeads, T, T].
+    /// Attention probabilities: per recorded sequence [nHeads, T_i, T_i], sequences one after another.
     public let probs: UnsafeMutablePointer<Float>
-    /// Adaption-prompt probabilities [nHeads, T, promptLength], when a prompt enters this layer.
+    /// Adaption-prompt probabilities, when a prompt enters this layer: per sequence [nHeads, T_i, promptLength]
+    /// at offset nHeads · promptLength · (the sequence's first row).
     public let promptProbs: UnsafeMutablePointer<Float>?
     /// Attention output before wo [T, dim].
     public let att: UnsafeMutablePointer<Float>
@@ -157,7 +158,7 @@ public final class BlockRecord {
     public let preScale: [LinearSlot: UnsafeMutablePointer<Float>]
     private let all: [UnsafeMutablePointer<Float>]
 
-    init(config c: LlamaConfig, T: Int, promptLength: Int?, scaled: [LinearSlot: Int]) {
+    init(config c: LlamaConfig, T: Int, probsCapacity: Int, promptLength: Int?, scaled: [LinearSlot: Int]) {
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
@@ -165,7 +166,7 @@ public final class BlockRecord {
         }
         inp = buf(T * c.dim); attnNormed = buf(T * c.dim)
         q = buf(T * c.dim); k = buf(T * c.kvDim); v = buf(T * c.kvDim)
-        probs = buf(c.nHeads * T * T)
+        probs = buf(probsCapacity)
         promptProbs = promptLength.map { buf(c.nHeads * T * $0) }
         att = buf(T * c.dim); mid = buf(T * c.dim); ffnNormed = buf(T * c.dim)
         gate = buf(T * c.hiddenDim); up = buf(T * c.hiddenDim); hidden = buf(T * c.hiddenDim)
@@ -177,23 +178,40 @@ public final class BlockRecord {
     deinit { all.forEach { $0.deallocate() } }
 }
 
-/// Everything a model-level backward needs from one recording forward over T positions.
+/// Everything a model-level backward needs from one recording forward: rows of one or more sequences packed
+/// one after another (`segments`), as a batched forward ran them.
 public final class ForwardRecord {
-    /// Positions the record can hold (a forward of fewer positions lays its buffers out for its own length,
-    /// so one record serves sequences of any length up to this).
+    /// Rows the record can hold (a forward of fewer rows lays its buffers out for its own length, so one record
+    /// serves batches of any size up to this).
     public let T: Int
+    /// Floats available for attention probabilities (Σ nHeads · T_i² over the sequences).
+    public let probsCapacity: Int
     /// Per block.
     public let layers: [BlockRecord]
-    /// Residual stream before the final norm [T, dim].
+    /// Residual stream before the final norm [rows, dim].
     public let finalInput: UnsafeMutablePointer<Float>
-    /// Final norm output [T, dim] (input of the output projection).
+    /// Kept for source compatibility; the final norm's output is not needed by the backward.
     public let finalNormed: UnsafeMutablePointer<Float>
 
-    /// Buffers for a recording forward of `T` positions through `model` with adaption prompts `prompts`.
-    public init(model: LlamaModel, T: Int, prompts: AdapterPrompts?) {
+    /// Where one sequence's rows and attention probabilities sit.
+    public struct SegmentInfo: Sendable, Equatable {
+        /// First row.
+        public let offset: Int
+        /// Rows.
+        public let T: Int
+        /// Offset of its [nHeads, T, T] probabilities in each block's `probs`.
+        public let probsOffset: Int
+    }
+    /// The sequences of the last recording forward, in order.
+    public internal(set) var segments: [SegmentInfo] = []
+
+    /// Buffers for a recording forward of up to `T` rows through `model`, each sequence at most `maxSequence`
+    /// long (default `T`: one sequence), with adaption prompts laid out like `prompts`.
+    public init(model: LlamaModel, T: Int, prompts: AdapterPrompts?, maxSequence: Int? = nil) {
         let c = model.config
         self.T = T
-        layers = (0..<c.nLayers).map { l in
+        probsCapacity = c.nHeads * T * min(maxSequence ?? T, T)
+        layers = (0..<c.nLayers).map { [probsCapacity] l in
             var scaled: [LinearSlot: Int] = [:]
             if let ad = model.adapter?.layers[l] {
                 let extras: [(LinearSlot, LinearExtras, Int)] = [
@@ -201,10 +219,10 @@ public final class ForwardRecord {
                     (.w1, ad.w1, c.hiddenDim), (.w2, ad.w2, c.dim), (.w3, ad.w3, c.hiddenDim)]
                 for (slot, e, n) in extras where e.scale != nil && !e.scaleOnInput { scaled[slot] = n }
             }
-            return BlockRecord(config: c, T: T, promptLength: prompts?.layers[l]?.length, scaled: scaled)
+            return BlockRecord(config: c, T: T, probsCapacity: probsCapacity, promptLength: prompts?.layers[l]?.length, scaled: scaled)
         }
         finalInput = .allocate(capacity: T * c.dim)
-        finalNormed = .allocate(capacity: T * c.dim)
+        finalNormed = .allocate(capacity: 1)
     }
 
     deinit { finalInput.deallocate(); finalNormed.deallocate() }

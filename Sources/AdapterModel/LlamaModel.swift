@@ -111,6 +111,24 @@ public struct LlamaWeights: @unchecked Sendable {
 
 // MARK: - Model
 
+/// One sequence of a batched forward: its next tokens, its state, and from which of its positions logits are
+/// wanted (nil: the last position only).
+public struct ForwardEntry {
+    /// Tokens at positions state.length ..< state.length + tokens.count.
+    public var tokens: [Int]
+    /// The sequence's own state (cache, prompts, options).
+    public var state: DecoderState
+    /// First position whose logits are returned (nil: only the last).
+    public var logitsFrom: Int?
+
+    /// An entry.
+    public init(tokens: [Int], state: DecoderState, logitsFrom: Int? = nil) {
+        self.tokens = tokens
+        self.state = state
+        self.logitsFrom = logitsFrom
+    }
+}
+
 /// A LLaMA model with its LLaMA-Adapter V2 parts, immutable once loaded: weights (base and adapter) are
 /// bound at construction and nothing changes afterwards, so one model serves any number of sessions on
 /// any threads. Everything that belongs to one sequence (KV cache, scratch, the current image's prompts,
@@ -158,41 +176,79 @@ public final class LlamaModel: Sendable {
     /// label, so their logits are never needed); the buffer then holds T − logitsFrom rows.
     public func forward(tokens: [Int], state s: DecoderState, allLogits: Bool = false, logitsFrom: Int = 0,
                         record: ForwardRecord? = nil) throws -> UnsafeBufferPointer<Float> {
+        try forward(batch: [ForwardEntry(tokens: tokens, state: s, logitsFrom: allLogits ? logitsFrom : nil)], record: record)[0]
+    }
+
+    /// Several sequences in one pass: every linear map runs once over all their rows (one pass over the
+    /// weights, GEMMs of Σ T rows), attention and RoPE per sequence on its own state (cache, prompts, options).
+    /// Returns each entry's logits, in order, as views of one buffer owned by the first entry's state (valid
+    /// until its next forward). With `record` (training; all states empty) the rows are recorded packed, entry
+    /// after entry (see `ForwardRecord.segments`).
+    public func forward(batch: [ForwardEntry], record: ForwardRecord? = nil) throws -> [UnsafeBufferPointer<Float>] {
         let c = config
-        let T = tokens.count
-        let startPos = s.length
-        guard T > 0 else { throw AdapterError.invalidArgument("forward called with no tokens") }
-        guard startPos + T <= s.capacity else {
-            throw AdapterError.invalidArgument("sequence of \(startPos + T) tokens exceeds the context of \(s.capacity)")
-        }
-        for t in tokens where t < 0 || t >= c.vocabSize {
-            throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(c.vocabSize)")
+        guard let first = batch.first else { throw AdapterError.invalidArgument("forward called with no sequences") }
+        var segments: [Segment] = []
+        var R = 0, probsOffset = 0, scoreNeed = 0
+        for e in batch {
+            let T = e.tokens.count, startPos = e.state.length
+            guard T > 0 else { throw AdapterError.invalidArgument("forward called with no tokens") }
+            guard startPos + T <= e.state.capacity else {
+                throw AdapterError.invalidArgument("sequence of \(startPos + T) tokens exceeds the context of \(e.state.capacity)")
+            }
+            for t in e.tokens where t < 0 || t >= c.vocabSize {
+                throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(c.vocabSize)")
+            }
+            if let f = e.logitsFrom, f < 0 || f >= T { throw AdapterError.invalidArgument("logitsFrom \(f) outside 0..<\(T)") }
+            if record != nil, startPos != 0 { throw AdapterError.invalidArgument("a recording forward needs empty states") }
+            if segments.contains(where: { $0.state === e.state }) { throw AdapterError.invalidArgument("one state appears twice in a batch") }
+            segments.append(Segment(offset: R, T: T, startPos: startPos, state: e.state, probsOffset: probsOffset))
+            R += T
+            probsOffset += c.nHeads * T * T
+            scoreNeed = max(scoreNeed, e.state.cache.capacity + (e.state.prompts?.maxLength ?? 0) + c.headDim)
         }
         if let record {
-            guard startPos == 0, record.T >= T, record.layers.count == c.nLayers else {
-                throw AdapterError.invalidArgument("a recording forward needs an empty state and a record for at least \(T) tokens")
+            guard record.T >= R, record.layers.count == c.nLayers, record.probsCapacity >= probsOffset else {
+                throw AdapterError.invalidArgument("a recording forward of \(R) rows needs a record for at least as many (and their attention)")
             }
+            record.segments = segments.map { ForwardRecord.SegmentInfo(offset: $0.offset, T: $0.T, probsOffset: $0.probsOffset) }
         }
-        let b = s.buffers(model: self, T: T)
+        let b = first.state.buffers(model: self, T: R, scoreNeed: scoreNeed)
         let dim = c.dim
         let rowBytes = weights.tokEmbeddings.dtype.byteCount(elements: dim)
-        for (t, id) in tokens.enumerated() {
-            convertToFloat(dtype: weights.tokEmbeddings.dtype, src: weights.tokEmbeddings.data + id * rowBytes, dst: b.x + t * dim, count: dim)
+        for (e, seg) in zip(batch, segments) {
+            for (t, id) in e.tokens.enumerated() {
+                convertToFloat(dtype: weights.tokEmbeddings.dtype, src: weights.tokEmbeddings.data + id * rowBytes,
+                               dst: b.x + (seg.offset + t) * dim, count: dim)
+            }
         }
+        let activations = first.state.options.activations
         for l in 0..<c.nLayers {
             let rec = record?.layers[l]
-            attentionBlock(l, b: b, T: T, startPos: startPos, state: s, record: rec)
-            feedForwardBlock(l, b: b, T: T, options: s.options, record: rec)
+            attentionBlock(l, b: b, R: R, segments: segments, activations: activations, record: rec)
+            feedForwardBlock(l, b: b, T: R, activations: activations, record: rec)
         }
-        s.length = startPos + T
-        guard logitsFrom >= 0, logitsFrom < T else { throw AdapterError.invalidArgument("logitsFrom \(logitsFrom) outside 0..<\(T)") }
-        let first = allLogits ? logitsFrom : T - 1
-        let rows = T - first
-        let normed = record.map { $0.finalNormed + first * dim } ?? b.xb
-        if let record { record.finalInput.update(from: b.x, count: T * dim) }
-        rmsnormForward(out: normed, inp: b.x + first * dim, weight: (adapter?.norm ?? weights.norm).floats, T: rows, C: dim, eps: c.normEps)
-        linearForward(out: b.logits, inp: normed, weight: weights.output, T: rows, activations: s.options.activations, pool: pool)
-        return UnsafeBufferPointer(start: b.logits, count: rows * c.vocabSize)
+        for seg in segments { seg.state.length = seg.startPos + seg.T }
+        if let record { record.finalInput.update(from: b.x, count: R * dim) }
+        // The rows whose logits are wanted, gathered (in order) into xb, then one output GEMM.
+        var rows = 0
+        var ranges: [(start: Int, count: Int)] = []
+        for (e, seg) in zip(batch, segments) {
+            let from = e.logitsFrom ?? (seg.T - 1)
+            let n = seg.T - from
+            rmsnormForward(out: b.xb + rows * dim, inp: b.x + (seg.offset + from) * dim, weight: (adapter?.norm ?? weights.norm).floats,
+                           T: n, C: dim, eps: c.normEps)
+            ranges.append((rows, n))
+            rows += n
+        }
+        linearForward(out: b.logits, inp: b.xb, weight: weights.output, T: rows, activations: activations, pool: pool)
+        return ranges.map { UnsafeBufferPointer(start: b.logits + $0.start * c.vocabSize, count: $0.count * c.vocabSize) }
+    }
+
+    /// One sequence's place in a batched forward.
+    struct Segment {
+        let offset: Int, T: Int, startPos: Int
+        let state: DecoderState
+        let probsOffset: Int
     }
 
     /// As `forward`, copied into an array (safe to keep after `state` is gone, unlike `forward`'s view).
@@ -203,39 +259,46 @@ public final class LlamaModel: Sendable {
         }
     }
 
-    private func attentionBlock(_ l: Int, b: DecoderState.Buffers, T: Int, startPos: Int, state s: DecoderState, record rec: BlockRecord?) {
+    private func attentionBlock(_ l: Int, b: DecoderState.Buffers, R: Int, segments: [Segment], activations act: ActivationPrecision,
+                                record rec: BlockRecord?) {
         let c = config
         let dim = c.dim, kvDim = c.kvDim, hd = c.headDim
         let layer = weights.layers[l]
         let ad = adapter?.layers[l]
-        let act = s.options.activations
-        if let rec { rec.inp.update(from: b.x, count: T * dim) }
+        if let rec { rec.inp.update(from: b.x, count: R * dim) }
         let normed = rec?.attnNormed ?? b.xb
-        rmsnormForward(out: normed, inp: b.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: T, C: dim, eps: c.normEps)
+        rmsnormForward(out: normed, inp: b.x, weight: (ad?.attentionNorm ?? layer.attentionNorm).floats, T: R, C: dim, eps: c.normEps)
         let q = rec?.q ?? b.q, k = rec?.k ?? b.k, v = rec?.v ?? b.v
         linearGroup(outs: [q, k, v], inp: normed, weights: [layer.wq, layer.wk, layer.wv], biases: [layer.biases[.wq], layer.biases[.wk], layer.biases[.wv]],
                     extras: [ad?.wq, ad?.wk, ad?.wv],
-                    preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: T, activations: act)
-        ropeForward(q, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
-        ropeForward(k, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
-        let kc = s.cache.keys[l], vc = s.cache.values[l]
-        (kc + startPos * kvDim).update(from: k, count: T * kvDim)
-        (vc + startPos * kvDim).update(from: v, count: T * kvDim)
-        let prompt = s.prompts?.layers[l].map {
-            GatedPrompt(keys: $0.keys, values: $0.values, length: $0.length, gates: $0.gates)
-        }
+                    preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: R, activations: act)
         let att = rec?.att ?? b.att
-        attentionForward(out: att, outStride: dim, q: q, qStride: dim, keys: kc, values: vc, kvStride: kvDim,
-                         T: T, keyCount: startPos + T, mask: .causal(startPos: startPos),
-                         nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: hd,
-                         normalize: !(s.options.compat == .official && T == 1 && s.prompts == nil),
-                         prompt: prompt, record: rec.map { AttentionRecord(probs: $0.probs, promptProbs: $0.promptProbs) },
-                         scratch: b.scores, scratchStride: b.scoreStride, pool: pool)
-        linear(out: b.xb, inp: att, weight: layer.wo, bias: layer.biases[.wo], extras: ad?.wo, preScale: rec?.preScale[.wo], T: T, activations: act)
-        addInPlace(b.x, b.xb, T * dim)
+        for seg in segments {
+            let T = seg.T, startPos = seg.startPos, s = seg.state
+            let qs = q + seg.offset * dim, ks = k + seg.offset * kvDim, vs = v + seg.offset * kvDim
+            ropeForward(qs, T: T, nHeads: c.nHeads, headDim: hd, startPos: startPos, table: rope)
+            ropeForward(ks, T: T, nHeads: c.nKVHeads, headDim: hd, startPos: startPos, table: rope)
+            let kc = s.cache.keys[l], vc = s.cache.values[l]
+            (kc + startPos * kvDim).update(from: ks, count: T * kvDim)
+            (vc + startPos * kvDim).update(from: vs, count: T * kvDim)
+            let p = s.prompts?.layers[l]
+            let prompt = p.map { GatedPrompt(keys: $0.keys, values: $0.values, length: $0.length, gates: $0.gates) }
+            let record = rec.map { r -> AttentionRecord in
+                var pp: UnsafeMutablePointer<Float>?
+                if let pl = p, let base = r.promptProbs { pp = base + c.nHeads * pl.length * seg.offset }
+                return AttentionRecord(probs: r.probs + seg.probsOffset, promptProbs: pp)
+            }
+            attentionForward(out: att + seg.offset * dim, outStride: dim, q: qs, qStride: dim, keys: kc, values: vc, kvStride: kvDim,
+                             T: T, keyCount: startPos + T, mask: .causal(startPos: startPos),
+                             nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: hd,
+                             normalize: !(s.options.compat == .official && T == 1 && s.prompts == nil),
+                             prompt: prompt, record: record, scratch: b.scores, scratchStride: b.scoreStride, pool: pool)
+        }
+        linear(out: b.xb, inp: att, weight: layer.wo, bias: layer.biases[.wo], extras: ad?.wo, preScale: rec?.preScale[.wo], T: R, activations: act)
+        addInPlace(b.x, b.xb, R * dim)
     }
 
-    private func feedForwardBlock(_ l: Int, b: DecoderState.Buffers, T: Int, options: DecoderOptions, record rec: BlockRecord?) {
+    private func feedForwardBlock(_ l: Int, b: DecoderState.Buffers, T: Int, activations: ActivationPrecision, record rec: BlockRecord?) {
         let c = config
         let layer = weights.layers[l]
         let ad = adapter?.layers[l]
@@ -245,10 +308,10 @@ public final class LlamaModel: Sendable {
         let a = rec?.gate ?? b.ffA, u = rec?.up ?? b.ffB
         linearGroup(outs: [a, u], inp: normed, weights: [layer.w1, layer.w3], biases: [layer.biases[.w1], layer.biases[.w3]],
                     extras: [ad?.w1, ad?.w3],
-                    preScale: rec.map { [$0.preScale[.w1], $0.preScale[.w3]] }, T: T, activations: options.activations)
+                    preScale: rec.map { [$0.preScale[.w1], $0.preScale[.w3]] }, T: T, activations: activations)
         let h = rec?.hidden ?? b.ffA
         swigluForward(out: h, a: a, b: u, n: T * c.hiddenDim)
-        linear(out: b.xb, inp: h, weight: layer.w2, bias: layer.biases[.w2], extras: ad?.w2, preScale: rec?.preScale[.w2], T: T, activations: options.activations)
+        linear(out: b.xb, inp: h, weight: layer.w2, bias: layer.biases[.w2], extras: ad?.w2, preScale: rec?.preScale[.w2], T: T, activations: activations)
         addInPlace(b.x, b.xb, T * c.dim)
     }
 
