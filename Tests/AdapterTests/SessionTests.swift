@@ -172,3 +172,36 @@ struct UncheckedSendable<V>: @unchecked Sendable {
     let value: V
     init(_ value: V) { self.value = value }
 }
+
+/// The batched forward against one forward per sequence.
+final class BatchedForwardTests: XCTestCase {
+    func testABatchComputesWhatEachSequenceComputesAlone() throws {
+        let c = try ModelContainer.load(ModelConfiguration(model: Fixtures.path("tiny_llama/model"), tokenizer: Fixtures.path("tiny_llama/tokenizer.model"),
+                                                           adapter: Fixtures.path("tiny_adapter/adapter_bias.pth"),
+                                                           clip: Fixtures.path("tiny_adapter/clip_tiny.pth")))
+        let m = c.model
+        let img = try c.encodeImage(path: Fixtures.path("tiny_adapter/image.png"))
+        let blank = try c.encodeBlankImage()
+        func state(_ image: ImageContext) throws -> DecoderState {
+            DecoderState(model: m, capacity: 64, prompts: try m.makePrompts(visualQuery: image.visualQuery))
+        }
+        let seqs: [[Int]] = [[1, 20, 30, 40, 50], [1, 7], [1, 99, 98, 97, 96, 95, 94, 93, 92, 91, 90, 89, 88, 87, 86, 85, 84, 83]]
+        let images = [img, blank, img]
+        // Alone, and with a cached prefix for the second round.
+        var alone: [[Float]] = []
+        for (s, im) in zip(seqs, images) {
+            let st = try state(im)
+            alone.append(try m.forwardArray(tokens: s, state: st, allLogits: true))
+            alone.append(try m.forwardArray(tokens: [5], state: st))
+        }
+        let states = try images.map { try state($0) }
+        let first = try m.forward(batch: zip(seqs, states).map { ForwardEntry(tokens: $0.0, state: $0.1, logitsFrom: 0) }).map { Array($0) }
+        let second = try m.forward(batch: states.map { ForwardEntry(tokens: [5], state: $0) }).map { Array($0) }
+        for i in 0..<3 {
+            assertClose(first[i], alone[2 * i], 1e-4, "prefill of sequence \(i)")
+            assertClose(second[i], alone[2 * i + 1], 1e-4, "decode step of sequence \(i)")
+        }
+        assertThrows(try m.forward(batch: [ForwardEntry(tokens: [1], state: states[0]), ForwardEntry(tokens: [2], state: states[0])]),
+                     contains: ["twice"])
+    }
+}
