@@ -169,120 +169,148 @@ struct LanguageBackward {
     /// Blocks below this index need no gradient (nothing trained sits at or below them).
     let lowestLayer: Int
 
-    /// Runs the backward from `dLogits` [T, vocab] (the loss gradient at every position of `record`), returns
-    /// the gradient of each layer's prompt source tokens [length, dim] (nil where no prompt enters or none is needed).
-    /// `dLogits` holds rows `logitsFrom ..< T` (earlier positions have no loss).
-    func run(record: ForwardRecord, T: Int, state: DecoderState, sources: [[Float]?], needSourceGrad: Bool,
-             dLogits: UnsafePointer<Float>, logitsFrom: Int = 0, scratch s: BackwardScratch) -> [[Float]?] {
+    /// One recorded sequence, as the backward needs it: its state (prompts), its prompt source tokens per layer
+    /// and the first position that has logits (and so a loss gradient).
+    struct Sequence {
+        let state: DecoderState
+        let sources: [[Float]?]
+        let logitsFrom: Int
+    }
+
+    /// Runs the backward of a (packed) recording forward from `dLogits`: each sequence's rows logitsFrom ..< T,
+    /// sequences one after another, as the forward returned them. Returns, per sequence, the gradient of each
+    /// layer's prompt source tokens [length, dim] (nil where no prompt enters or none is needed).
+    func run(record: ForwardRecord, sequences: [Sequence], needSourceGrad: Bool, dLogits: UnsafePointer<Float>,
+             scratch s: BackwardScratch) -> [[[Float]?]] {
         let c = model.config, dim = c.dim, pool = model.pool
-        precondition(T <= record.T && T <= s.T, "backward over more positions than recorded")
+        let segs = record.segments
+        precondition(segs.count == sequences.count, "one Sequence per recorded segment")
+        let R = segs.last.map { $0.offset + $0.T } ?? 0
+        precondition(R <= record.T && R <= s.T, "backward over more rows than recorded")
         let ad = model.adapter
-        var dSources = [[Float]?](repeating: nil, count: c.nLayers)
+        var dSources = [[[Float]?]](repeating: [[Float]?](repeating: nil, count: c.nLayers), count: segs.count)
         guard lowestLayer < c.nLayers || params.norm?.gradient(active: active) != nil else { return dSources }
-        // Output projection (frozen) and the final norm.
-        s.dFinal.initialize(repeating: 0, count: T * dim)
-        let rows = T - logitsFrom, off = logitsFrom * dim
-        linearBackward(dInp: s.dFinal + off, dWeight: nil, dBias: nil, dOut: dLogits, inp: nil, weight: model.weights.output, T: rows, pool: pool)
-        s.dx.initialize(repeating: 0, count: T * dim)
-        rmsnormBackward(dInp: s.dx + off, dWeight: params.norm?.gradient(active: active), dOut: s.dFinal + off, inp: record.finalInput + off,
-                        weight: (ad?.norm ?? model.weights.norm).floats, T: rows, C: dim, eps: c.normEps)
+        // Output projection (frozen) over the rows that have logits, once, then scattered to their positions.
+        let rows = zip(segs, sequences).reduce(0) { $0 + $1.0.T - $1.1.logitsFrom }
+        s.dn.initialize(repeating: 0, count: rows * dim)
+        linearBackward(dInp: s.dn, dWeight: nil, dBias: nil, dOut: dLogits, inp: nil, weight: model.weights.output, T: rows, pool: pool)
+        s.dFinal.initialize(repeating: 0, count: R * dim)
+        var r = 0
+        for (seg, q) in zip(segs, sequences) {
+            let n = seg.T - q.logitsFrom
+            (s.dFinal + (seg.offset + q.logitsFrom) * dim).update(from: s.dn + r * dim, count: n * dim)
+            r += n
+        }
+        s.dx.initialize(repeating: 0, count: R * dim)
+        rmsnormBackward(dInp: s.dx, dWeight: params.norm?.gradient(active: active), dOut: s.dFinal, inp: record.finalInput,
+                        weight: (ad?.norm ?? model.weights.norm).floats, T: R, C: dim, eps: c.normEps)
         var l = c.nLayers - 1
         while l >= lowestLayer {
-            blockBackward(l, record: record.layers[l], T: T, state: state, source: sources[l], needSourceGrad: needSourceGrad,
-                          dSource: &dSources[l], needInput: l > lowestLayer, s: s)
+            blockBackward(l, record: record.layers[l], R: R, segments: segs, sequences: sequences, needSourceGrad: needSourceGrad,
+                          dSources: &dSources, needInput: l > lowestLayer, s: s)
             l -= 1
         }
         return dSources
     }
 
-    private func blockBackward(_ l: Int, record rec: BlockRecord, T: Int, state: DecoderState, source: [Float]?, needSourceGrad: Bool,
-                               dSource: inout [Float]?, needInput: Bool, s: BackwardScratch) {
+    private func blockBackward(_ l: Int, record rec: BlockRecord, R: Int, segments: [ForwardRecord.SegmentInfo], sequences: [Sequence],
+                               needSourceGrad: Bool, dSources: inout [[[Float]?]], needInput: Bool, s: BackwardScratch) {
         let c = model.config, dim = c.dim, kvDim = c.kvDim, hid = c.hiddenDim, pool = model.pool
+        let T = R
         let w = model.weights.layers[l]
         let ad = model.adapter?.layers[l]
         let lp = params.layers[l]
         func slot(_ x: LinearSlot) -> LinearParams { lp.maps[x.rawValue] }
         // Feed-forward: out = mid + w2(silu(w1 n) * w3 n), n = ffn_norm(mid). s.dx holds d(out) and becomes d(mid).
         s.dh.initialize(repeating: 0, count: T * hid)
-        linearExtrasBackward(dInp: s.dh, dOut: s.dx, inp: rec.hidden, preScale: rec.preScale[.w2], weight: w.w2, extras: ad?.w2,
-                             params: slot(.w2), active: active, T: T, pool: pool)
+        linearExtrasBackward(dInp: s.dh, dOut: s.dx, inp: rec.hidden, preScale: rec.preScale[.w2], weight: w.w2, baseBias: w.biases[.w2],
+                             extras: ad?.w2, params: slot(.w2), active: active, T: T, pool: pool)
         s.dgate.initialize(repeating: 0, count: T * hid)
         s.dup.initialize(repeating: 0, count: T * hid)
         swigluBackward(dA: s.dgate, dB: s.dup, dOut: s.dh, a: rec.gate, b: rec.up, n: T * hid)
         s.dn.initialize(repeating: 0, count: T * dim)
-        linearExtrasBackward(dInp: s.dn, dOut: s.dgate, inp: rec.ffnNormed, preScale: rec.preScale[.w1], weight: w.w1, extras: ad?.w1,
-                             params: slot(.w1), active: active, T: T, pool: pool)
-        linearExtrasBackward(dInp: s.dn, dOut: s.dup, inp: rec.ffnNormed, preScale: rec.preScale[.w3], weight: w.w3, extras: ad?.w3,
-                             params: slot(.w3), active: active, T: T, pool: pool)
+        linearExtrasBackward(dInp: s.dn, dOut: s.dgate, inp: rec.ffnNormed, preScale: rec.preScale[.w1], weight: w.w1, baseBias: w.biases[.w1],
+                             extras: ad?.w1, params: slot(.w1), active: active, T: T, pool: pool)
+        linearExtrasBackward(dInp: s.dn, dOut: s.dup, inp: rec.ffnNormed, preScale: rec.preScale[.w3], weight: w.w3, baseBias: w.biases[.w3],
+                             extras: ad?.w3, params: slot(.w3), active: active, T: T, pool: pool)
         rmsnormBackward(dInp: s.dx, dWeight: lp.ffnNorm?.gradient(active: active), dOut: s.dn, inp: rec.mid,
                         weight: (ad?.ffnNorm ?? w.ffnNorm).floats, T: T, C: dim, eps: c.normEps)
-        // Attention: mid = inp + wo(att), att = softmax(q kᵀ) v + g·softmax(q kpᵀ) vp.
+        // Attention: mid = inp + wo(att), att = softmax(q kᵀ) v + g·softmax(q kpᵀ) vp, per sequence.
         s.datt.initialize(repeating: 0, count: T * dim)
-        linearExtrasBackward(dInp: s.datt, dOut: s.dx, inp: rec.att, preScale: rec.preScale[.wo], weight: w.wo, extras: ad?.wo,
-                             params: slot(.wo), active: active, T: T, pool: pool)
+        linearExtrasBackward(dInp: s.datt, dOut: s.dx, inp: rec.att, preScale: rec.preScale[.wo], weight: w.wo, baseBias: w.biases[.wo],
+                             extras: ad?.wo, params: slot(.wo), active: active, T: T, pool: pool)
         s.dq.initialize(repeating: 0, count: T * dim)
         s.dk.initialize(repeating: 0, count: T * kvDim)
         s.dv.initialize(repeating: 0, count: T * kvDim)
-        attentionBackward(dq: s.dq, dk: s.dk, dv: s.dv, dOut: s.datt, q: rec.q, k: rec.k, v: rec.v, probs: rec.probs,
-                          T: T, nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: c.headDim, pool: pool)
-        if let prompt = state.prompts?.layers[l], let pp = rec.promptProbs {
-            let L = prompt.length
-            let dGate = lp.gate?.gradient(active: active)
-            let dNewGate = adaptionPromptUsesNewGate(promptLength: L) ? lp.newGate?.gradient(active: active) : nil
-            // Prompt keys/values need a gradient for the prompt sources and for trained wk/wv scales (the prompt
-            // goes through them too).
-            let wantSource = needSourceGrad && source != nil
-            let wantKV = wantSource || (source != nil && (slotTrains(slot(.wk).withoutLoRA) || slotTrains(slot(.wv).withoutLoRA)))
-            var dpk = [Float](repeating: 0, count: wantKV ? L * kvDim : 0)
-            var dpv = [Float](repeating: 0, count: wantKV ? L * kvDim : 0)
-            // Effective gates are zero where no gate tensor exists (the forward's rule).
-            let rawGate = ad?.gate.map { Array(UnsafeBufferPointer(start: $0.floats, count: c.nHeads)) }
-            let gateValues = rawGate ?? [Float](repeating: 0, count: c.nHeads)
-            dpk.withUnsafeMutableBufferPointer { k in
-                dpv.withUnsafeMutableBufferPointer { v in
-                    gateValues.withUnsafeBufferPointer { g in
-                        adaptionPromptAttentionBackward(dq: s.dq, dPromptKeys: wantKV ? k.baseAddress : nil,
-                                                        dPromptValues: wantKV ? v.baseAddress : nil,
-                                                        dGate: rawGate == nil ? nil : dGate, dNewGate: dNewGate, dOut: s.datt,
-                                                        q: rec.q, promptKeys: prompt.keys, promptValues: prompt.values, probs: pp,
-                                                        gate: g.baseAddress!, newGate: ad?.newGate, T: T, L: L,
-                                                        nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: c.headDim, pool: pool)
-                    }
-                }
-            }
-            if wantKV, let source {
-                var d = [Float](repeating: 0, count: wantSource ? L * dim : 0)
-                var ek = ad?.wk, ev = ad?.wv
-                ek?.loraA = nil; ek?.loraB = nil; ev?.loraA = nil; ev?.loraB = nil
-                source.withUnsafeBufferPointer { src in
-                    d.withUnsafeMutableBufferPointer { db in
-                        dpk.withUnsafeBufferPointer { k in
-                            linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: k.baseAddress!, inp: src.baseAddress!, preScale: nil,
-                                                 weight: w.wk, baseBias: w.biases[.wk], extras: ek, params: slot(.wk).withoutLoRA, active: active, T: L, pool: pool)
-                        }
-                        dpv.withUnsafeBufferPointer { v in
-                            linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: v.baseAddress!, inp: src.baseAddress!, preScale: nil,
-                                                 weight: w.wv, baseBias: w.biases[.wv], extras: ev, params: slot(.wv).withoutLoRA, active: active, T: L, pool: pool)
+        for (i, (seg, sq)) in zip(segments, sequences).enumerated() {
+            let o = seg.offset, Ti = seg.T
+            let dq = s.dq + o * dim, dk = s.dk + o * kvDim, dv = s.dv + o * kvDim, dOut = UnsafePointer(s.datt + o * dim)
+            let q = UnsafePointer(rec.q + o * dim)
+            attentionBackward(dq: dq, dk: dk, dv: dv, dOut: dOut, q: q, k: rec.k + o * kvDim, v: rec.v + o * kvDim,
+                              probs: rec.probs + seg.probsOffset, T: Ti, nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: c.headDim, pool: pool)
+            if let prompt = sq.state.prompts?.layers[l], let ppBase = rec.promptProbs {
+                let L = prompt.length
+                let pp = ppBase + c.nHeads * L * o
+                let source = sq.sources[l]
+                let dGate = lp.gate?.gradient(active: active)
+                let dNewGate = adaptionPromptUsesNewGate(promptLength: L) ? lp.newGate?.gradient(active: active) : nil
+                // Prompt keys/values need a gradient for the prompt sources and for trained wk/wv scales (the prompt
+                // goes through them too).
+                let wantSource = needSourceGrad && source != nil
+                let wantKV = wantSource || (source != nil && (slotTrains(slot(.wk).withoutLoRA) || slotTrains(slot(.wv).withoutLoRA)))
+                var dpk = [Float](repeating: 0, count: wantKV ? L * kvDim : 0)
+                var dpv = [Float](repeating: 0, count: wantKV ? L * kvDim : 0)
+                // Effective gates are zero where no gate tensor exists (the forward's rule).
+                let rawGate = ad?.gate.map { Array(UnsafeBufferPointer(start: $0.floats, count: c.nHeads)) }
+                let gateValues = rawGate ?? [Float](repeating: 0, count: c.nHeads)
+                dpk.withUnsafeMutableBufferPointer { kb in
+                    dpv.withUnsafeMutableBufferPointer { vb in
+                        gateValues.withUnsafeBufferPointer { g in
+                            adaptionPromptAttentionBackward(dq: dq, dPromptKeys: wantKV ? kb.baseAddress : nil,
+                                                            dPromptValues: wantKV ? vb.baseAddress : nil,
+                                                            dGate: rawGate == nil ? nil : dGate, dNewGate: dNewGate, dOut: dOut,
+                                                            q: q, promptKeys: prompt.keys, promptValues: prompt.values, probs: pp,
+                                                            gate: g.baseAddress!, newGate: ad?.newGate, T: Ti, L: L,
+                                                            nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: c.headDim, pool: pool)
                         }
                     }
                 }
-                if wantSource { dSource = d }
+                if wantKV, let source {
+                    var d = [Float](repeating: 0, count: wantSource ? L * dim : 0)
+                    var ek = ad?.wk, ev = ad?.wv
+                    ek?.loraA = nil; ek?.loraB = nil; ev?.loraA = nil; ev?.loraB = nil
+                    source.withUnsafeBufferPointer { src in
+                        d.withUnsafeMutableBufferPointer { db in
+                            dpk.withUnsafeBufferPointer { kb in
+                                linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: kb.baseAddress!, inp: src.baseAddress!,
+                                                     preScale: nil, weight: w.wk, baseBias: w.biases[.wk], extras: ek,
+                                                     params: slot(.wk).withoutLoRA, active: active, T: L, pool: pool)
+                            }
+                            dpv.withUnsafeBufferPointer { vb in
+                                linearExtrasBackward(dInp: wantSource ? db.baseAddress : nil, dOut: vb.baseAddress!, inp: src.baseAddress!,
+                                                     preScale: nil, weight: w.wv, baseBias: w.biases[.wv], extras: ev,
+                                                     params: slot(.wv).withoutLoRA, active: active, T: L, pool: pool)
+                            }
+                        }
+                    }
+                    if wantSource { dSources[i][l] = d }
+                }
             }
+            ropeBackward(dq, T: Ti, nHeads: c.nHeads, headDim: c.headDim, startPos: 0, table: model.rope)
+            ropeBackward(dk, T: Ti, nHeads: c.nKVHeads, headDim: c.headDim, startPos: 0, table: model.rope)
         }
-        ropeBackward(s.dq, T: T, nHeads: c.nHeads, headDim: c.headDim, startPos: 0, table: model.rope)
-        ropeBackward(s.dk, T: T, nHeads: c.nKVHeads, headDim: c.headDim, startPos: 0, table: model.rope)
         s.dn.initialize(repeating: 0, count: T * dim)
         let trainsNorm = lp.attentionNorm?.gradient(active: active) != nil
         let needN = needInput || trainsNorm
         let qkvNeedsGrad = needN || [LinearSlot.wq, .wk, .wv].contains { slotTrains(slot($0)) }
         if qkvNeedsGrad {
             let dn: UnsafeMutablePointer<Float>? = needN ? s.dn : nil
-            linearExtrasBackward(dInp: dn, dOut: s.dq, inp: rec.attnNormed, preScale: rec.preScale[.wq], weight: w.wq, extras: ad?.wq,
-                                 params: slot(.wq), active: active, T: T, pool: pool)
-            linearExtrasBackward(dInp: dn, dOut: s.dk, inp: rec.attnNormed, preScale: rec.preScale[.wk], weight: w.wk, extras: ad?.wk,
-                                 params: slot(.wk), active: active, T: T, pool: pool)
-            linearExtrasBackward(dInp: dn, dOut: s.dv, inp: rec.attnNormed, preScale: rec.preScale[.wv], weight: w.wv, extras: ad?.wv,
-                                 params: slot(.wv), active: active, T: T, pool: pool)
+            linearExtrasBackward(dInp: dn, dOut: s.dq, inp: rec.attnNormed, preScale: rec.preScale[.wq], weight: w.wq, baseBias: w.biases[.wq],
+                                 extras: ad?.wq, params: slot(.wq), active: active, T: T, pool: pool)
+            linearExtrasBackward(dInp: dn, dOut: s.dk, inp: rec.attnNormed, preScale: rec.preScale[.wk], weight: w.wk, baseBias: w.biases[.wk],
+                                 extras: ad?.wk, params: slot(.wk), active: active, T: T, pool: pool)
+            linearExtrasBackward(dInp: dn, dOut: s.dv, inp: rec.attnNormed, preScale: rec.preScale[.wv], weight: w.wv, baseBias: w.biases[.wv],
+                                 extras: ad?.wv, params: slot(.wv), active: active, T: T, pool: pool)
         }
         if needN {
             rmsnormBackward(dInp: s.dx, dWeight: lp.attentionNorm?.gradient(active: active), dOut: s.dn, inp: rec.inp,

@@ -134,6 +134,7 @@ public final class Trainer {
     private var tokenCache: [Int: [Int: TokenizedSample]] = [:]
     private var zeroImageFeatures: Tensor?
     private var workspaces: [Workspace] = []
+    private var states: [DecoderState] = []
     let adamConfig: AdamWConfig
 
     /// Sets up a run: assigns parameter groups by phase and checks that data, CLIP and adapter fit together.
@@ -358,10 +359,13 @@ public final class Trainer {
         let denominator = Float(max(labelled, 1) * options.accumSteps)
         let trainsSources = map.adapterQuery?.group.map(active.contains) ?? false
         let trainsVisual = map.visual.all.contains { $0.group.map(active.contains) ?? false }
-        var sum = 0.0
+        // Per sample: its image's visual query (recorded), prompts and state; then one packed forward for all.
+        var entries: [ForwardEntry] = []
+        var sequences: [LanguageBackward.Sequence] = []
+        var visualRecords: [VisualRecord?] = []
+        var promptLayers = [Bool](repeating: false, count: base.config.nLayers)
         var tokens = 0
-        var slot = 0
-        for (sample, tok) in samples {
+        for (slot, (sample, tok)) in samples.enumerated() {
             let T = tok.length
             tokens += T
             var vq: Tensor?
@@ -373,53 +377,67 @@ public final class Trainer {
             }
             let prompts = try model.makePrompts(visualQuery: vq, fusion: fusion)
             let sources = model.promptSources(visualQuery: vq, fusion: fusion)
-            let ws = workspace(slot, model: model, prompts: prompts)
-            slot += 1
-            let state = ws.state, record = ws.record
+            for (l, src) in sources.enumerated() where src != nil { promptLayers[l] = true }
+            let state = slotState(slot, model: model)
             state.reset()
             state.prompts = prompts
-            let allTargets = targets(tok)
             // Positions before the first label (the prompt) need no logits: the loss never reads them.
-            let from = min(allTargets.firstIndex { $0 != 0 } ?? (T - 1), T - 1)
-            let logits = try model.forward(tokens: Array(tok.tokens.prefix(T)), state: state, allLogits: true, logitsFrom: from, record: record)
-            let dLogits = UnsafeMutablePointer(mutating: logits.baseAddress!)
-            let tg = Array(allTargets[from...])
-            let mean = crossEntropyForwardBackward(logits: logits.baseAddress!, targets: tg, V: base.config.vocabSize,
-                                                   dLogits: dLogits, denominator: denominator)
-            sum += Double(mean) * Double(tg.filter { $0 != 0 }.count)
-            if !backward { continue }
-            let lowest = LanguageBackward.lowestTrainedLayer(params: map, active: active, promptLayers: sources.map { $0 != nil },
-                                                             sourcesTrained: trainsSources || trainsVisual)
-            let backward = LanguageBackward(model: model, params: map, active: active, lowestLayer: lowest)
-            let dSources = backward.run(record: record, T: T, state: state, sources: sources, needSourceGrad: trainsSources || trainsVisual,
-                                        dLogits: dLogits, logitsFrom: from, scratch: ws.scratch)
-            withExtendedLifetime(state) {}
-            try routeSourceGradients(dSources, model: model, visualRecord: vrec, active: active)
+            let from = min(targets(tok).firstIndex { $0 != 0 } ?? (T - 1), T - 1)
+            entries.append(ForwardEntry(tokens: Array(tok.tokens.prefix(T)), state: state, logitsFrom: from))
+            sequences.append(LanguageBackward.Sequence(state: state, sources: sources, logitsFrom: from))
+            visualRecords.append(vrec)
         }
+        let ws = packedWorkspace(model: model, prompts: entries[0].state.prompts, sequences: entries.count)
+        let logits = try model.forward(batch: entries, record: ws.record)
+        var sum = 0.0
+        for ((entry, tok), view) in zip(zip(entries, samples.map(\.1)), logits) {
+            let tg = Array(targets(tok)[entry.logitsFrom!...])
+            let mean = crossEntropyForwardBackward(logits: view.baseAddress!, targets: tg, V: base.config.vocabSize,
+                                                   dLogits: UnsafeMutablePointer(mutating: view.baseAddress!), denominator: denominator)
+            sum += Double(mean) * Double(tg.filter { $0 != 0 }.count)
+        }
+        if backward {
+            let lowest = LanguageBackward.lowestTrainedLayer(params: map, active: active, promptLayers: promptLayers,
+                                                             sourcesTrained: trainsSources || trainsVisual)
+            let lb = LanguageBackward(model: model, params: map, active: active, lowestLayer: lowest)
+            let dSources = lb.run(record: ws.record, sequences: sequences, needSourceGrad: trainsSources || trainsVisual,
+                                  dLogits: logits[0].baseAddress!, scratch: ws.scratch)
+            for (d, vrec) in zip(dSources, visualRecords) {
+                try routeSourceGradients(d, model: model, visualRecord: vrec, active: active)
+            }
+        }
+        withExtendedLifetime(entries) {}
         return (labelled > 0 ? sum / Double(labelled) : 0, tokens)
     }
 
-    /// Buffers of one batch slot (state, record, backward scratch), sized for `maxWords` and reused every
-    /// step: allocating them afresh cost a sixth of a step in page clearing.
+    /// The packed record and backward scratch of a micro-batch (batchSize × maxWords rows), reused every step:
+    /// allocating them afresh cost a sixth of a step in page clearing.
     final class Workspace {
-        let state: DecoderState
         let record: ForwardRecord
         let scratch: BackwardScratch
         let promptLengths: [Int?]
-        init(model: LlamaModel, T: Int, prompts: AdapterPrompts?, compat: Compatibility) {
-            state = DecoderState(model: model, capacity: T, prompts: prompts, options: DecoderOptions(compat: compat))
-            record = ForwardRecord(model: model, T: T, prompts: prompts)
-            scratch = BackwardScratch(config: model.config, T: T)
+        init(model: LlamaModel, rows: Int, maxSequence: Int, prompts: AdapterPrompts?) {
+            record = ForwardRecord(model: model, T: rows, prompts: prompts, maxSequence: maxSequence)
+            scratch = BackwardScratch(config: model.config, T: rows)
             promptLengths = prompts?.layers.map { $0?.length } ?? []
         }
     }
 
-    private func workspace(_ slot: Int, model: LlamaModel, prompts: AdapterPrompts?) -> Workspace {
+    private func packedWorkspace(model: LlamaModel, prompts: AdapterPrompts?, sequences: Int) -> Workspace {
         let lengths = prompts?.layers.map { $0?.length } ?? []
-        if slot < workspaces.count, workspaces[slot].promptLengths == lengths { return workspaces[slot] }
-        let ws = Workspace(model: model, T: options.maxWords, prompts: prompts, compat: options.compat)
-        if slot < workspaces.count { workspaces[slot] = ws } else { workspaces.append(ws) }
+        let rows = max(options.batchSize, sequences) * options.maxWords
+        if let ws = workspaces.first, ws.promptLengths == lengths, ws.record.T >= rows { return ws }
+        let ws = Workspace(model: model, rows: rows, maxSequence: options.maxWords, prompts: prompts)
+        workspaces = [ws]
         return ws
+    }
+
+    /// The decoder state of batch slot `slot` (KV cache for maxWords positions), reused every step.
+    private func slotState(_ slot: Int, model: LlamaModel) -> DecoderState {
+        if slot < states.count { return states[slot] }
+        let s = DecoderState(model: model, capacity: options.maxWords, options: DecoderOptions(compat: options.compat))
+        states.append(s)
+        return s
     }
 
     /// Prompt-source gradients → adapter_query rows and the visual query (then through the visual branch).
