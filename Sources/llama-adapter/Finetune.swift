@@ -127,6 +127,7 @@ struct Finetune: ParsableCommand {
     var plot: String?
 
     func validate() throws {
+        if captionData != nil, phase != .joint { throw ValidationError("--caption-data is for --phase joint (with --phase pretrain, pass captions as --data)") }
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1") }
         if stopAfter != nil, state == nil, resume == nil { throw ValidationError("--stop-after needs --state (or --resume) to save where it stopped") }
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
