@@ -91,7 +91,8 @@ public enum SafetensorsWriter {
         try AtomicFile.write(out, to: path)
     }
 
-    private static func json(_ s: String) -> String {
+    /// `s` as a JSON string literal (quotes, backslashes and control characters escaped).
+    public static func json(_ s: String) -> String {
         var o = "\""
         for u in s.unicodeScalars {
             switch u {

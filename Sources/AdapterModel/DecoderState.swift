@@ -190,8 +190,6 @@ public final class ForwardRecord {
     public let layers: [BlockRecord]
     /// Residual stream before the final norm [rows, dim].
     public let finalInput: UnsafeMutablePointer<Float>
-    /// Kept for source compatibility; the final norm's output is not needed by the backward.
-    public let finalNormed: UnsafeMutablePointer<Float>
 
     /// Where one sequence's rows and attention probabilities sit.
     public struct SegmentInfo: Sendable, Equatable {
@@ -222,8 +220,7 @@ public final class ForwardRecord {
             return BlockRecord(config: c, T: T, probsCapacity: probsCapacity, promptLength: prompts?.layers[l]?.length, scaled: scaled)
         }
         finalInput = .allocate(capacity: T * c.dim)
-        finalNormed = .allocate(capacity: 1)
     }
 
-    deinit { finalInput.deallocate(); finalNormed.deallocate() }
+    deinit { finalInput.deallocate() }
 }

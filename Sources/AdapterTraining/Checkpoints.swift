@@ -65,11 +65,12 @@ extension ParameterStore {
     /// The config dict as JSON (safetensors metadata holds strings only).
     var configJSON: String {
         let items = config.compactMap { (k, v) -> String? in
+            let key = SafetensorsWriter.json(k)
             switch v {
-            case .bool(let b): return "\"\(k)\": \(b)"
-            case .int(let i): return "\"\(k)\": \(i)"
-            case .double(let d): return "\"\(k)\": \(d)"
-            case .string(let s): return "\"\(k)\": \"\(s)\""
+            case .bool(let b): return "\(key): \(b)"
+            case .int(let i): return "\(key): \(i)"
+            case .double(let d): return d.isFinite ? "\(key): \(d)" : nil
+            case .string(let s): return "\(key): \(SafetensorsWriter.json(s))"
             default: return nil
             }
         }

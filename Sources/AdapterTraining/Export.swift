@@ -60,33 +60,23 @@ public func exportMergedGGUF(basePath: String, adapter a: AdapterWeights, to out
             if file.contains("blk.\(layer).\(slots.first { $0.0 == slot }!.1).bias") {
                 throw AdapterError.unsupported("\(basePath) already has a bias for \(info.name); folding another into it is not supported")
             }
-            var bias = e.bias.map { Array(UnsafeBufferPointer(start: $0.floats, count: N)) }
+            if e.scaleOnInput, e.scale != nil {
+                throw AdapterError.unsupported("\(a.path): input-side scales (the 65B chat format) scale weight columns, which block-quantized rows cannot hold exactly")
+            }
+            let scales = e.scale.map { Array(UnsafeBufferPointer(start: $0.floats, count: N)) }
             if let la = e.loraA, let lb = e.loraB {
-                if e.scaleOnInput { throw AdapterError.unsupported("\(a.path): LoRA with input-side scales cannot be folded") }
                 let merged = try mergeLoRA(t, scale: e.scale, loraA: la, loraB: lb)
                 entry = GGUFWriter.Entry(name: info.name, dtype: merged.dtype, shape: merged.shape, bytes: raw(merged), owner: merged.storage)
                 report.loraMerged += 1
-                if let sc = e.scale, bias != nil { for i in 0..<N { bias![i] *= sc.floats[i] } }
-                if let bias, bias.contains(where: { $0 != 0 }) || e.scale != nil {
-                    extra.append(f32Entry(info.name.replacingOccurrences(of: ".weight", with: ".bias"), bias))
-                    report.biases += 1
-                }
-                entries.append(entry)
-                continue
+            } else if let scales, scales.contains(where: { $0 != 1 }) {
+                let (scaled, rounded) = try scaleRows(t, by: scales)
+                entry = GGUFWriter.Entry(name: info.name, dtype: t.dtype, shape: t.shape, bytes: raw(scaled), owner: scaled.storage)
+                report.scaledMatrices += 1
+                if rounded { report.roundedMatrices += 1 }
             }
-            if let s = e.scale {
-                if e.scaleOnInput {
-                    throw AdapterError.unsupported("\(a.path): input-side scales (the 65B chat format) scale weight columns, which block-quantized rows cannot hold exactly")
-                }
-                let scales = Array(UnsafeBufferPointer(start: s.floats, count: N))
-                if scales.contains(where: { $0 != 1 }) {
-                    let (scaled, rounded) = try scaleRows(t, by: scales)
-                    entry = GGUFWriter.Entry(name: info.name, dtype: t.dtype, shape: t.shape, bytes: raw(scaled), owner: scaled.storage)
-                    report.scaledMatrices += 1
-                    if rounded { report.roundedMatrices += 1 }
-                    if bias != nil { for i in 0..<N { bias![i] *= scales[i] } }
-                }
-            }
+            // b' = s ⊙ b (the scale multiplies the bias too).
+            var bias = e.bias.map { Array(UnsafeBufferPointer(start: $0.floats, count: N)) }
+            if let scales, bias != nil { for i in 0..<N { bias![i] *= scales[i] } }
             if let bias, bias.contains(where: { $0 != 0 }) || e.scale != nil {
                 extra.append(f32Entry(info.name.replacingOccurrences(of: ".weight", with: ".bias"), bias))
                 report.biases += 1

@@ -355,7 +355,9 @@ public final class Trainer {
         func targets(_ t: TokenizedSample) -> [Int] {
             (0..<t.length).map { $0 + 1 < t.labels.count ? t.labels[$0 + 1] : 0 }
         }
-        let labelled = samples.reduce(0) { $0 + targets($1.1).filter { $0 != 0 }.count }
+        // Each position's next-token label (0: no loss), once per sample.
+        let allTargets = samples.map { targets($0.1) }
+        let labelled = allTargets.reduce(0) { $0 + $1.filter { $0 != 0 }.count }
         let denominator = Float(max(labelled, 1) * options.accumSteps)
         let trainsSources = map.adapterQuery?.group.map(active.contains) ?? false
         let trainsVisual = map.visual.all.contains { $0.group.map(active.contains) ?? false }
@@ -382,7 +384,7 @@ public final class Trainer {
             state.reset()
             state.prompts = prompts
             // Positions before the first label (the prompt) need no logits: the loss never reads them.
-            let from = min(targets(tok).firstIndex { $0 != 0 } ?? (T - 1), T - 1)
+            let from = min(allTargets[slot].firstIndex { $0 != 0 } ?? (T - 1), T - 1)
             entries.append(ForwardEntry(tokens: Array(tok.tokens.prefix(T)), state: state, logitsFrom: from))
             sequences.append(LanguageBackward.Sequence(state: state, sources: sources, logitsFrom: from))
             visualRecords.append(vrec)
@@ -390,8 +392,8 @@ public final class Trainer {
         let ws = packedWorkspace(model: model, prompts: entries[0].state.prompts, sequences: entries.count)
         let logits = try model.forward(batch: entries, record: ws.record)
         var sum = 0.0
-        for ((entry, tok), view) in zip(zip(entries, samples.map(\.1)), logits) {
-            let tg = Array(targets(tok)[entry.logitsFrom!...])
+        for ((entry, all), view) in zip(zip(entries, allTargets), logits) {
+            let tg = Array(all[entry.logitsFrom!...])
             let mean = crossEntropyForwardBackward(logits: view.baseAddress!, targets: tg, V: base.config.vocabSize,
                                                    dLogits: UnsafeMutablePointer(mutating: view.baseAddress!), denominator: denominator)
             sum += Double(mean) * Double(tg.filter { $0 != 0 }.count)
