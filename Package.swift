@@ -12,6 +12,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // OpenBLAS on Linux; on macOS the CBLAS module is unused and Accelerate is imported instead.
@@ -52,12 +54,23 @@ let package = Package(
         .target(name: "AdapterTraining", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration"]),
         .target(name: "AdapterExperts", dependencies: ["AdapterCore", "AdapterVision", "AdapterModel", "AdapterGeneration", "CTesseract"]),
         .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "AdapterTraining", "AdapterExperts"]),
+        // The OpenAI-compatible HTTP server, its continuous-batching scheduler and the web page.
+        .target(
+            name: "AdapterServer",
+            dependencies: [
+                "LlamaAdapter",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "llama-adapter",
             dependencies: [
                 "LlamaAdapter",
+                "AdapterServer",
                 "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             // The CLI's ParsableCommand structs predate strict concurrency checking in swift-argument-parser's API.
             swiftSettings: [.swiftLanguageMode(.v5)]
@@ -65,7 +78,7 @@ let package = Package(
         .testTarget(
             name: "AdapterTests",
             // The executable is a dependency so CLI tests can run the built binary.
-            dependencies: ["LlamaAdapter", "llama-adapter"],
+            dependencies: ["LlamaAdapter", "AdapterServer", "llama-adapter"],
             path: "Tests/AdapterTests",
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),

@@ -8,10 +8,8 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
                           pool: ThreadPool = .shared) {
     precondition(weight.shape.count == 2, "linear weight must be 2-D")
     let N = weight.shape[0], K = weight.shape[1]
-    if T <= 2 {
-        for t in 0..<T {
-            matvecGroup(outs: [out + t * N], x: inp + t * K, weights: [weight], activations: activations, pool: pool)
-        }
+    if T <= matvecBatchLimit {
+        matvecGroup(outs: [out], x: inp, T: T, weights: [weight], activations: activations, pool: pool)
     } else {
         gemmWeight(out: out, inp: inp, weight: weight, T: T, pool: pool)
     }
@@ -81,27 +79,57 @@ public func linearBackward(dInp: UnsafeMutablePointer<Float>?, dWeight: UnsafeMu
 /// the number of thread hand-offs as much as by bandwidth, so wq/wk/wv (and w1/w3) share one hand-off.
 public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Float>, weights: [Tensor],
                         activations: ActivationPrecision = .f32, pool: ThreadPool = .shared) {
+    matvecGroup(outs: outs, x: x, T: 1, weights: weights, activations: activations, pool: pool)
+}
+
+/// Rows a batched mat-vec takes at most (`linearForward` switches to GEMM above it). Up to this many rows,
+/// every row is computed by the same kernel, in the same order, as a lone mat-vec, so a sequence decoded in a
+/// batch gets bit for bit the logits it gets alone.
+public let matvecBatchLimit = 16
+
+/// `T` mat-vecs per weight in one pool job: y_i[t] = W_i · x[t] (x rows of K floats, y_i rows of N_i floats).
+/// Each thread walks its weight rows in tiles that stay in cache while every input row passes over them,
+/// so the weights are read from memory once per step however many sequences decode together.
+public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Float>, T: Int, weights: [Tensor],
+                        activations: ActivationPrecision = .f32, pool: ThreadPool = .shared) {
     let K = weights[0].shape[1]
     precondition(weights.allSatisfy { $0.shape[1] == K }, "grouped mat-vecs need one input width")
+    precondition(T >= 1, "a mat-vec needs at least one row")
     var starts = [0]
     for w in weights { starts.append(starts.last! + w.shape[0]) }
     let total = starts.last!
     let legacyQuant = weights.contains { [.q4_0, .q4_1, .q8_0].contains($0.dtype) }
     let int8 = activations == .int8 && legacyQuant && K % 32 == 0
     let blocks = max(1, K / 32)
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * blocks) { sums in
-        let xs = sums.baseAddress!, xd = xs + blocks
-        withUnsafeTemporaryAllocation(of: Int8.self, capacity: int8 ? K : 1) { q8 in
-            withUnsafeTemporaryAllocation(of: Int32.self, capacity: blocks) { isum in
-                if legacyQuant { ck_block_sums32(x, xs, K) }
-                if int8 { ck_quantize_x_q8(x, q8.baseAddress!, xd, isum.baseAddress!, K) }
-                let xq = Int8Activations(qs: q8.baseAddress!, d: xd, sums: isum.baseAddress!)
+    // Rows per tile: about 64 KB of weights, which stay in L1/L2 while the T input rows pass.
+    let maxRowBytes = weights.map { $0.dtype.byteCount(elements: K) }.max() ?? 1
+    let tile = T == 1 ? Int.max : max(1, 65536 / max(maxRowBytes, 1))
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * blocks * T) { sums in
+        let xs = sums.baseAddress!, xd = xs + blocks * T
+        withUnsafeTemporaryAllocation(of: Int8.self, capacity: int8 ? K * T : 1) { q8 in
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: blocks * T) { isum in
+                for t in 0..<T {
+                    if legacyQuant { ck_block_sums32(x + t * K, xs + t * blocks, K) }
+                    if int8 { ck_quantize_x_q8(x + t * K, q8.baseAddress! + t * K, xd + t * blocks, isum.baseAddress! + t * blocks, K) }
+                }
                 pool.parallelFor(total, minChunk: max(1, 16384 / max(K, 1))) { r in
                     for (i, w) in weights.enumerated() {
                         let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
                         guard lo < hi else { continue }
-                        if int8, matvecRowsInt8(out: outs[i], x: xq, weight: w, rows: lo..<hi) { continue }
-                        matvecRows(out: outs[i], x: x, xsum: xs, weight: w, rows: lo..<hi)
+                        let N = w.shape[0]
+                        if T > 1, !int8, matmulRows(out: outs[i], x: x, xsum: xs, blocks: blocks, T: T, weight: w, rows: lo..<hi) { continue }
+                        var a = lo
+                        while a < hi {
+                            let b = min(hi, a + min(tile, hi - a))
+                            for t in 0..<T {
+                                if int8 {
+                                    let xq = Int8Activations(qs: q8.baseAddress! + t * K, d: xd + t * blocks, sums: isum.baseAddress! + t * blocks)
+                                    if matvecRowsInt8(out: outs[i] + t * N, x: xq, weight: w, rows: a..<b) { continue }
+                                }
+                                matvecRows(out: outs[i] + t * N, x: x + t * K, xsum: xs + t * blocks, weight: w, rows: a..<b)
+                            }
+                            a = b
+                        }
                     }
                 }
             }
@@ -133,6 +161,21 @@ func matvecRowsInt8(out y: UnsafeMutablePointer<Float>, x: Int8Activations, weig
     case .q4_0: ck_matvec_q4_0_q8(w, x.qs, x.d, x.sums, y, K, a, b)
     case .q4_1: ck_matvec_q4_1_q8(w, x.qs, x.d, x.sums, y, K, a, b)
     case .q8_0: ck_matvec_q8_0_q8(w, x.qs, x.d, x.sums, y, K, a, b)
+    default: return false
+    }
+    return true
+}
+
+/// Rows `rows` of y[t] = W · x[t] for T vectors with kernels that expand each weight block once for all of
+/// them (Q4_0/Q4_1/Q8_0); false for other dtypes (the caller runs one mat-vec per vector over cached tiles).
+@inline(__always)
+func matmulRows(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, xsum: UnsafePointer<Float>, blocks: Int, T: Int,
+                weight: Tensor, rows: Range<Int>) -> Bool {
+    let N = weight.shape[0], K = weight.shape[1], w = weight.data, a = rows.lowerBound, b = rows.upperBound
+    switch weight.dtype {
+    case .q4_0: ck_matmul_q4_0(w, x, K, xsum, blocks, y, N, T, K, a, b)
+    case .q4_1: ck_matmul_q4_1(w, x, K, xsum, blocks, y, N, T, K, a, b)
+    case .q8_0: ck_matmul_q8_0(w, x, K, xsum, blocks, y, N, T, K, a, b)
     default: return false
     }
     return true

@@ -21,7 +21,7 @@ public final class ChatSession: @unchecked Sendable {
     /// model's chat template, else raw); `.chat` needs a model with a chat template.
     public init(session: Session, template: PromptTemplate? = nil, system: String? = nil) throws {
         let container = session.container
-        let t = template ?? (container.chatTemplate != nil && container.model.adapter == nil ? .chat : .alpaca)
+        let t = template ?? container.defaultConversationTemplate
         if t == .chat && container.chatTemplate == nil {
             throw AdapterError.unsupported("this model has no chat template; use --template alpaca or raw")
         }
@@ -52,12 +52,7 @@ public final class ChatSession: @unchecked Sendable {
         try lock.withLock {
             let container = session.container
             let turn = history + [ChatMessage(role: "user", content: message)]
-            let text: String
-            switch template {
-            case .chat: text = try container.renderChat(turn, addGenerationPrompt: true)
-            case .alpaca: text = try container.renderChat(turn, addGenerationPrompt: true, template: ChatSession.alpaca)
-            case .raw: text = turn.map { $0.role == "assistant" ? $0.content + "\n\n" : $0.content + "\n" }.joined()
-            }
+            let text = try container.renderConversation(turn, template: template)
             let ids = container.tokenizer.encodePrompt(text)
             if ids.count >= session.capacity { throw GenerationError.contextFull(tokens: ids.count, capacity: session.capacity) }
             let result = try session.generate(prompt: ids, maxNewTokens: maxNewTokens, sampling: sampling,
@@ -66,7 +61,25 @@ public final class ChatSession: @unchecked Sendable {
             return result
         }
     }
+}
+
+extension ModelContainer {
+    /// The prompt template a conversation uses when none is chosen: the model's chat template when it has one
+    /// and no adapter is bound, else the multi-turn Alpaca format the adapters were trained on.
+    public var defaultConversationTemplate: PromptTemplate {
+        chatTemplate != nil && model.adapter == nil ? .chat : .alpaca
+    }
+
+    /// A conversation rendered for generation: the model's chat template (`.chat`), the built-in multi-turn
+    /// Alpaca template (`.alpaca`), or the turns joined by newlines (`.raw`).
+    public func renderConversation(_ messages: [ChatMessage], template: PromptTemplate) throws -> String {
+        switch template {
+        case .chat: return try renderChat(messages, addGenerationPrompt: true)
+        case .alpaca: return try renderChat(messages, addGenerationPrompt: true, template: ModelContainer.alpacaChat)
+        case .raw: return messages.map { $0.role == "assistant" ? $0.content + "\n\n" : $0.content + "\n" }.joined()
+        }
+    }
 
     /// The parsed built-in multi-turn Alpaca template.
-    static let alpaca: ChatTemplate = try! ChatTemplate(source: ChatTemplate.alpaca)
+    static let alpacaChat: ChatTemplate = try! ChatTemplate(source: ChatTemplate.alpaca)
 }

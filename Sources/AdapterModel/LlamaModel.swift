@@ -181,10 +181,11 @@ public final class LlamaModel: Sendable {
 
     /// Several sequences in one pass: every linear map runs once over all their rows (one pass over the
     /// weights, GEMMs of Σ T rows), attention and RoPE per sequence on its own state (cache, prompts, options).
-    /// Returns each entry's logits, in order, as views of one buffer owned by the first entry's state (valid
-    /// until its next forward). With `record` (training; all states empty) the rows are recorded packed, entry
-    /// after entry (see `ForwardRecord.segments`).
-    public func forward(batch: [ForwardEntry], record: ForwardRecord? = nil) throws -> [UnsafeBufferPointer<Float>] {
+    /// Returns each entry's logits, in order, as views of one buffer owned by `workspace` (default: the first
+    /// entry's state; valid until its next forward). A server whose batch changes every step passes one
+    /// workspace so the scratch is not duplicated in every request's state. With `record` (training; all states
+    /// empty) the rows are recorded packed, entry after entry (see `ForwardRecord.segments`).
+    public func forward(batch: [ForwardEntry], record: ForwardRecord? = nil, workspace: DecoderState? = nil) throws -> [UnsafeBufferPointer<Float>] {
         let c = config
         guard let first = batch.first else { throw AdapterError.invalidArgument("forward called with no sequences") }
         var segments: [Segment] = []
@@ -212,7 +213,7 @@ public final class LlamaModel: Sendable {
             }
             record.segments = segments.map { ForwardRecord.SegmentInfo(offset: $0.offset, T: $0.T, probsOffset: $0.probsOffset) }
         }
-        let b = first.state.buffers(model: self, T: R, scoreNeed: scoreNeed)
+        let b = (workspace ?? first.state).buffers(model: self, T: R, scoreNeed: scoreNeed)
         let dim = c.dim
         let rowBytes = weights.tokEmbeddings.dtype.byteCount(elements: dim)
         for (e, seg) in zip(batch, segments) {
@@ -339,21 +340,22 @@ public final class LlamaModel: Sendable {
         }
     }
 
-    /// Several linear maps of one input (wq/wk/wv, or w1/w3). When decoding, their frozen parts run as one
-    /// grouped mat-vec (one pool hand-off) and the output-side extras follow. `preScale` (recording only)
+    /// Several linear maps of one input (wq/wk/wv, or w1/w3). When decoding (up to `matvecBatchLimit` rows),
+    /// their frozen parts run as one grouped mat-vec (one pool hand-off) and the output-side extras follow. `preScale` (recording only)
     /// has one optional buffer per map.
     func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], biases: [Tensor?],
                      extras: [LinearExtras?], preScale: [UnsafeMutablePointer<Float>?]?, T: Int, activations: ActivationPrecision) {
-        guard T == 1, !extras.contains(where: { $0?.scaleOnInput == true }) else {
+        guard T <= matvecBatchLimit, !extras.contains(where: { $0?.scaleOnInput == true }) else {
             for i in weights.indices {
                 linear(out: outs[i], inp: inp, weight: weights[i], bias: biases[i], extras: extras[i], preScale: preScale?[i], T: T,
                        activations: activations)
             }
             return
         }
-        matvecGroup(outs: outs, x: inp, weights: weights, activations: activations, pool: pool)
+        matvecGroup(outs: outs, x: inp, T: T, weights: weights, activations: activations, pool: pool)
         for i in weights.indices {
-            if let b = biases[i] { addInPlace(outs[i], b.floats, weights[i].shape[0]) }
+            let N = weights[i].shape[0]
+            if let b = biases[i] { for t in 0..<T { addInPlace(outs[i] + t * N, b.floats, N) } }
             if let e = extras[i], !e.isEmpty {
                 finishOutput(out: outs[i], inp: inp, extras: e, N: weights[i].shape[0], T: T, preScale: preScale?[i])
             }

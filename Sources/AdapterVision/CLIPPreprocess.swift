@@ -114,7 +114,14 @@ public func preprocessImage(path: String, channels: ChannelOrder, size: Int = 22
     guard size > 0 && size <= 4096 else {
         throw AdapterError.invalidArgument("image size must be between 1 and 4096, got \(size)")
     }
-    let image = try ImageDecoder.decode(path: path)
+    return try preprocessImage(try ImageDecoder.decode(path: path), channels: channels, size: size)
+}
+
+/// The official CLIP transform of an already decoded image (see `preprocessImage(path:)`).
+public func preprocessImage(_ image: RGBImage, channels: ChannelOrder, size: Int = 224) throws -> Tensor {
+    guard size > 0 && size <= 4096 else {
+        throw AdapterError.invalidArgument("image size must be between 1 and 4096, got \(size)")
+    }
     let pre = CLIPPreprocessor(size: size, channels: channels)
     try pre.checkResizable(image)
     return pre(image)

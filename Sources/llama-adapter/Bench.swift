@@ -25,8 +25,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads to use (default: all cores).")
     var threads: Int?
 
-    @Option(help: "Weight dtype: f32, f16 or bf16.")
+    @Option(help: "Weight dtype of a preset: f32, f16, bf16, or q4_0, q4_1, q8_0 (synthetic f16 weights quantized on load).")
     var dtype: String = "f16"
+
+    @Option(name: .customLong("decode-batch"), parsing: .upToNextOption,
+            help: "Also decode this many sequences together (one pass over the weights per step, as the server batches), e.g. --decode-batch 1 4 8.")
+    var decodeBatch: [Int] = []
 
     @Option(name: .customLong("prompt-tokens"), parsing: .upToNextOption,
             help: "Prompt lengths for the prefill measurements (e.g. --prompt-tokens 128 512).")
@@ -117,6 +121,39 @@ struct Bench: ParsableCommand {
         var peak_rss_mb: Double
         var adapter_decode_tokens_per_s: Double?
         var adapter_decode_ratio: Double?
+        var batched_decode: [BatchedDecode]?
+    }
+
+    struct BatchedDecode: Encodable {
+        var batch: Int
+        var tokens_per_s: Double
+        var ms_per_step: Double
+        var speedup_vs_batch_1: Double?
+    }
+
+    /// Aggregate decode speed with `B` sequences in one forward per step (each after its own 16-token prompt).
+    func batchedDecode(_ llama: LlamaModel, options: DecoderOptions) throws -> [BatchedDecode] {
+        var out: [BatchedDecode] = []
+        let V = llama.config.vocabSize
+        let workspace = DecoderState(model: llama, capacity: 1, options: options)
+        for B in decodeBatch {
+            let states = (0..<B).map { _ in DecoderState(model: llama, capacity: 16 + decodeTokens + 1, options: options) }
+            var next = [Int](repeating: 0, count: B)
+            for (b, s) in states.enumerated() {
+                let logits = try llama.forward(tokens: (0..<16).map { ($0 * 7919 + 13 + 101 * b) % V }, state: s)
+                next[b] = Sampler.argmax(logits)
+            }
+            let t0 = Measure.now()
+            for _ in 0..<decodeTokens {
+                let logits = try llama.forward(batch: zip(next, states).map { ForwardEntry(tokens: [$0], state: $1) }, workspace: workspace)
+                for b in 0..<B { next[b] = Sampler.argmax(logits[b]) }
+            }
+            let dt = Measure.now() - t0
+            let rate = Double(B * decodeTokens) / dt
+            out.append(BatchedDecode(batch: B, tokens_per_s: rate, ms_per_step: 1000 * dt / Double(decodeTokens),
+                                     speedup_vs_batch_1: out.first(where: { $0.batch == 1 }).map { rate / $0.tokens_per_s }))
+        }
+        return out
     }
 
     struct ImageReport: Encodable {
@@ -148,8 +185,11 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        guard let dt = DType(rawValue: dtype), [.f32, .f16, .bf16].contains(dt) else {
-            throw AdapterError.invalidArgument("unsupported bench dtype '\(dtype)' (expected f32, f16 or bf16)")
+        guard let dt = DType(rawValue: dtype), [.f32, .f16, .bf16, .q4_0, .q4_1, .q8_0].contains(dt) else {
+            throw AdapterError.invalidArgument("unsupported bench dtype '\(dtype)' (expected f32, f16, bf16, q4_0, q4_1 or q8_0)")
+        }
+        guard decodeBatch.allSatisfy({ $0 >= 1 && $0 <= 256 }) else {
+            throw AdapterError.invalidArgument("--decode-batch sizes must be between 1 and 256")
         }
         guard !promptTokens.isEmpty, promptTokens.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }), decodeTokens > 0, decodeTokens <= 1 << 20,
               repeats >= 1, repeats <= 10_000 else {
@@ -177,7 +217,10 @@ struct Bench: ParsableCommand {
             }
             var config = p.config
             config.maxSeqLen = max(config.maxSeqLen, longest)
-            llama = try LlamaModel(config: config, weights: LlamaWeights.synthetic(config: config, dtype: dt), pool: pool)
+            let stored: DType = [.f32, .bf16].contains(dt) ? dt : .f16
+            var weights = LlamaWeights.synthetic(config: config, dtype: stored)
+            if stored != dt { weights = try weights.quantized(to: dt) }
+            llama = try LlamaModel(config: config, weights: weights, pool: pool)
         }
         let loadSeconds = Measure.now() - t0
         if train { return try runTrainBench(llama, presetName: presetName, dtypeName: dtypeName, pool: pool) }
@@ -218,6 +261,7 @@ struct Bench: ParsableCommand {
             }
             adapterRate = Double(decodeTokens) / (Measure.now() - ta)
         }
+        let batched = decodeBatch.isEmpty ? nil : try batchedDecode(llama, options: options)
         let bytes = llama.weights.bytesPerToken
         let bound = bandwidth / Double(bytes)
         let decodeRate = Double(decodeTokens) / decode
@@ -229,6 +273,7 @@ struct Bench: ParsableCommand {
             read_bandwidth_gb_s: bandwidth / 1e9, decode_bound_tokens_per_s: bound,
             decode_fraction_of_bound: decodeRate / bound,
             peak_rss_mb: Double(Measure.peakResidentBytes()) / 1_048_576,
-            adapter_decode_tokens_per_s: adapterRate, adapter_decode_ratio: adapterRate.map { $0 / decodeRate }))
+            adapter_decode_tokens_per_s: adapterRate, adapter_decode_ratio: adapterRate.map { $0 / decodeRate },
+            batched_decode: batched))
     }
 }

@@ -10,7 +10,7 @@ struct LlamaAdapterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llama-adapter",
         abstract: "LLaMA-Adapter V2 in Swift: run, score and inspect LLaMA models and adapters on the CPU.",
-        subcommands: [Generate.self, Chat.self, Score.self, Tokenize.self, Preprocess.self, Inspect.self, Bench.self, Finetune.self, Export.self])
+        subcommands: [Generate.self, Chat.self, Score.self, Tokenize.self, Preprocess.self, Inspect.self, Bench.self, Finetune.self, Export.self, Serve.self])
 }
 
 /// Prints one line to standard error.

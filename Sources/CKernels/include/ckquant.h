@@ -16,6 +16,18 @@ void ck_matvec_q4_1(const void *w, const float *x, const float *xsum, float *y, 
 /// As ck_matvec_q4_0 for Q8_0 rows (xsum unused, may be NULL).
 void ck_matvec_q8_0(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1);
 
+/// y[v*ys + r] = dot(W[r,:], x[v*xs ...]) for nvec vectors and Q4_0 rows r in [r0, r1); xsum (stride ss) per
+/// vector as for ck_matvec_q4_0. Each weight block is expanded once for all vectors; per vector the result is
+/// bit for bit that of ck_matvec_q4_0.
+void ck_matmul_q4_0(const void *w, const float *x, size_t xs, const float *xsum, size_t ss, float *y, size_t ys,
+                    size_t nvec, size_t k, size_t r0, size_t r1);
+/// As ck_matmul_q4_0 for Q4_1 rows.
+void ck_matmul_q4_1(const void *w, const float *x, size_t xs, const float *xsum, size_t ss, float *y, size_t ys,
+                    size_t nvec, size_t k, size_t r0, size_t r1);
+/// As ck_matmul_q4_0 for Q8_0 rows (xsum unused, may be NULL).
+void ck_matmul_q8_0(const void *w, const float *x, size_t xs, const float *xsum, size_t ss, float *y, size_t ys,
+                    size_t nvec, size_t k, size_t r0, size_t r1);
+
 /// Dequantizes n values (a multiple of 32) of Q4_0 / Q4_1 / Q8_0 data into dst.
 void ck_dequant_q4_0(const void *src, float *dst, size_t n);
 /// See ck_dequant_q4_0.
