@@ -452,12 +452,14 @@ public final class OpenAIServer: Sendable {
                 if p.includeUsage { c["usage"] = usage }
                 return c
             }
+            var sent = 0
             do {
                 if chat { try await send(chunk(["index": 0, "delta": ["role": "assistant", "content": ""], "logprobs": NSNull(), "finish_reason": NSNull()])) }
                 if let echo = p.echoPrompt { try await send(chunk(["index": 0, "text": echo, "logprobs": NSNull(), "finish_reason": NSNull()])) }
                 for try await e in handle.events {
                     switch e {
                     case .token(let t):
+                        if t.id != nil { sent += 1 }
                         if t.text.isEmpty && !p.logprobs { continue }
                         if chat {
                             try await send(chunk(["index": 0, "delta": ["content": t.text],
@@ -485,6 +487,9 @@ public final class OpenAIServer: Sendable {
                 }
             } catch {
                 handle.cancel()
+                let ms = Int(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6)
+                logger.info("completion", metadata: ["completion_tokens": "\(sent)", "finish": "cancelled", "stream": "true",
+                                                     "latency_ms": "\(ms)", "reason": "\(error)"])
                 // A failure after the headers went out can only be reported in the stream itself.
                 if !(error is CancellationError) {
                     try? await send(["error": ["message": "\(error)", "type": "server_error", "param": NSNull(), "code": NSNull()]])
