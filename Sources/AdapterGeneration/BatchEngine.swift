@@ -211,10 +211,18 @@ public final class BatchEngine: @unchecked Sendable {
     private var stopping = false
     private var thread: Thread?
     private let workspace: DecoderState
+    /// Finished sequences kept for their keys and values (engine thread only): a new prompt that starts with
+    /// one of them (the same system prompt, the previous turns of a chat) prefills only what is new.
+    private var retained: [(tokens: [Int], prompts: AdapterPrompts?, state: DecoderState)] = []
+    /// Bytes of KV cache `retained` may keep.
+    public let retainedByteLimit: Int
+    /// Prompt tokens whose keys and values came from a retained sequence instead of a prefill (statistics).
+    public private(set) var reusedPromptTokens = 0
 
     /// An engine over `container`. `parallel` sequences decode together; `queueLimit` more may wait.
+    /// `retainedBytes` bounds the KV memory kept from finished requests for prefix reuse (0 disables it).
     public init(container: ModelContainer, parallel: Int = 4, queueLimit: Int = 64, prefillChunk: Int = 512,
-                options: DecoderOptions = DecoderOptions()) throws {
+                options: DecoderOptions = DecoderOptions(), retainedBytes: Int = 512 << 20) throws {
         guard parallel >= 1, parallel <= 256 else { throw AdapterError.invalidArgument("--parallel must be between 1 and 256") }
         guard queueLimit >= 0, queueLimit <= 1 << 20 else { throw AdapterError.invalidArgument("the queue limit must be between 0 and 1048576") }
         guard prefillChunk >= 1 else { throw AdapterError.invalidArgument("the prefill chunk must be positive") }
@@ -223,6 +231,7 @@ public final class BatchEngine: @unchecked Sendable {
         self.queueLimit = queueLimit
         self.prefillChunk = prefillChunk
         self.options = options
+        retainedByteLimit = max(0, retainedBytes)
         workspace = DecoderState(model: container.model, capacity: 1, options: options)
         let t = Thread { [unowned self] in self.loop() }
         t.stackSize = 1 << 22
@@ -298,6 +307,7 @@ public final class BatchEngine: @unchecked Sendable {
             let need = j.request.prompt.count.addingReportingOverflow(j.request.maxNewTokens)
             let capacity = need.overflow ? model.contextLength : min(model.contextLength, max(1, need.partialValue))
             j.state = DecoderState(model: model, capacity: capacity, prompts: j.request.prompts, options: options)
+            reusePrefix(j)
             j.limit = min(j.request.maxNewTokens, min(model.contextLength, capacity + 1) - j.request.prompt.count)
             if j.limit <= 0 { finish(j, .length) }
         }
@@ -384,8 +394,46 @@ public final class BatchEngine: @unchecked Sendable {
             queueSeconds: Double(admitted - j.submitted) / 1e9, prefillSeconds: Double(first - admitted) / 1e9,
             decodeSeconds: Double(now - first) / 1e9)))
         j.continuation.finish()
+        retain(j)
         j.state = nil
         j.done = true
+    }
+
+    /// Keeps a finished sequence's cache for prefix reuse, evicting the oldest beyond the byte limit.
+    private func retain(_ j: BatchJob) {
+        guard let s = j.state, s.length > 0, retainedByteLimit > 0 else { return }
+        let tokens = Array((j.request.prompt + j.generated).prefix(s.length))
+        retained.append((tokens, j.request.prompts, s))
+        var bytes = retained.reduce(0) { $0 + $1.state.byteCount }
+        while bytes > retainedByteLimit, !retained.isEmpty {
+            bytes -= retained.removeFirst().state.byteCount
+        }
+    }
+
+    /// Starts the job from the retained sequence sharing its longest prompt prefix (same image prompts), if any.
+    /// At least the last prompt token is always fed, so there are logits to sample from.
+    private func reusePrefix(_ j: BatchJob) {
+        guard let s = j.state else { return }
+        let prompt = j.request.prompt
+        var best = -1, bestLength = 0
+        for (i, r) in retained.enumerated() where r.prompts === j.request.prompts {
+            var n = 0
+            let m = min(r.tokens.count, prompt.count - 1)
+            while n < m && r.tokens[n] == prompt[n] { n += 1 }
+            if n > bestLength { best = i; bestLength = n }
+        }
+        guard best >= 0 else { return }
+        let source = retained[best].state
+        if source.capacity >= s.capacity {
+            // Take the whole state over: no copy at all.
+            retained.remove(at: best)
+            source.truncate(to: bestLength)
+            j.state = source
+        } else {
+            s.copyPrefix(of: source, positions: bestLength)
+        }
+        j.fed = bestLength
+        reusedPromptTokens += bestLength
     }
 
     private func fail(_ j: BatchJob, _ error: Error) {

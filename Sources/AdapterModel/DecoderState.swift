@@ -85,6 +85,18 @@ public final class DecoderState {
     /// Drops positions after `newLength` (a chat turn that diverges from what the cache saw).
     public func truncate(to newLength: Int) { length = min(length, max(0, newLength)) }
 
+    /// Replaces this state's positions with the first `positions` of `other` (same model): a server reuses
+    /// the keys and values of a prompt prefix another request already computed.
+    public func copyPrefix(of other: DecoderState, positions: Int) {
+        let n = min(positions, other.length, capacity)
+        precondition(other.cache.kvDim == cache.kvDim && other.cache.keys.count == cache.keys.count, "states of different models")
+        for l in 0..<cache.keys.count {
+            cache.keys[l].update(from: other.cache.keys[l], count: n * cache.kvDim)
+            cache.values[l].update(from: other.cache.values[l], count: n * cache.kvDim)
+        }
+        length = n
+    }
+
     /// Activation buffers for up to `T` positions, reused across calls so the decoding loop allocates nothing.
     final class Buffers {
         let T: Int
