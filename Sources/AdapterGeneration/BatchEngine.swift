@@ -314,36 +314,64 @@ public final class BatchEngine: @unchecked Sendable {
         for j in jobs where !j.done && j.cancelled.load(ordering: .relaxed) { finish(j, .cancelled) }
         let live = jobs.filter { !$0.done }
         let decoding = live.filter { $0.pending != nil }
-        do {
-            if let p = live.first(where: { $0.pending == nil }) {
-                let remaining = p.request.prompt.count - p.fed
-                let n = decoding.isEmpty ? remaining : min(remaining, prefillChunk)
-                let chunk = Array(p.request.prompt[p.fed ..< p.fed + n])
-                let logits = try model.forward(batch: [ForwardEntry(tokens: chunk, state: p.state!)], workspace: workspace)
-                p.fed += n
-                if p.fed == p.request.prompt.count {
-                    p.firstToken = DispatchTime.now().uptimeNanoseconds
-                    emit(p, logits: logits[0])
-                }
-            }
-        } catch {
-            // A prefill that fails ends its own request only.
-            if let p = live.first(where: { $0.pending == nil }) { fail(p, error) }
+        let groups = stride(from: 0, to: decoding.count, by: matvecBatchLimit).map {
+            Array(decoding[$0 ..< min(decoding.count, $0 + matvecBatchLimit)])
         }
-        var start = 0
-        while start < decoding.count {
-            let group = Array(decoding[start ..< min(decoding.count, start + matvecBatchLimit)])
-            start += group.count
+        // Prompts to prefill this step: the first waiting one (a chunk of it while others decode), plus whole
+        // prompts of the next ones while the step's prompt tokens stay within `prefillChunk` (one pass over the
+        // weights for all of them, as when several requests arrive together).
+        var prefills: [(job: BatchJob, chunk: [Int])] = []
+        var budget = prefillChunk
+        for p in live where p.pending == nil {
+            let remaining = p.request.prompt.count - p.fed
+            if prefills.isEmpty {
+                let n = decoding.isEmpty ? remaining : min(remaining, prefillChunk)
+                prefills.append((p, Array(p.request.prompt[p.fed ..< p.fed + n])))
+                budget -= n
+            } else if remaining <= budget {
+                prefills.append((p, Array(p.request.prompt[p.fed...])))
+                budget -= remaining
+            }
+        }
+        let prefill = prefills.count == 1 ? prefills[0] : nil
+        // A short chunk (a prompt whose prefix was reused, a short question) rides along with the first decode
+        // group: one pass over the weights serves both, and with at most `matvecBatchLimit` rows every row still
+        // takes the mat-vec path it takes alone.
+        let merged = prefill.map { pf in groups.first.map { $0.count + pf.chunk.count <= matvecBatchLimit } ?? false } ?? false
+        if !prefills.isEmpty, !merged {
             do {
-                let logits = try model.forward(batch: group.map { ForwardEntry(tokens: [$0.pending!], state: $0.state!) }, workspace: workspace)
+                let logits = try model.forward(batch: prefills.map { ForwardEntry(tokens: $0.chunk, state: $0.job.state!) }, workspace: workspace)
+                for (pf, l) in zip(prefills, logits) { prefilled(pf.job, count: pf.chunk.count, logits: l) }
+            } catch {
+                // A prefill that fails ends the requests it was for only.
+                for pf in prefills { fail(pf.job, error) }
+            }
+        }
+        for (g, group) in groups.enumerated() {
+            var entries = group.map { ForwardEntry(tokens: [$0.pending!], state: $0.state!) }
+            let ride = merged && g == 0 ? prefill : nil
+            if let ride { entries.append(ForwardEntry(tokens: ride.chunk, state: ride.job.state!)) }
+            do {
+                let logits = try model.forward(batch: entries, workspace: workspace)
                 for (j, l) in zip(group, logits) {
                     j.generated.append(j.pending!)
                     j.pending = nil
                     emit(j, logits: l)
                 }
+                if let ride { prefilled(ride.job, count: ride.chunk.count, logits: logits[group.count]) }
             } catch {
                 for j in group { fail(j, error) }
+                if let ride { fail(ride.job, error) }
             }
+        }
+    }
+
+    /// Accounts for `count` prompt tokens fed; after the last one, samples the first token.
+    private func prefilled(_ p: BatchJob, count: Int, logits: UnsafeBufferPointer<Float>) {
+        p.fed += count
+        if p.fed == p.request.prompt.count {
+            p.firstToken = DispatchTime.now().uptimeNanoseconds
+            emit(p, logits: logits)
         }
     }
 
