@@ -39,7 +39,7 @@ let webPage = #"""
 </header>
 <main id="log" aria-live="polite"></main>
 <form id="form">
-  <label class="btn" title="Attach an image">&#128247;<input id="file" type="file" accept="image/png,image/jpeg"></label>
+  <label class="btn" title="Attach an image">Image<input id="file" type="file" accept="image/png,image/jpeg"></label>
   <span id="preview"></span>
   <textarea id="text" rows="1" placeholder="Message" autofocus></textarea>
   <button class="primary" id="send" type="submit">Send</button>

@@ -404,6 +404,34 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(after.status, 200, after.body)
     }
 
+    /// The page in headless Chromium: attach the receipt, ask, and see the streamed answer (OCR expert on SmolLM2).
+    /// Behind LLAMA_ADAPTER_BROWSER_TEST=1 (needs Debian's `chromium` and PyPI's `websocket-client`); the screenshot is
+    /// saved to LLAMA_ADAPTER_SCREENSHOT (default: a temporary file).
+    func testThePageStreamsAnAnswerAboutAnUploadedImageInChromium() throws {
+        guard ProcessInfo.processInfo.environment["LLAMA_ADAPTER_BROWSER_TEST"] == "1" else {
+            throw XCTSkip("set LLAMA_ADAPTER_BROWSER_TEST=1 to run the page in headless Chromium")
+        }
+        let s = try ServerProcess(["--model", try Fixtures.smolLM2(), "--expert", "ocr", "--max-seq-len", "1024"])
+        let shot = ProcessInfo.processInfo.environment["LLAMA_ADAPTER_SCREENSHOT"]
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("llama-adapter-page.png").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", Fixtures.root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("tools/browser/page_test.py").path,
+                       "--url", "http://127.0.0.1:\(s.port)", "--image", Fixtures.path("ocr/receipt.png"),
+                       "--message", "What is the total on this receipt?", "--screenshot", shot]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        let r = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any], String(decoding: data, as: UTF8.self))
+        XCTAssertEqual(r["state"] as? String, "done", "\(r)")
+        XCTAssertEqual(r["user_images"] as? Int, 1)
+        XCTAssertTrue((r["answer"] as? String ?? "").contains("14.40"), "\(r)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: shot))
+    }
+
     func testConcurrentClientsGetTheAnswersTheyGetAlone() throws {
         let s = try ServerProcess(["--model", try Fixtures.smolLM2(), "--parallel", "4", "--max-seq-len", "512"])
         let requests: [[String: Any]] = [
