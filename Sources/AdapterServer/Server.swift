@@ -516,7 +516,9 @@ func number(_ v: Any) -> Double? {
 
 /// A JSON number that is an integer, as an Int.
 func integer(_ v: Any) -> Int? {
-    guard let d = number(v), d == d.rounded(), abs(d) < 9.0e15 else { return nil }
+    guard let d = number(v), d == d.rounded(), abs(d) <= 9.223372036854775807e18 else { return nil }
+    // Large integers (a max_tokens of 2^63 - 1) are exact in the JSON number, not in its Double.
+    if let n = v as? NSNumber { return Int(n.int64Value) }
     return Int(d)
 }
 

@@ -351,6 +351,10 @@ final class ServerTests: XCTestCase {
         let r = try http(s.port, "POST", "/v1/completions", json: ["prompt": String(repeating: "alpaca ", count: 600)])
         XCTAssertEqual(r.status, 400, r.body)
         XCTAssertEqual((r.json["error"] as? [String: Any])?["code"] as? String, "context_length_exceeded")
+        // A max_tokens of 2^63 - 1 means "as many as fit" (the context bounds it), not an error or a trap.
+        let huge = try http(s.port, "POST", "/v1/completions", raw: Data(#"{"prompt": "Hi", "max_tokens": 9223372036854775807, "seed": -5}"#.utf8))
+        XCTAssertEqual(huge.status, 200, huge.body)
+        XCTAssertEqual(try http(s.port, "POST", "/v1/completions", json: ["prompt": "Hi", "max_tokens": 3.5]).status, 400)
     }
 
     func testAPIKeyIsRequiredOnV1Only() throws {
