@@ -211,6 +211,8 @@ public final class BatchEngine: @unchecked Sendable {
     private var stopping = false
     private var thread: Thread?
     private let workspace: DecoderState
+    /// The tokenizer's stop ids, read once rather than per sampled token.
+    private let stopIds: Set<Int>
     /// Finished sequences kept for their keys and values (engine thread only): a new prompt that starts with
     /// one of them (the same system prompt, the previous turns of a chat) prefills only what is new.
     private var retained: [(tokens: [Int], prompts: AdapterPrompts?, state: DecoderState)] = []
@@ -232,6 +234,7 @@ public final class BatchEngine: @unchecked Sendable {
         self.prefillChunk = prefillChunk
         self.options = options
         retainedByteLimit = max(0, retainedBytes)
+        stopIds = container.tokenizer.stopIds
         workspace = DecoderState(model: container.model, capacity: 1, options: options)
         let t = Thread { [unowned self] in self.loop() }
         t.stackSize = 1 << 22
@@ -379,7 +382,7 @@ public final class BatchEngine: @unchecked Sendable {
     private func emit(_ j: BatchJob, logits: UnsafeBufferPointer<Float>) {
         if j.generated.count >= j.limit { return finish(j, .length) }
         let next = j.sampler.sample(logits)
-        if container.tokenizer.stopIds.contains(next) { return finish(j, .stop) }
+        if stopIds.contains(next) { return finish(j, .stop) }
         var token = BatchToken(id: next, text: "", bytes: [], logprob: nil, top: [])
         if let k = j.request.logprobs {
             (token.logprob, token.top) = logProbabilities(logits, chosen: next, top: k)

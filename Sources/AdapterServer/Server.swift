@@ -14,8 +14,6 @@ public struct ServerOptions: Sendable {
     public var port = 8080
     /// Bearer key the `/v1` endpoints require (nil: none).
     public var apiKey: String?
-    /// Requests that may wait for a slot before new ones get 429.
-    public var queueLimit = 64
     /// Largest request body accepted, in bytes (checked before the body is read when Content-Length says it).
     public var maxBodyBytes = 16 << 20
     /// Largest image accepted, in pixels (checked from the image header, before decoding).
@@ -375,8 +373,9 @@ public final class OpenAIServer: Sendable {
         ["prompt_tokens": s.promptTokens, "completion_tokens": s.tokens.count, "total_tokens": s.promptTokens + s.tokens.count]
     }
 
+    /// A token's own text for log-probability entries (the engine decoded it once, into `bytes`).
     private func tokenText(_ t: BatchToken) -> String {
-        t.id.map { container.tokenizer.decode([$0]) } ?? t.text
+        t.id == nil ? t.text : String(decoding: t.bytes, as: UTF8.self)
     }
 
     /// OpenAI's chat `logprobs.content` entry for a token.
@@ -427,10 +426,11 @@ public final class OpenAIServer: Sendable {
 
     /// The legacy completions `logprobs` object.
     private func completionLogprobs(_ tokens: [BatchToken], offset: Int) -> [String: Any] {
+        let texts = tokens.map(tokenText)
         var offsets: [Int] = []
         var at = offset
-        for t in tokens { offsets.append(at); at += tokenText(t).count }
-        return ["tokens": tokens.map(tokenText), "token_logprobs": tokens.map { $0.logprob ?? 0 },
+        for t in texts { offsets.append(at); at += t.count }
+        return ["tokens": texts, "token_logprobs": tokens.map { $0.logprob ?? 0 },
                 "top_logprobs": tokens.map { t in Dictionary(t.top.map { (container.tokenizer.decode([$0.id]), $0.logprob) }, uniquingKeysWith: max) },
                 "text_offset": offsets]
     }

@@ -78,7 +78,6 @@ struct Serve: ParsableCommand {
         o.host = host
         o.port = port
         o.apiKey = apiKey ?? ProcessInfo.processInfo.environment["LLAMA_ADAPTER_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
-        o.queueLimit = queue
         o.maxBodyBytes = maxBodyBytes
         o.maxImagePixels = maxImagePixels
         o.channels = channels
