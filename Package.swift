@@ -46,12 +46,20 @@ let package = Package(
             pkgConfig: "tesseract",
             providers: [.apt(["libtesseract-dev", "tesseract-ocr-eng"]), .brew(["tesseract"])]
         ),
+        // MPI for data-parallel training (Open MPI: Debian's libopenmpi-dev). Without it the shim's functions
+        // say MPI is unavailable and the package still builds and trains as one process.
+        .systemLibrary(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"]), .brew(["open-mpi"])]
+        ),
         .target(name: "AdapterFormats", dependencies: ["AdapterCore"]),
         .target(name: "AdapterVision", dependencies: ["AdapterCore", "AdapterFormats", "CImageCodecs"]),
         .target(name: "AdapterTokenizers", dependencies: []),
         .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision"]),
         .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers"]),
-        .target(name: "AdapterTraining", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration"]),
+        .target(name: "AdapterTraining", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "CMPI"]),
         .target(name: "AdapterExperts", dependencies: ["AdapterCore", "AdapterVision", "AdapterModel", "AdapterGeneration", "CTesseract"]),
         .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "AdapterTraining", "AdapterExperts"]),
         // The OpenAI-compatible HTTP server, its continuous-batching scheduler and the web page.

@@ -88,8 +88,25 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// Splits `0..<count` into one contiguous chunk per active thread and runs `body` on each chunk.
+    /// When set, `parallelFor` cuts its range into this many chunks (fewer for small ranges) whatever the number
+    /// of threads, and the threads take the chunks in turn. Every BLAS call then sees the same sub-problem on one
+    /// thread or many, so results do not depend on the thread count (`--deterministic-reduce`), at the price of
+    /// more, smaller calls. Set between jobs.
+    public var fixedChunks: Int?
+
+    /// Splits `0..<count` into one contiguous chunk per active thread (or into `fixedChunks` chunks) and runs
+    /// `body` on each chunk.
     public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        if let f = fixedChunks, f > 0 {
+            let c = min(f, max(1, count / max(1, minChunk)))
+            let n = min(activeThreads, c)
+            func chunk(_ j: Int) -> Range<Int> { (count * j / c)..<(count * (j + 1) / c) }
+            if n <= 1 || c <= 1 { for j in 0..<c where !chunk(j).isEmpty { body(chunk(j)) }; return }
+            run(threads: n) { i, t in
+                for j in stride(from: i, to: c, by: t) where !chunk(j).isEmpty { body(chunk(j)) }
+            }
+            return
+        }
         let n = min(activeThreads, max(1, count / max(1, minChunk)))
         if n <= 1 || count <= 1 { body(0..<count); return }
         run(threads: n) { i, t in

@@ -9,6 +9,34 @@ import Darwin
 /// Whole-file writes that never leave a partial file: bytes go to a temporary file in the target's folder,
 /// are fsynced, and the temporary file is renamed over the target (then the folder is fsynced).
 public enum AtomicFile {
+    /// Temporary files being written, as C strings, so a signal handler can remove them (`removeTemporaryFiles`).
+    nonisolated(unsafe) private static let inProgress: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> = {
+        let p = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: slots)
+        p.initialize(repeating: nil, count: slots)
+        return p
+    }()
+    private static let slots = 16
+    private static let registry = NSLock()
+
+    /// Unlinks every temporary file a write has not finished: for SIGINT/SIGTERM handlers (it only calls unlink).
+    public static func removeTemporaryFiles() {
+        for i in 0..<slots { if let p = inProgress[i] { unlink(p) } }
+    }
+
+    private static func track(_ path: String) -> Int? {
+        registry.lock(); defer { registry.unlock() }
+        for i in 0..<slots where inProgress[i] == nil { inProgress[i] = strdup(path); return i }
+        return nil
+    }
+
+    private static func untrack(_ slot: Int?) {
+        guard let slot else { return }
+        registry.lock(); defer { registry.unlock() }
+        let p = inProgress[slot]
+        inProgress[slot] = nil
+        free(p)
+    }
+
     /// Writes `bytes` to `path` atomically. Refuses a target that exists and is not a regular file (a device,
     /// a FIFO, a folder), so a mistyped path never replaces something that is not a file.
     public static func write(_ bytes: [UInt8], to path: String) throws {
@@ -28,7 +56,8 @@ public enum AtomicFile {
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw AdapterError.io("cannot write \(path): cannot create a file in \(directory): \(String(cString: strerror(errno)))") }
         var ok = false
-        defer { if !ok { unlink(temp) } }
+        let slot = track(temp)
+        defer { if !ok { unlink(temp) }; untrack(slot) }
         do {
             try body { buf in
                 var off = 0

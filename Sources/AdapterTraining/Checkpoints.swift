@@ -93,7 +93,7 @@ extension Trainer {
                 "params=\(store.parameters.count):\(store.trainableCount)"].joined(separator: " ")
     }
 
-    /// Saves parameters, AdamW moments and steps, the step counter, data positions, the augmentation RNG and
+    /// Saves parameters, AdamW moments and steps, the step counter, data positions and
     /// the step history to `path`, atomically (a `torch.save` file: `torch.load` reads it too).
     public func saveState(to path: String, history: [StepReport]) throws {
         let names = store.parameters.map(\.name)
@@ -111,10 +111,9 @@ extension Trainer {
             .list([.int($0.step), .double($0.loss), .double($0.gradNorm), .double($0.lr), .int($0.group?.rawValue ?? -1)])
         }
         let root: [(String, PickleWriteValue)] = [
-            ("format", .string("llama-adapter-swift training state 1")),
+            ("format", .string("llama-adapter-swift training state 2")),
             ("fingerprint", .string(fingerprint)),
             ("step", .int(step)),
-            ("augment_rng", .string(String(augmentRNG.state, radix: 16))),
             ("cursors", .list(cursors.flatMap { [PickleWriteValue.int($0.epoch), .int($0.index)] })),
             ("adam_step", .dict(adamSteps)),
             ("history", .list(hist)),
@@ -132,7 +131,11 @@ extension Trainer {
         guard try FileFormat.detect(path: path) == .pytorch else { throw AdapterError.format("\(path) is not a training state file") }
         let root = try TorchCheckpoint.load(path: path, options: .checkpoint)
         let top = try TorchCheckpoint(root: root, keyPath: [], path: path)
-        guard top.metadata["format"]?.stringValue == "llama-adapter-swift training state 1" else {
+        if top.metadata["format"]?.stringValue == "llama-adapter-swift training state 1" {
+            // Format 1 kept one augmentation stream for the whole run; augmentation is now drawn per sample.
+            throw AdapterError.format("\(path) was written by an older llama-adapter (training state format 1), whose augmentation draws this version does not reproduce: start the run again")
+        }
+        guard top.metadata["format"]?.stringValue == "llama-adapter-swift training state 2" else {
             throw AdapterError.format("\(path) is not a llama-adapter training state (written by finetune --state)")
         }
         guard let fp = top.metadata["fingerprint"]?.stringValue else { throw AdapterError.format("\(path): no fingerprint") }
@@ -140,7 +143,6 @@ extension Trainer {
             throw AdapterError.invalidArgument("\(path) was saved by a run with other settings or data (saved: \(fp); now: \(fingerprint))")
         }
         guard let k = top.metadata["step"]?.intValue, k >= 0, k <= options.steps,
-              let rng = top.metadata["augment_rng"]?.stringValue.flatMap({ UInt64($0, radix: 16) }),
               let cur = top.metadata["cursors"]?.arrayValue?.compactMap(\.intValue), cur.count == 4,
               let adamSteps = top.metadata["adam_step"]?.dictValue else {
             throw AdapterError.format("\(path): training state is incomplete")
@@ -163,8 +165,6 @@ extension Trainer {
             }
         }
         step = k
-        augmentRNG = TrainingRNG(seed: 0)
-        augmentRNG.state = rng
         cursors = [DataCursor(epoch: cur[0], index: cur[1]), DataCursor(epoch: cur[2], index: cur[3])]
         return (top.metadata["history"]?.arrayValue ?? []).compactMap { e in
             guard let a = e.arrayValue, a.count == 5, let s = a[0].intValue, let l = a[1].doubleValue, let g = a[2].doubleValue,

@@ -66,6 +66,9 @@ public struct TrainingOptions: Sendable, Equatable {
     public var jointRatio = (caption: 1, instruction: 1)
     /// Joint runs: early-fusion depth (default: the layers below the adaption prompts).
     public var earlyLayers: Int?
+    /// `--deterministic-reduce`: gradients computed one sample at a time and summed in 64-bit fixed point, so the
+    /// result is the same bit for bit for any number of ranks (and equals a one-process run with the flag).
+    public var deterministicReduce = false
 
     /// Defaults.
     public init() {}
@@ -76,7 +79,7 @@ public struct TrainingOptions: Sendable, Equatable {
             && a.weightDecay == b.weightDecay && a.warmupSteps == b.warmupSteps && a.accumSteps == b.accumSteps
             && a.maxWords == b.maxWords && a.shuffle == b.shuffle && a.augment == b.augment && a.seed == b.seed
             && a.compat == b.compat && a.clipGrad == b.clipGrad && a.channels == b.channels
-            && a.jointRatio == b.jointRatio && a.earlyLayers == b.earlyLayers
+            && a.jointRatio == b.jointRatio && a.earlyLayers == b.earlyLayers && a.deterministicReduce == b.deterministicReduce
     }
 }
 
@@ -96,6 +99,10 @@ public struct StepReport: Sendable {
     public var tokens: Int
     /// Wall time of the step.
     public var seconds: Double
+    /// Wall time spent in the ranks' gradient allreduce (0 in one process).
+    public var allreduceSeconds = 0.0
+    /// Bytes this rank contributed to the step's allreduces (0 in one process).
+    public var allreduceBytes = 0
 }
 
 /// Position in one data set's order: epoch and index, so a resumed run reads the same batches.
@@ -129,8 +136,8 @@ public final class Trainer {
     public internal(set) var step = 0
     /// Data order positions per group.
     public internal(set) var cursors: [DataCursor] = [DataCursor(), DataCursor()]
-    /// Augmentation random numbers.
-    public internal(set) var augmentRNG: TrainingRNG
+    /// The ranks this run is one of (one process unless `distribute(over:)` was called).
+    public private(set) var communicator: any Communicator = LocalCommunicator()
     private var tokenCache: [Int: [Int: TokenizedSample]] = [:]
     private var zeroImageFeatures: Tensor?
     private var workspaces: [Workspace] = []
@@ -159,8 +166,9 @@ public final class Trainer {
         guard o.weightDecay.isFinite, o.weightDecay >= 0 else { throw AdapterError.invalidArgument("--weight-decay must be finite and not negative") }
         if let c = o.clipGrad, !(c > 0 && c.isFinite) { throw AdapterError.invalidArgument("--clip-grad must be a positive number") }
         adamConfig = { var a = AdamWConfig(); a.weightDecay = Float(o.weightDecay); return a }()
+        // Fixed work splits make each sample's gradient independent of the thread count as well.
+        if o.deterministicReduce { base.pool.fixedChunks = Trainer.deterministicChunks }
         schedule = LRSchedule(lr: o.lr, minLR: o.minLR, warmupSteps: o.warmupSteps, steps: o.steps)
-        augmentRNG = TrainingRNG(seed: o.seed ^ 0xA116_7E00_0000_0001)
         let c = base.config
         let probe = try store.adapterWeights(model: c)
         map = ParameterMap(store: store, config: c)
@@ -265,6 +273,31 @@ public final class Trainer {
         return batch
     }
 
+    /// Chunks per parallel loop under `--deterministic-reduce` (enough to keep 32 threads busy).
+    public static let deterministicChunks = 32
+
+    /// Makes this trainer one rank of a data-parallel job: from now on each micro-batch is split between the
+    /// ranks and gradients are summed over them. Every rank must be set up with the same data and options.
+    public func distribute(over c: any Communicator) throws {
+        guard c.size <= options.batchSize else {
+            throw AdapterError.invalidArgument("--batch-size \(options.batchSize) is smaller than the \(c.size) ranks: each rank needs at least one sample of every micro-batch")
+        }
+        communicator = c
+    }
+
+    /// Rank `rank`'s slice of a micro-batch of `n` samples (contiguous; sizes differ by at most one).
+    public static func shard(_ n: Int, rank: Int, size: Int) -> Range<Int> { (rank * n / size)..<((rank + 1) * n / size) }
+
+    /// The augmentation random numbers of one sample: a function of the seed and the sample's place in the run
+    /// (step, micro-batch, slot), so any rank that processes it draws the same crop.
+    func augmentSeed(step k: Int, micro a: Int, slot i: Int) -> UInt64 {
+        var r = TrainingRNG(seed: options.seed ^ 0xA116_7E00_0000_0001)
+        r.state &+= UInt64(truncatingIfNeeded: k) &* 0xD1B5_4A32_D192_ED03
+        _ = r.next()
+        r.state &+= UInt64(truncatingIfNeeded: a) &* 0x8CB9_2BA7_2F3D_8DD7 &+ UInt64(truncatingIfNeeded: i) &* 0x9E37_79B9_7F4A_7C15
+        return r.next()
+    }
+
     private func tokenized(_ g: TrainingGroup, _ i: Int) -> TokenizedSample {
         if let t = tokenCache[g.rawValue]?[i] { return t }
         let t = tokenizeSample(dataset(for: g).samples[i], tokenizer: tokenizer!, maxWords: options.maxWords, compat: options.compat)
@@ -274,7 +307,7 @@ public final class Trainer {
 
     /// CLIP features of a sample's image (augmented unless `--no-augment`), or of the all-zero image the
     /// official data set feeds text-only samples.
-    private func clipFeatures(_ sample: TrainingSample?) throws -> Tensor {
+    private func clipFeatures(_ sample: TrainingSample?, augmentSeed: UInt64) throws -> Tensor {
         guard let clip else { throw AdapterError.invalidArgument("the adapter has a visual branch: pass --clip") }
         guard let path = sample?.imagePath else {
             if let z = zeroImageFeatures { return z }
@@ -285,7 +318,8 @@ public final class Trainer {
         let image = try ImageDecoder.decode(path: path)
         let pre = CLIPPreprocessor(size: clip.imageSize, channels: options.channels)
         try pre.checkResizable(image)
-        let crop = options.augment ? randomResizedCrop(image, size: clip.imageSize, rng: &augmentRNG) : pre.resizedAndCropped(image)
+        var rng = TrainingRNG(seed: augmentSeed)
+        let crop = options.augment ? randomResizedCrop(image, size: clip.imageSize, rng: &rng) : pre.resizedAndCropped(image)
         return try clipEncodeImage(clip, image: pre.normalize(crop), pool: base.pool)
     }
 
@@ -294,7 +328,10 @@ public final class Trainer {
     /// step computes them before its update. For checks and evaluation: no data order or optimiser state changes.
     public func evaluate(batch: [Int], group g: TrainingGroup = .caption, gradients: Bool) throws -> Double {
         store.zeroGrad()
-        return try microBatch(batch.map { (dataset(for: g).samples[$0], tokenized(g, $0)) }, active: [g.rawValue], backward: gradients).0
+        let slots = batch.enumerated().map { j, i in Slot(sample: dataset(for: g).samples[i], tokens: tokenized(g, i), augmentSeed: augmentSeed(step: -1, micro: 0, slot: j)) }
+        let labelled = slots.reduce(0) { $0 + $1.labelled }
+        let losses = try microBatch(slots, denominator: Float(max(labelled, 1)), active: [g.rawValue], backward: gradients)
+        return labelled > 0 ? losses.reduce(0, +) / Double(labelled) : 0
     }
 
     /// Runs one optimizer step (forward, backward and AdamW over `accumSteps` micro-batches of the data) and reports it.
@@ -320,45 +357,150 @@ public final class Trainer {
         let g = group(at: k)
         let active: Set<Int> = [g.rawValue]
         let lr = schedule.rate(at: k)
+        let comm = communicator
+        let B = options.batchSize, A = options.accumSteps
+        let mine = Trainer.shard(B, rank: comm.rank, size: comm.size)
+        let members = store.members(of: g.rawValue)
         store.zeroGrad()
-        var lossSum = 0.0
+        // Every rank reads the whole global micro-batch (the same indices everywhere), counts its labels for
+        // the loss denominator, and runs only its own slice.
+        var sampleLoss = [Double](repeating: 0, count: A * B)
+        var labelledPerMicro: [Int] = []
         var tokens = 0
-        for _ in 0..<options.accumSteps {
-            let (loss, n) = try microBatch(next(g), active: active)
-            lossSum += loss
-            tokens += n
+        var perSample: [[Float]] = []
+        var touched = [Double](repeating: 0, count: members.count)
+        for a in 0..<A {
+            let batch = try next(g)
+            let slots = batch.enumerated().map { j, e in Slot(sample: e.0, tokens: e.1, augmentSeed: augmentSeed(step: k, micro: a, slot: j)) }
+            let labelled = slots.reduce(0) { $0 + $1.labelled }
+            labelledPerMicro.append(labelled)
+            tokens += slots.reduce(0) { $0 + $1.tokens.length }
+            let denominator = Float(max(labelled, 1) * A)
+            if options.deterministicReduce {
+                for j in mine {
+                    store.zeroGrad()
+                    sampleLoss[a * B + j] = try microBatch([slots[j]], denominator: denominator, active: active)[0]
+                    perSample.append(flatGradients(members, touched: &touched))
+                }
+            } else {
+                let losses = try microBatch(Array(slots[mine]), denominator: denominator, active: active)
+                for (j, l) in zip(mine, losses) { sampleLoss[a * B + j] = l }
+            }
         }
-        let members = store.members(of: g.rawValue).filter { $0.touched }
+        var reduceSeconds = 0.0, reduceBytes = 0
+        if options.deterministicReduce {
+            let t0 = Date()
+            try deterministicSum(members, perSample: perSample, terms: A * B)
+            reduceSeconds += Date().timeIntervalSince(t0)
+            reduceBytes += perSample.isEmpty ? 0 : perSample[0].count * 8
+        } else if comm.size > 1 {
+            for (i, p) in members.enumerated() where p.touched { touched[i] = 1 }
+            var flat = flatGradients(members, touched: &touched)
+            let t0 = Date()
+            try comm.allreduce(&flat, element: .float, op: .sum)
+            reduceSeconds += Date().timeIntervalSince(t0)
+            reduceBytes += flat.count * 4
+            scatterGradients(flat, members)
+        }
+        if comm.size > 1 || options.deterministicReduce {
+            // Each slot of the per-sample losses is filled by exactly one rank (x + 0 is exact), and a parameter is
+            // touched when any rank touched it.
+            var meta = sampleLoss + touched
+            let t0 = Date()
+            try comm.allreduce(&meta, element: .double, op: .sum)
+            reduceSeconds += Date().timeIntervalSince(t0)
+            reduceBytes += meta.count * 8
+            sampleLoss = Array(meta[0..<(A * B)])
+            for (i, p) in members.enumerated() { p.touched = meta[A * B + i] > 0 }
+        }
+        var lossSum = 0.0
+        for a in 0..<A {
+            var sum = 0.0
+            for j in 0..<B { sum += sampleLoss[a * B + j] }
+            lossSum += labelledPerMicro[a] > 0 ? sum / Double(labelledPerMicro[a]) : 0
+        }
+        let trained = members.filter { $0.touched }
         var sq = 0.0
-        for p in members { for i in 0..<p.count { let v = Double(p.grad![i]); sq += v * v } }
+        for p in trained { for i in 0..<p.count { let v = Double(p.grad![i]); sq += v * v } }
         let norm = sq.squareRoot()
         guard norm.isFinite, lossSum.isFinite else {
-            throw AdapterError.invalidArgument("step \(k): loss or gradient is not finite (loss \(lossSum / Double(options.accumSteps))); lower --lr")
+            throw AdapterError.invalidArgument("step \(k): loss or gradient is not finite (loss \(lossSum / Double(A))); lower --lr")
         }
         if let clip = options.clipGrad {
             let coef = Float(clip / (norm + 1e-6))
-            if coef < 1 { for p in members { for i in 0..<p.count { p.grad![i] *= coef } } }
+            if coef < 1 { for p in trained { for i in 0..<p.count { p.grad![i] *= coef } } }
         }
-        for p in members {
+        for p in trained {
             adamWStep(values: p.values, grad: p.grad!, state: adam[p.name]!, lr: lr, weightDecay: p.decays ? Float(options.weightDecay) : 0,
                       config: adamConfig)
         }
         step += 1
-        return StepReport(step: k, loss: lossSum / Double(options.accumSteps), gradNorm: norm, lr: lr,
-                          group: options.phase == .joint ? g : nil, tokens: tokens, seconds: Date().timeIntervalSince(started))
+        var report = StepReport(step: k, loss: lossSum / Double(A), gradNorm: norm, lr: lr,
+                                group: options.phase == .joint ? g : nil, tokens: tokens, seconds: Date().timeIntervalSince(started))
+        report.allreduceSeconds = reduceSeconds
+        report.allreduceBytes = reduceBytes
+        return report
     }
 
-    /// Loss and gradients of one batch, accumulated with weight 1/accumSteps. Returns the batch's mean loss and
-    /// the positions run.
-    func microBatch(_ samples: [(TrainingSample?, TokenizedSample)], active: Set<Int>, backward: Bool = true) throws -> (Double, Int) {
-        let model = try base.with(adapter: store.adapterWeights(model: base.config))
-        func targets(_ t: TokenizedSample) -> [Int] {
-            (0..<t.length).map { $0 + 1 < t.labels.count ? t.labels[$0 + 1] : 0 }
+    /// The gradients of `members` in one flat buffer (marking in `touched` those a gradient reached).
+    private func flatGradients(_ members: [Parameter], touched: inout [Double]) -> [Float] {
+        var flat = [Float](repeating: 0, count: members.reduce(0) { $0 + $1.count })
+        var o = 0
+        for (i, p) in members.enumerated() {
+            if p.touched { touched[i] = 1 }
+            flat.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: o).update(from: p.grad!, count: p.count) }
+            o += p.count
         }
+        return flat
+    }
+
+    private func scatterGradients(_ flat: [Float], _ members: [Parameter]) {
+        var o = 0
+        flat.withUnsafeBufferPointer { f in
+            for p in members { p.grad!.update(from: f.baseAddress! + o, count: p.count); o += p.count }
+        }
+    }
+
+    /// `--deterministic-reduce`: the exact maximum of each tensor over all samples of all ranks fixes a
+    /// fixed-point scale, every rank adds its samples' gradients as integers, and one integer allreduce sums them.
+    private func deterministicSum(_ members: [Parameter], perSample: [[Float]], terms: Int) throws {
+        let counts = members.map(\.count)
+        var maxima = [Float](repeating: 0, count: members.count)
+        var o = 0
+        for (t, c) in counts.enumerated() {
+            for g in perSample { for i in o..<(o + c) { maxima[t] = max(maxima[t], abs(g[i])) } }
+            o += c
+        }
+        try communicator.allreduce(&maxima, element: .float, op: .max)
+        let fixed = FixedPointSum(counts: counts, maxima: maxima, terms: terms)
+        var acc = [Int64](repeating: 0, count: fixed.total)
+        acc.withUnsafeMutableBufferPointer { a in
+            for g in perSample { g.withUnsafeBufferPointer { fixed.add($0.baseAddress!, into: a.baseAddress!) } }
+        }
+        try communicator.allreduce(&acc, element: .int64, op: .sum)
+        var flat = [Float](repeating: 0, count: fixed.total)
+        acc.withUnsafeBufferPointer { a in flat.withUnsafeMutableBufferPointer { fixed.values(a.baseAddress!, into: $0.baseAddress!) } }
+        scatterGradients(flat, members)
+    }
+
+    /// One sample of a micro-batch: the record, its tokens and its augmentation seed.
+    struct Slot {
+        let sample: TrainingSample?
+        let tokens: TokenizedSample
+        let augmentSeed: UInt64
+        /// Next-token labels per position (0: no loss).
+        var targets: [Int] { (0..<tokens.length).map { $0 + 1 < tokens.labels.count ? tokens.labels[$0 + 1] : 0 } }
+        /// Positions with a label.
+        var labelled: Int { targets.reduce(0) { $0 + ($1 != 0 ? 1 : 0) } }
+    }
+
+    /// Loss and gradients of some samples of a micro-batch, the gradients accumulated with weight 1/`denominator`
+    /// (the labelled positions of the whole global micro-batch times the accumulation steps). Returns each
+    /// sample's summed token loss.
+    func microBatch(_ samples: [Slot], denominator: Float, active: Set<Int>, backward: Bool = true) throws -> [Double] {
+        let model = try base.with(adapter: store.adapterWeights(model: base.config))
         // Each position's next-token label (0: no loss), once per sample.
-        let allTargets = samples.map { targets($0.1) }
-        let labelled = allTargets.reduce(0) { $0 + $1.filter { $0 != 0 }.count }
-        let denominator = Float(max(labelled, 1) * options.accumSteps)
+        let allTargets = samples.map(\.targets)
         let trainsSources = map.adapterQuery?.group.map(active.contains) ?? false
         let trainsVisual = map.visual.all.contains { $0.group.map(active.contains) ?? false }
         // Per sample: its image's visual query (recorded), prompts and state; then one packed forward for all.
@@ -366,14 +508,13 @@ public final class Trainer {
         var sequences: [LanguageBackward.Sequence] = []
         var visualRecords: [VisualRecord?] = []
         var promptLayers = [Bool](repeating: false, count: base.config.nLayers)
-        var tokens = 0
-        for (slot, (sample, tok)) in samples.enumerated() {
+        for (slot, s) in samples.enumerated() {
+            let tok = s.tokens
             let T = tok.length
-            tokens += T
             var vq: Tensor?
             var vrec: VisualRecord?
             if model.adapter?.visual != nil {
-                let feats = try clipFeatures(sample)
+                let feats = try clipFeatures(s.sample, augmentSeed: s.augmentSeed)
                 vrec = trainsVisual && backward ? try VisualRecord(model: model, clipTokens: feats.shape[0]) : nil
                 vq = try model.visualQuery(clipFeatures: feats, record: vrec)
             }
@@ -391,12 +532,12 @@ public final class Trainer {
         }
         let ws = packedWorkspace(model: model, prompts: entries[0].state.prompts, sequences: entries.count)
         let logits = try model.forward(batch: entries, record: ws.record)
-        var sum = 0.0
+        var losses: [Double] = []
         for ((entry, all), view) in zip(zip(entries, allTargets), logits) {
             let tg = Array(all[entry.logitsFrom!...])
             let mean = crossEntropyForwardBackward(logits: view.baseAddress!, targets: tg, V: base.config.vocabSize,
                                                    dLogits: UnsafeMutablePointer(mutating: view.baseAddress!), denominator: denominator)
-            sum += Double(mean) * Double(tg.filter { $0 != 0 }.count)
+            losses.append(Double(mean) * Double(tg.filter { $0 != 0 }.count))
         }
         if backward {
             let lowest = LanguageBackward.lowestTrainedLayer(params: map, active: active, promptLayers: promptLayers,
@@ -409,7 +550,7 @@ public final class Trainer {
             }
         }
         withExtendedLifetime(entries) {}
-        return (labelled > 0 ? sum / Double(labelled) : 0, tokens)
+        return losses
     }
 
     /// The packed record and backward scratch of a micro-batch (batchSize × maxWords rows), reused every step:

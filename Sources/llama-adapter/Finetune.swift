@@ -126,6 +126,15 @@ struct Finetune: ParsableCommand {
     @Option(help: "Write the loss curve (and learning rate) to this SVG file.")
     var plot: String?
 
+    @Flag(name: .customLong("deterministic-reduce"), help: "Sum gradients one sample at a time in 64-bit fixed point: the same result bit for bit on any number of MPI ranks.")
+    var deterministicReduce = false
+
+    @Option(name: .customLong("mpi-timeout"), help: "Under mpirun: seconds a rank waits for the others at the gradient allreduce before it stops the job (0: no limit).")
+    var mpiTimeout: Double = 1800
+
+    @Option(name: .customLong("bucket-mb"), help: "Under mpirun: size of one allreduce bucket in MB (all buckets of a step are in flight together).")
+    var bucketMB: Double = 25
+
     func validate() throws {
         if captionData != nil, phase != .joint { throw ValidationError("--caption-data is for --phase joint (with --phase pretrain, pass captions as --data)") }
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1") }
@@ -135,6 +144,9 @@ struct Finetune: ParsableCommand {
         guard vDepth >= 0, vDepth <= 64, vEmbedDim >= 1, vEmbedDim <= 16384, vNumHeads >= 1, vNumHeads <= 1024 else {
             throw ValidationError("--v-depth must be 0...64, --v-embed-dim 1...16384, --v-num-heads 1...1024")
         }
+        guard mpiTimeout >= 0, mpiTimeout.isFinite, bucketMB > 0, bucketMB <= 4096 else {
+            throw ValidationError("--mpi-timeout must be a number of seconds (0: none) and --bucket-mb between 0 and 4096")
+        }
         if adapter != nil, bias || loraRank != nil || queryLayer != nil || visual {
             throw ValidationError("--adapter starts from an existing adapter; --bias, --lora-rank, --query-layer and --visual create a new one: use one or the other")
         }
@@ -142,6 +154,24 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         guard data != nil else { throw AdapterError.invalidArgument("--data is required") }
+        // Under mpirun every rank runs this same command; rank 0 alone logs and writes files.
+        let mpi = try MPICommunicator.startIfLaunched()
+        defer { mpi?.finish() }
+        if let mpi {
+            mpi.timeout = mpiTimeout
+            mpi.bucketElements = max(1, Int(bucketMB * 1_000_000 / 4))
+            errorPrefix = mpi.size > 1 ? "rank \(mpi.rank): " : ""
+            installTerminationNote("rank \(mpi.rank): stopped by the MPI launcher (another rank failed or the job was cancelled; its message above says which)")
+            // Ranks on one host share its cores: each gets its part, or spinning workers would fight each other.
+            if mpi.localSize > 1, ProcessInfo.processInfo.environment["LLAMA_ADAPTER_THREADS"] == nil {
+                let share = max(1, ProcessInfo.processInfo.processorCount / mpi.localSize)
+                setenv("LLAMA_ADAPTER_THREADS", String(min(share, ProcessInfo.processInfo.activeProcessorCount)), 1)
+            }
+        }
+        if mpi == nil {
+            installTerminationNote(state ?? resume != nil ? "interrupted; the last saved --state is intact (continue with --resume)" : "interrupted")
+        }
+        let root = (mpi?.rank ?? 0) == 0
         let container = try ModelContainer.load(ModelConfiguration(
             model: model.model, tokenizer: model.tokenizer, maxSeqLen: model.maxSeqLen ?? max(maxWords, 512), quantize: model.quantize))
         let base = container.model
@@ -150,7 +180,7 @@ struct Finetune: ParsableCommand {
         o.phase = phase; o.batchSize = batchSize; o.steps = steps; o.lr = lr; o.minLR = minLR
         o.weightDecay = weightDecay; o.warmupSteps = warmupSteps; o.accumSteps = accumSteps; o.maxWords = maxWords
         o.shuffle = !noShuffle; o.augment = !noAugment; o.seed = seed; o.compat = model.compat; o.clipGrad = clipGrad
-        o.channels = channels; o.earlyLayers = earlyLayers
+        o.channels = channels; o.earlyLayers = earlyLayers; o.deterministicReduce = deterministicReduce
         let ratio = jointRatio.split(separator: ":").compactMap { Int($0) }
         guard ratio.count == 2 else { throw AdapterError.invalidArgument("--joint-ratio must look like 1:1") }
         o.jointRatio = (ratio[0], ratio[1])
@@ -166,15 +196,23 @@ struct Finetune: ParsableCommand {
         let trainer = try Trainer(base: base, store: store, tokenizer: container.tokenizer, clip: clipWeights,
                                   data: try data.map { try TrainingDataset.load(path: $0) },
                                   captionData: try captionData.map { try TrainingDataset.load(path: $0) }, options: o)
+        if let mpi { try trainer.distribute(over: mpi) }
+        let ranks = mpi?.size ?? 1
         var history: [StepReport] = []
         if let resume { history = try trainer.loadState(from: resume) }
-        let statePath = state ?? resume
-        let progress = isatty(2) != 0 && !logJSON
+        let statePath = root ? state ?? resume : nil
+        let logJSON = self.logJSON && root
+        let progress = isatty(2) != 0 && !self.logJSON && root
         let started = Date()
         let firstStep = trainer.step
         var tokensRun = 0
-        if !logJSON {
-            FileHandle.standardError.write(Data("training \(store.trainableCount) of \(store.parameters.reduce(0) { $0 + $1.count }) adapter values (\(phase.rawValue)), steps \(trainer.step)..<\(steps)\n".utf8))
+        if !self.logJSON && root {
+            var line = "training \(store.trainableCount) of \(store.parameters.reduce(0) { $0 + $1.count }) adapter values (\(phase.rawValue)), steps \(trainer.step)..<\(steps)"
+            if ranks > 1 {
+                let perStep = store.trainableCount * (deterministicReduce ? 8 : 4)
+                line += " on \(ranks) ranks (allreduce \(String(format: "%.2f", Double(perStep) / 1e6)) MB of gradients per step)"
+            }
+            FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         while trainer.step < steps {
             let r = try trainer.trainStep()
@@ -183,7 +221,9 @@ struct Finetune: ParsableCommand {
             if logJSON {
                 var line = "{\"step\": \(r.step), \"loss\": \(jsonNumber(r.loss)), \"grad_norm\": \(jsonNumber(r.gradNorm)), \"lr\": \(jsonNumber(r.lr))"
                 if let g = r.group { line += ", \"group\": \"\(g.name)\"" }
-                line += ", \"tokens\": \(r.tokens), \"seconds\": \(jsonNumber(r.seconds))}"
+                line += ", \"tokens\": \(r.tokens)"
+                if ranks > 1 { line += ", \"ranks\": \(ranks), \"allreduce_bytes\": \(r.allreduceBytes), \"allreduce_seconds\": \(jsonNumber(r.allreduceSeconds))" }
+                line += ", \"seconds\": \(jsonNumber(r.seconds))}"
                 print(line)
                 fflush(stdout)
             } else if progress {
@@ -199,14 +239,15 @@ struct Finetune: ParsableCommand {
             }
             if stopping && trainer.step < steps {
                 if progress { FileHandle.standardError.write(Data("\n".utf8)) }
-                if !logJSON { FileHandle.standardError.write(Data("stopped at step \(trainer.step) of \(steps); continue with --resume \(statePath!)\n".utf8)) }
+                if !self.logJSON && root { FileHandle.standardError.write(Data("stopped at step \(trainer.step) of \(steps); continue with --resume \(statePath!)\n".utf8)) }
                 return
             }
         }
         if progress { FileHandle.standardError.write(Data("\n".utf8)) }
+        guard root else { return }
         try store.write(to: out, format: format)
         if let plot { try writeLossPlot(history, to: plot) }
-        if !logJSON, let last = history.last {
+        if !self.logJSON, let last = history.last {
             FileHandle.standardError.write(Data("wrote \(out) (step \(trainer.step), last loss \(String(format: "%.4f", last.loss)))\n".utf8))
         }
     }
@@ -222,4 +263,21 @@ func formatDuration(_ s: Double) -> String {
     if t >= 3600 { return String(format: "%dh%02dm", t / 3600, t % 3600 / 60) }
     if t >= 60 { return String(format: "%dm%02ds", t / 60, t % 60) }
     return "\(t)s"
+}
+
+/// The line printed when the process is stopped by a signal (SIGTERM from mpirun when another rank failed,
+/// SIGINT from Ctrl-C); kept as a C string so the signal handler only calls unlink(2) and write(2).
+private var terminationNote: UnsafeMutablePointer<CChar>?
+
+/// On SIGINT/SIGTERM: remove unfinished temporary files (the last saved state stays intact), say why in one
+/// line, and exit 1.
+func installTerminationNote(_ message: String) {
+    terminationNote = strdup("error: " + message + "\n")
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig) { _ in
+            AtomicFile.removeTemporaryFiles()
+            if let note = terminationNote { _ = write(2, note, strlen(note)) }
+            _exit(1)
+        }
+    }
 }

@@ -13,11 +13,14 @@ struct LlamaAdapterCommand: ParsableCommand {
         subcommands: [Generate.self, Chat.self, Score.self, Tokenize.self, Preprocess.self, Inspect.self, Bench.self, Finetune.self, Export.self, Serve.self])
 }
 
+/// Put before every error line: under mpirun, the rank ("rank 1: ") when the job has several.
+var errorPrefix = ""
+
 /// Prints one line to standard error.
 func printError(_ message: String) {
     // One line, always: control characters from paths or file contents are shown escaped.
     let line = message.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? String(format: "\\x%02x", $0.value) : String($0) }.joined()
-    FileHandle.standardError.write(Data(("error: " + line + "\n").utf8))
+    FileHandle.standardError.write(Data(("error: " + errorPrefix + line + "\n").utf8))
 }
 
 // Kernels allocate tile buffers of a few MB per call; glibc would map each afresh and the kernel clear its pages
