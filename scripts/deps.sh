@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs (idempotent; skips apt when everything is present).
 set -euo pipefail
-pkgs=(libopenblas-dev libjpeg62-turbo-dev libpng-dev libtesseract-dev tesseract-ocr-eng pkg-config python3-pip)
+pkgs=(libopenblas-dev libjpeg62-turbo-dev libpng-dev libtesseract-dev tesseract-ocr-eng libopenmpi-dev openmpi-bin pkg-config python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

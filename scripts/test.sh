@@ -8,7 +8,7 @@ bash scripts/fetch-smollm2.sh >/dev/null
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-LLAMA_ADAPTER_REQUIRE_SMOLLM2=1 swift test 2>&1 | tee "$log"
+LLAMA_ADAPTER_REQUIRE_SMOLLM2=1 LLAMA_ADAPTER_REQUIRE_MPI=1 swift test 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # XCTest's last "Executed N tests, with F failures" line is the whole run; repeat it in the plain form.

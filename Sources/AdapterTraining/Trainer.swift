@@ -373,6 +373,9 @@ public final class Trainer {
             let batch = try next(g)
             let slots = batch.enumerated().map { j, e in Slot(sample: e.0, tokens: e.1, augmentSeed: augmentSeed(step: k, micro: a, slot: j)) }
             let labelled = slots.reduce(0) { $0 + $1.labelled }
+            guard labelled > 0 else {
+                throw AdapterError.invalidArgument("step \(k): no sample of the batch has answer tokens within --max-words \(options.maxWords) (the prompts fill it): raise --max-words")
+            }
             labelledPerMicro.append(labelled)
             tokens += slots.reduce(0) { $0 + $1.tokens.length }
             let denominator = Float(max(labelled, 1) * A)

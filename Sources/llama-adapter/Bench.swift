@@ -48,6 +48,39 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("train-tokens"), help: "With --train: tokens per sequence (half prompt, half labelled answer).")
     var trainTokens: Int = 128
 
+    @Option(name: .customLong("allreduce-floats"), help: "Under mpirun: time an allreduce of this many floats between the ranks (e.g. 14000000, the 7B BIAS adapter's trainable values).")
+    var allreduceFloats: Int?
+
+    struct AllreduceReport: Encodable {
+        var ranks: Int
+        var floats: Int
+        var bytes: Int
+        var ms: Double
+        var ms_runs: [Double]
+        var gb_per_s: Double
+    }
+
+    /// Allreduce benchmark: ms per in-place sum of `floats` values over the ranks (bus bandwidth as NCCL counts it:
+    /// 2·(N−1)/N · bytes per ms).
+    func runAllreduceBench(_ mpi: MPICommunicator, floats: Int) throws {
+        guard floats >= 1, floats <= 1 << 31 else { throw AdapterError.invalidArgument("--allreduce-floats must be between 1 and 2147483648") }
+        var buffer = [Float](repeating: Float(mpi.rank + 1), count: floats)
+        try mpi.allreduce(&buffer, element: .float, op: .sum)  // warm-up: connections and pages
+        var runs: [Double] = []
+        for _ in 0..<max(1, repeats) {
+            let t0 = Measure.now()
+            try mpi.allreduce(&buffer, element: .float, op: .sum)
+            runs.append((Measure.now() - t0) * 1000)
+        }
+        var slowest = runs
+        try mpi.allreduce(&slowest, element: .double, op: .max)  // a collective ends when its slowest rank does
+        guard mpi.rank == 0 else { return }
+        let ms = slowest.sorted()[slowest.count / 2]
+        let n = Double(mpi.size)
+        try printJSON(AllreduceReport(ranks: mpi.size, floats: floats, bytes: floats * 4, ms: ms, ms_runs: slowest,
+                                      gb_per_s: 2 * (n - 1) / n * Double(floats * 4) / (ms / 1000) / 1e9))
+    }
+
     struct TrainReport: Encodable {
         var preset: String
         var model: String?
@@ -56,6 +89,9 @@ struct Bench: ParsableCommand {
         var batch_size: Int
         var tokens_per_sequence: Int
         var trainable_parameters: Int
+        var ranks: Int
+        var allreduce_bytes: Int
+        var allreduce_ms: Double
         var step_ms: Double
         var step_ms_runs: [Double]
         var tokens_per_s: Double
@@ -63,7 +99,7 @@ struct Bench: ParsableCommand {
     }
 
     /// Training-step benchmark: ms per optimizer step (forward with records, backward, AdamW) and peak memory.
-    func runTrainBench(_ llama: LlamaModel, presetName: String, dtypeName: String, pool: ThreadPool) throws {
+    func runTrainBench(_ llama: LlamaModel, presetName: String, dtypeName: String, pool: ThreadPool, mpi: MPICommunicator?) throws {
         guard batchSize >= 1, trainTokens >= 2, trainTokens <= llama.contextLength else {
             throw AdapterError.invalidArgument("--batch-size must be positive and --train-tokens between 2 and the context")
         }
@@ -76,6 +112,8 @@ struct Bench: ParsableCommand {
         o.maxWords = trainTokens
         o.steps = repeats + 1
         let trainer = try Trainer(base: llama, store: store, tokenizer: nil, clip: nil, data: nil, captionData: nil, options: o)
+        // Under mpirun the batch is the global one: each rank runs its share.
+        if let mpi { try trainer.distribute(over: mpi) }
         let V = llama.config.vocabSize
         let batch = (0..<batchSize).map { b -> TokenizedSample in
             let tokens = (0..<trainTokens).map { (($0 + 31 * b) * 7919 + 13) % V }
@@ -83,15 +121,20 @@ struct Bench: ParsableCommand {
             return TokenizedSample(tokens: tokens, labels: labels)
         }
         _ = try trainer.trainStep(tokenized: batch)  // warm-up: first touches of weights and buffers
-        var runs: [Double] = []
+        var runs: [Double] = [], reduceMs: [Double] = []
+        var reduceBytes = 0
         for _ in 0..<max(1, repeats) {
             let t0 = Measure.now()
-            _ = try trainer.trainStep(tokenized: batch)
+            let r = try trainer.trainStep(tokenized: batch)
             runs.append((Measure.now() - t0) * 1000)
+            reduceMs.append(r.allreduceSeconds * 1000)
+            reduceBytes = r.allreduceBytes
         }
+        guard (mpi?.rank ?? 0) == 0 else { return }
         let best = runs.min()!
         try printJSON(TrainReport(preset: presetName, model: model, dtype: dtypeName, threads: pool.activeThreadCount,
                                   batch_size: batchSize, tokens_per_sequence: trainTokens, trainable_parameters: store.trainableCount,
+                                  ranks: mpi?.size ?? 1, allreduce_bytes: reduceBytes, allreduce_ms: reduceMs.sorted()[reduceMs.count / 2],
                                   step_ms: best, step_ms_runs: runs, tokens_per_s: Double(batchSize * trainTokens) / (best / 1000),
                                   peak_rss_mb: Double(Measure.peakResidentBytes()) / 1_048_576))
     }
@@ -195,6 +238,13 @@ struct Bench: ParsableCommand {
               repeats >= 1, repeats <= 10_000 else {
             throw AdapterError.invalidArgument("token counts must be between 1 and 1048576, --repeats between 1 and 10000")
         }
+        let mpi = try startMPIRank(timeout: 1800, bucketMB: 25)
+        defer { mpi?.finish() }
+        if let floats = allreduceFloats {
+            guard let mpi else { throw AdapterError.invalidArgument("--allreduce-floats measures MPI ranks: run under mpirun -np N") }
+            return try runAllreduceBench(mpi, floats: floats)
+        }
+        if mpi != nil, !train { throw AdapterError.invalidArgument("under mpirun, bench measures --train or --allreduce-floats") }
         let pool = ThreadPool.shared
         if let threads {
             guard threads >= 1 else { throw AdapterError.invalidArgument("--threads must be at least 1") }
@@ -223,7 +273,7 @@ struct Bench: ParsableCommand {
             llama = try LlamaModel(config: config, weights: weights, pool: pool)
         }
         let loadSeconds = Measure.now() - t0
-        if train { return try runTrainBench(llama, presetName: presetName, dtypeName: dtypeName, pool: pool) }
+        if train { return try runTrainBench(llama, presetName: presetName, dtypeName: dtypeName, pool: pool, mpi: mpi) }
         let options = DecoderOptions(activations: int8Activations ? .int8 : .f32)
         let config = llama.config
         guard longest <= llama.contextLength else {

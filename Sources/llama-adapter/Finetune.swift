@@ -155,19 +155,8 @@ struct Finetune: ParsableCommand {
     func run() throws {
         guard data != nil else { throw AdapterError.invalidArgument("--data is required") }
         // Under mpirun every rank runs this same command; rank 0 alone logs and writes files.
-        let mpi = try MPICommunicator.startIfLaunched()
+        let mpi = try startMPIRank(timeout: mpiTimeout, bucketMB: bucketMB)
         defer { mpi?.finish() }
-        if let mpi {
-            mpi.timeout = mpiTimeout
-            mpi.bucketElements = max(1, Int(bucketMB * 1_000_000 / 4))
-            errorPrefix = mpi.size > 1 ? "rank \(mpi.rank): " : ""
-            installTerminationNote("rank \(mpi.rank): stopped by the MPI launcher (another rank failed or the job was cancelled; its message above says which)")
-            // Ranks on one host share its cores: each gets its part, or spinning workers would fight each other.
-            if mpi.localSize > 1, ProcessInfo.processInfo.environment["LLAMA_ADAPTER_THREADS"] == nil {
-                let share = max(1, ProcessInfo.processInfo.processorCount / mpi.localSize)
-                setenv("LLAMA_ADAPTER_THREADS", String(min(share, ProcessInfo.processInfo.activeProcessorCount)), 1)
-            }
-        }
         if mpi == nil {
             installTerminationNote(state ?? resume != nil ? "interrupted; the last saved --state is intact (continue with --resume)" : "interrupted")
         }
@@ -263,6 +252,23 @@ func formatDuration(_ s: Double) -> String {
     if t >= 3600 { return String(format: "%dh%02dm", t / 3600, t % 3600 / 60) }
     if t >= 60 { return String(format: "%dm%02ds", t / 60, t % 60) }
     return "\(t)s"
+}
+
+/// Under an MPI launcher: starts MPI and sets this rank up (collective timeout, bucket size, its share of the
+/// host's cores, errors prefixed with the rank, a line when the launcher stops it); nil in a plain process.
+/// Call before anything uses the thread pool.
+func startMPIRank(timeout: Double, bucketMB: Double) throws -> MPICommunicator? {
+    guard let mpi = try MPICommunicator.startIfLaunched() else { return nil }
+    mpi.timeout = timeout
+    mpi.bucketElements = max(1, Int(bucketMB * 1_000_000 / 4))
+    errorPrefix = mpi.size > 1 ? "rank \(mpi.rank): " : ""
+    installTerminationNote("rank \(mpi.rank): stopped by the MPI launcher (another rank failed or the job was cancelled; its message above says which)")
+    // Ranks on one host share its cores: each gets its part, or spinning workers would fight each other.
+    if mpi.localSize > 1, ProcessInfo.processInfo.environment["LLAMA_ADAPTER_THREADS"] == nil {
+        let share = max(1, ProcessInfo.processInfo.processorCount / mpi.localSize)
+        setenv("LLAMA_ADAPTER_THREADS", String(min(share, ProcessInfo.processInfo.activeProcessorCount)), 1)
+    }
+    return mpi
 }
 
 /// The line printed when the process is stopped by a signal (SIGTERM from mpirun when another rank failed,
