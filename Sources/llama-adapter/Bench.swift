@@ -51,6 +51,9 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("allreduce-floats"), help: "Under mpirun: time an allreduce of this many floats between the ranks (e.g. 14000000, the 7B BIAS adapter's trainable values).")
     var allreduceFloats: Int?
 
+    @Option(name: .customLong("bucket-mb"), help: "Under mpirun: allreduce bucket size in MB, as finetune's.")
+    var bucketMB: Double = 25
+
     struct AllreduceReport: Encodable {
         var ranks: Int
         var floats: Int
@@ -238,7 +241,8 @@ struct Bench: ParsableCommand {
               repeats >= 1, repeats <= 10_000 else {
             throw AdapterError.invalidArgument("token counts must be between 1 and 1048576, --repeats between 1 and 10000")
         }
-        let mpi = try startMPIRank(timeout: 1800, bucketMB: 25)
+        guard bucketMB > 0, bucketMB <= 4096 else { throw AdapterError.invalidArgument("--bucket-mb must be between 0 and 4096") }
+        let mpi = try startMPIRank(timeout: 1800, bucketMB: bucketMB)
         defer { mpi?.finish() }
         if let floats = allreduceFloats {
             guard let mpi else { throw AdapterError.invalidArgument("--allreduce-floats measures MPI ranks: run under mpirun -np N") }
