@@ -45,6 +45,9 @@ public final class SafetensorsFile: TensorSource {
         "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8,
     ]
 
+    /// The dtypes of the format whose elements are smaller than a byte.
+    private static let subByteTypes: Set<String> = ["F4", "F6_E2M3", "F6_E3M2"]
+
     private static let dtypes: [String: DType] = ["F32": .f32, "F16": .f16, "BF16": .bf16]
 
     /// Opens and validates `path`.
@@ -124,6 +127,9 @@ public final class SafetensorsFile: TensorSource {
             }
             guard end <= dataSize else {
                 throw AdapterError.format("\(path): truncated or corrupt (tensor '\(shown)' needs bytes \(begin)..<\(end) of a \(dataSize)-byte data buffer)")
+            }
+            guard Self.elementSizes[dtypeName] != nil || Self.subByteTypes.contains(dtypeName) else {
+                throw AdapterError.format("\(path): tensor '\(shown)' has dtype \(printable(dtypeName)), which is not a safetensors dtype")
             }
             if let size = Self.elementSizes[dtypeName] {
                 let (bytes, overflow) = count.multipliedReportingOverflow(by: size)

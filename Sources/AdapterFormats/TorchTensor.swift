@@ -131,8 +131,13 @@ public struct TorchTensor {
             guard last < storage.count else {
                 throw bad("elements up to index \(last) but the storage has \(storage.count)")
             }
-            let (_, o4) = count.multipliedReportingOverflow(by: storage.scalarType.elementSize)
+            let (bytes, o4) = count.multipliedReportingOverflow(by: storage.scalarType.elementSize)
             guard !o4 else { throw bad("byte count overflows") }
+            // More elements than the storage holds means an expanded (stride-0) view: a few bytes in the file
+            // that would become gigabytes when read. Real checkpoints never need a large one.
+            guard count <= storage.count || bytes <= Self.expandedViewLimit else {
+                throw bad("a \(shape) view repeats \(storage.count) stored elements (stride 0); reading it would take \(bytes / 1_048_576) MiB (at most \(Self.expandedViewLimit / 1_048_576) MiB)")
+            }
         }
         self.storage = storage
         self.storageOffset = storageOffset
@@ -141,6 +146,9 @@ public struct TorchTensor {
         self.requiresGrad = requiresGrad
         self.source = source
     }
+
+    /// Largest expanded (stride-0) view, in bytes, that a checkpoint may ask to materialise.
+    public static let expandedViewLimit = 64 << 20
 
     /// Element type of the storage.
     public var scalarType: TorchScalarType { storage.scalarType }

@@ -106,6 +106,9 @@ public enum ModelLoader {
         guard let emb = source.info("model.embed_tokens.weight"), emb.shape.count == 2 else {
             throw AdapterError.format("\(directory): no model.embed_tokens.weight")
         }
+        if let v = hf.vocab_size, v != emb.shape[0] {
+            throw AdapterError.shape("\(cfgPath): vocab_size \(v) but model.embed_tokens.weight has \(emb.shape[0]) rows")
+        }
         let contextLength = hf.max_position_embeddings ?? maxSeqLen
         guard contextLength > 0 else { throw AdapterError.format("\(cfgPath): max_position_embeddings \(contextLength) is not positive") }
         let config = LlamaConfig(

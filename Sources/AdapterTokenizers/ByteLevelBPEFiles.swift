@@ -37,6 +37,10 @@ extension ByteLevelBPETokenizer {
     }
 
     /// Loads the bytes of a `tokenizer.json` (and optionally of a `tokenizer_config.json`).
+    /// Ids at or above this are refused (real vocabularies have at most a few hundred thousand tokens), so a
+    /// file cannot make the id table huge or overflow.
+    static let maxVocabularyId = 1 << 24
+
     convenience init(tokenizerJSONData data: Data, configData: Data? = nil) throws {
         let root: [String: Any]
         do {
@@ -74,6 +78,7 @@ extension ByteLevelBPETokenizer {
             guard let id = (value as? NSNumber)?.intValue, id >= 0 else {
                 throw TokenizerError("model.vocab entry \"\(text)\" has no valid id")
             }
+            guard id < Self.maxVocabularyId else { throw TokenizerError("model.vocab entry \"\(text)\" has id \(id), beyond any real vocabulary (at most \(Self.maxVocabularyId))") }
             if let other = textsById[id] {
                 throw TokenizerError("model.vocab gives id \(id) to both \"\(other)\" and \"\(text)\"")
             }
@@ -111,6 +116,7 @@ extension ByteLevelBPETokenizer {
                   let content = token["content"] as? String else {
                 throw TokenizerError("an added_tokens entry has no id or content")
             }
+            guard id < Self.maxVocabularyId else { throw TokenizerError("added token \"\(content)\" has id \(id), beyond any real vocabulary (at most \(Self.maxVocabularyId))") }
             if token["single_word"] as? Bool == true {
                 throw TokenizerError("added token \"\(content)\" has single_word, which is not supported")
             }
