@@ -62,6 +62,9 @@ let package = Package(
         .target(name: "AdapterTraining", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "CMPI"]),
         .target(name: "AdapterExperts", dependencies: ["AdapterCore", "AdapterVision", "AdapterModel", "AdapterGeneration", "CTesseract"]),
         .target(name: "LlamaAdapter", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers", "AdapterGeneration", "AdapterTraining", "AdapterExperts"]),
+        // Fuzz harnesses over every parser of untrusted files, and the libFuzzer/replay executable (scripts/fuzz.sh).
+        .target(name: "AdapterFuzz", dependencies: ["LlamaAdapter"]),
+        .executableTarget(name: "llama-adapter-fuzz", dependencies: ["AdapterFuzz"]),
         // The OpenAI-compatible HTTP server, its continuous-batching scheduler and the web page.
         .target(
             name: "AdapterServer",
@@ -86,7 +89,7 @@ let package = Package(
         .testTarget(
             name: "AdapterTests",
             // The executable is a dependency so CLI tests can run the built binary.
-            dependencies: ["LlamaAdapter", "AdapterServer", "llama-adapter"],
+            dependencies: ["LlamaAdapter", "AdapterServer", "AdapterFuzz", "llama-adapter", "llama-adapter-fuzz"],
             path: "Tests/AdapterTests",
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
