@@ -18,18 +18,34 @@ public enum AtomicFile {
     private static let slots = 16
     private static let registry = NSLock()
 
+    /// Fails now, before hours of work, when `path` could not be written later: it exists and is not a regular
+    /// file, or its folder does not exist.
+    public static func checkTarget(_ path: String) throws {
+        var st = stat()
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG {
+            throw AdapterError.io("cannot write \(path): it exists and is not a regular file")
+        }
+        let dir = (path as NSString).deletingLastPathComponent
+        var ds = stat()
+        guard stat(dir.isEmpty ? "." : dir, &ds) == 0, (ds.st_mode & S_IFMT) == S_IFDIR else {
+            throw AdapterError.io("cannot write \(path): the folder \(dir.isEmpty ? "." : dir) does not exist")
+        }
+    }
+
     /// Unlinks every temporary file a write has not finished: for SIGINT/SIGTERM handlers (it only calls unlink).
     public static func removeTemporaryFiles() {
         for i in 0..<slots { if let p = inProgress[i] { unlink(p) } }
     }
 
-    private static func track(_ path: String) -> Int? {
+    /// Registers a temporary file for `removeTemporaryFiles` (nil when all slots are taken).
+    static func track(_ path: String) -> Int? {
         registry.lock(); defer { registry.unlock() }
         for i in 0..<slots where inProgress[i] == nil { inProgress[i] = strdup(path); return i }
         return nil
     }
 
-    private static func untrack(_ slot: Int?) {
+    /// Forgets a registered temporary file.
+    static func untrack(_ slot: Int?) {
         guard let slot else { return }
         registry.lock(); defer { registry.unlock() }
         let p = inProgress[slot]

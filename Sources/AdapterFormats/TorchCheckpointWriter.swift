@@ -70,6 +70,10 @@ public enum TorchCheckpointWriter {
         if let mode = existingMode, (mode & S_IFMT) == S_IFDIR {
             throw AdapterError.io("cannot write checkpoint \(path): it is a directory")
         }
+        // A device, FIFO or socket is never replaced by a rename.
+        if let mode = existingMode, (mode & S_IFMT) != S_IFREG {
+            throw AdapterError.io("cannot write checkpoint \(path): it exists and is not a regular file")
+        }
 
         let tempPath = directory + "/." + fileName + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
@@ -77,6 +81,9 @@ public enum TorchCheckpointWriter {
             throw AdapterError.io("cannot write checkpoint \(path): cannot create a temporary file in \(directory): \(errnoText())")
         }
         var fdOpen = true
+        // An interrupt (SIGINT/SIGTERM handlers call AtomicFile.removeTemporaryFiles) must not leave it behind.
+        let slot = AtomicFile.track(tempPath)
+        defer { AtomicFile.untrack(slot) }
         do {
             // Replacing a file keeps its permissions, as an in-place overwrite would.
             if let mode = existingMode { _ = fchmod(fd, mode & 0o7777) }

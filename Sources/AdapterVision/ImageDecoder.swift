@@ -26,7 +26,8 @@ import Foundation
 public enum ImageDecoder {
     /// Default pixel limit: 8192 x 8192 (64 Mi pixels, 192 MiB decoded). Larger images are refused
     /// before decoding: they are almost always mistakes or hostile files, and the model only needs 224².
-    public static let maximumPixelCount = 8192 * 8192
+    /// Process-wide default; the CLI's `--max-image-pixels` sets it once at start-up, before any decoding.
+    nonisolated(unsafe) public static var maximumPixelCount = 8192 * 8192
 
     /// Decodes the JPEG or PNG file at `path`.
     public static func decode(path: String, maximumPixelCount: Int = ImageDecoder.maximumPixelCount) throws -> RGBImage {
@@ -68,7 +69,7 @@ public enum ImageDecoder {
             break
         case Int32(CI_TOO_LARGE):
             let pixels = UInt64(result.width) * UInt64(result.height)
-            throw AdapterError.unsupported("\(name): \(result.width)x\(result.height) image (\(pixels) pixels) exceeds the limit of \(maximumPixelCount) pixels")
+            throw AdapterError.unsupported("\(name): \(result.width)x\(result.height) image (\(pixels) pixels) exceeds the limit of \(maximumPixelCount) pixels (raise it with --max-image-pixels)")
         case Int32(CI_NO_MEMORY):
             throw AdapterError.io("\(name): out of memory decoding a \(result.width)x\(result.height) \(kind)")
         default:

@@ -17,6 +17,7 @@ struct Export: ParsableCommand {
     var out: String
 
     func run() throws {
+        try AtomicFile.checkTarget(out)
         let loaded = try ModelLoader.load(path: model)
         let a = try AdapterWeights.load(path: adapter, model: loaded.model.config)
         let r = try exportMergedGGUF(basePath: model, adapter: a, to: out)

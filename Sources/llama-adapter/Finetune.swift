@@ -126,6 +126,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Write the loss curve (and learning rate) to this SVG file.")
     var plot: String?
 
+    @Option(name: .customLong("max-image-pixels"), help: "Largest training image accepted, in pixels (default 8192x8192).")
+    var maxImagePixels: Int?
+
     @Flag(name: .customLong("deterministic-reduce"), help: "Sum gradients one sample at a time in 64-bit fixed point: the same result bit for bit on any number of MPI ranks.")
     var deterministicReduce = false
 
@@ -154,6 +157,8 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         guard data != nil else { throw AdapterError.invalidArgument("--data is required") }
+        try applyImagePixelLimit(maxImagePixels)
+        for target in [out, state, plot].compactMap({ $0 }) { try AtomicFile.checkTarget(target) }
         // Under mpirun every rank runs this same command; rank 0 alone logs and writes files.
         let mpi = try startMPIRank(timeout: mpiTimeout, bucketMB: bucketMB)
         defer { mpi?.finish() }

@@ -65,7 +65,11 @@ struct AdapterOptions: ParsableArguments {
             help: "Expert whose text about --image goes into the prompt as context (paper section 4.4): ocr (Tesseract) or caption (the visual adapter's own caption). Repeatable; works with text-only models too.")
     var experts: [ExpertKind] = []
 
+    @Option(name: .customLong("max-image-pixels"), help: "Largest image accepted, in pixels (refused from its header, before decoding; default 8192x8192).")
+    var maxImagePixels: Int?
+
     func validate() throws {
+        try applyImagePixelLimit(maxImagePixels)
         guard earlyLayers >= 0 else { throw AdapterError.invalidArgument("--early-layers must be non-negative") }
         if !experts.isEmpty, image == nil { throw AdapterError.invalidArgument("--expert needs --image (the image the expert reads)") }
     }
@@ -165,4 +169,11 @@ struct SamplingOptions: ParsableArguments {
         do { try p.validate() } catch let e as SamplingError { throw AdapterError.invalidArgument(e.description) }
         return p
     }
+}
+
+/// Sets the decoder's pixel limit from `--max-image-pixels` (nil: keep the default).
+func applyImagePixelLimit(_ pixels: Int?) throws {
+    guard let pixels else { return }
+    guard pixels >= 1, pixels <= 1 << 34 else { throw AdapterError.invalidArgument("--max-image-pixels must be between 1 and 17179869184") }
+    ImageDecoder.maximumPixelCount = pixels
 }

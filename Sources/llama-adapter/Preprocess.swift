@@ -18,7 +18,11 @@ struct Preprocess: ParsableCommand {
     @Option(help: "Output .npy path.")
     var out: String
 
+    @Option(name: .customLong("max-image-pixels"), help: "Largest image accepted, in pixels (refused from its header, before decoding; default 8192x8192).")
+    var maxImagePixels: Int?
+
     func run() throws {
+        try applyImagePixelLimit(maxImagePixels)
         guard let order = ChannelOrder(rawValue: channels) else { throw AdapterError.invalidArgument("--channels must be bgr or rgb") }
         guard size > 0, size <= 4096 else { throw AdapterError.invalidArgument("--size must be between 1 and 4096") }
         let tensor = try preprocessImage(path: image, channels: order, size: size)

@@ -65,6 +65,9 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        // Ctrl-C or SIGTERM is how a server is stopped: the default action, not an error line.
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
         let container = try ModelContainer.load(ModelConfiguration(
             model: modelOptions.model, tokenizer: modelOptions.tokenizer, adapter: adapter, clip: clip,
             maxSeqLen: modelOptions.maxSeqLen, quantize: modelOptions.quantize))

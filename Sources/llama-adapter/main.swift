@@ -27,6 +27,10 @@ func printError(_ message: String) {
 // every time (a sixth of a training step). Keep such blocks on the heap and the heap untrimmed.
 ck_keep_large_allocations()
 
+// Ctrl-C or kill during a write: remove the unfinished temporary file, say so in one line (finetune and serve
+// install their own handlers on top).
+installTerminationNote("interrupted")
+
 do {
     var command = try LlamaAdapterCommand.parseAsRoot()
     try command.run()

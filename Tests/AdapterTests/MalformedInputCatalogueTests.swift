@@ -310,6 +310,10 @@ final class MalformedInputCatalogueTests: XCTestCase {
             ("serve --parallel 0", ["serve", "--model", tiny, "--tokenizer", tok, "--parallel", "0"]),
             ("--quantize q3", gen + ["--quantize", "q3"]),
             ("a visual adapter without --clip", gen + ["--image", Fixtures.path("tiny_adapter/image.png"), "--adapter", Fixtures.path("tiny_adapter/adapter_lora.pth")]),
+            ("finetune --out a device (refused before training)", train.dropLast(3) + ["--out", "/dev/null", "--data", Fixtures.path("training/data.json")]),
+            ("finetune --out in a missing folder", train.dropLast(3) + ["--out", "/nonexistent-folder/x.pth", "--data", Fixtures.path("training/data.json")]),
+            ("--max-image-pixels 0", ["preprocess", "--image", Fixtures.path("tiny_adapter/image.png"), "--out", out, "--max-image-pixels", "0"]),
+            ("image over --max-image-pixels", ["preprocess", "--image", Fixtures.path("tiny_adapter/image.png"), "--out", out, "--max-image-pixels", "1000"]),
             ("preprocess --out a device", ["preprocess", "--image", Fixtures.path("tiny_adapter/image.png"), "--out", "/dev/null"]),
             ("preprocess --out a folder", ["preprocess", "--image", Fixtures.path("tiny_adapter/image.png"), "--out", dir.path]),
         ]
@@ -356,6 +360,47 @@ final class MalformedInputCatalogueTests: XCTestCase {
         }
         XCTAssertEqual(failures, [], "\(failures.count) of \(all.count) malformed inputs")
         XCTAssertFalse(FileManager.default.fileExists(atPath: Self.marker), "a pickle payload ran")
+    }
+
+    func testAnInterruptedRunLeavesNoTemporaryFileAndAResumableState() throws {
+        let dir = try makeTemporaryDirectory()
+        let state = dir.appendingPathComponent("state.pth").path
+        let data = dir.appendingPathComponent("data.json").path
+        try Data(#"[{"instruction": "Say hi.", "input": "", "output": "Hi there."}, {"instruction": "Count.", "input": "", "output": "One two three."}]"#.utf8)
+            .write(to: URL(fileURLWithPath: data))
+        let bin = try XCTUnwrap(CLIRunner.binary)
+        let p = Process()
+        p.executableURL = bin
+        p.arguments = ["finetune", "--model", tiny, "--tokenizer", tok, "--bias", "--data", data, "--batch-size", "2",
+                       "--steps", "100000", "--max-words", "160", "--out", dir.appendingPathComponent("o.pth").path, "--state", state,
+                       "--save-every", "1", "--log-json"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        var seen = Data()
+        while seen.split(separator: UInt8(ascii: "\n")).count < 4 {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += chunk
+        }
+        kill(p.processIdentifier, SIGINT)
+        _ = out.fileHandleForReading.readDataToEndOfFile()
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 1)
+        XCTAssertEqual(e, "error: interrupted; the last saved --state is intact (continue with --resume)\n")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }, [])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("o.pth").path))
+        // The state it left resumes.
+        let c = try ModelContainer.load(ModelConfiguration(model: tiny, tokenizer: tok))
+        var o = TrainingOptions()
+        o.batchSize = 2; o.steps = 100000; o.maxWords = 160
+        var spec = AdapterSpec(); spec.bias = true
+        let t = try Trainer(base: c.model, store: try ParameterStore.fresh(spec, model: c.model, clipDim: nil, seed: 0), tokenizer: c.tokenizer, clip: nil,
+                            data: try TrainingDataset.load(path: data), captionData: nil, options: o)
+        let history = try t.loadState(from: state)
+        XCTAssertGreaterThanOrEqual(history.count, 3)
     }
 
     func testTheValidControlsAreAccepted() throws {
