@@ -309,7 +309,7 @@ final class ImagePreprocessTests: XCTestCase {
         png += [UInt8(crc >> 24), UInt8((crc >> 16) & 0xFF), UInt8((crc >> 8) & 0xFF), UInt8(crc & 0xFF)]
         png += [0, 0, 0, 10] + Array("IDAT".utf8) + [UInt8](repeating: 0, count: 14)
         XCTAssertThrowsError(try Self.decode(bytes: png, name: "huge.png")) { error in
-            XCTAssertEqual(error as? AdapterError, .unsupported("huge.png: 10000x10000 image (100000000 pixels) exceeds the limit of \(ImageDecoder.maximumPixelCount) pixels"))
+            XCTAssertEqual(error as? AdapterError, .unsupported("huge.png: 10000x10000 image (100000000 pixels) exceeds the limit of \(ImageDecoder.maximumPixelCount) pixels (raise it with --max-image-pixels)"))
         }
         // JPEG: photo.jpg with its SOF0 dimensions patched to 9000 x 9000.
         var jpeg = Self.bytes("photo.jpg")
