@@ -378,7 +378,7 @@ public final class Trainer {
             }
             labelledPerMicro.append(labelled)
             tokens += slots.reduce(0) { $0 + $1.tokens.length }
-            let denominator = Float(max(labelled, 1) * A)
+            let denominator = Float(labelled * A)
             if options.deterministicReduce {
                 for j in mine {
                     store.zeroGrad()
@@ -397,7 +397,6 @@ public final class Trainer {
             reduceSeconds += Date().timeIntervalSince(t0)
             reduceBytes += perSample.isEmpty ? 0 : perSample[0].count * 8
         } else if comm.size > 1 {
-            for (i, p) in members.enumerated() where p.touched { touched[i] = 1 }
             var flat = flatGradients(members, touched: &touched)
             let t0 = Date()
             try comm.allreduce(&flat, element: .float, op: .sum)
@@ -420,7 +419,7 @@ public final class Trainer {
         for a in 0..<A {
             var sum = 0.0
             for j in 0..<B { sum += sampleLoss[a * B + j] }
-            lossSum += labelledPerMicro[a] > 0 ? sum / Double(labelledPerMicro[a]) : 0
+            lossSum += sum / Double(labelledPerMicro[a])
         }
         let trained = members.filter { $0.touched }
         var sq = 0.0

@@ -196,11 +196,13 @@ struct Finetune: ParsableCommand {
         if let resume { history = try trainer.loadState(from: resume) }
         let statePath = root ? state ?? resume : nil
         let logJSON = self.logJSON && root
-        let progress = isatty(2) != 0 && !self.logJSON && root
+        // Human-readable lines on stderr: rank 0 only, and not when stdout carries JSON.
+        let quiet = self.logJSON || !root
+        let progress = isatty(2) != 0 && !quiet
         let started = Date()
         let firstStep = trainer.step
         var tokensRun = 0
-        if !self.logJSON && root {
+        if !quiet {
             var line = "training \(store.trainableCount) of \(store.parameters.reduce(0) { $0 + $1.count }) adapter values (\(phase.rawValue)), steps \(trainer.step)..<\(steps)"
             if ranks > 1 {
                 let perStep = store.trainableCount * (deterministicReduce ? 8 : 4)
@@ -233,7 +235,7 @@ struct Finetune: ParsableCommand {
             }
             if stopping && trainer.step < steps {
                 if progress { FileHandle.standardError.write(Data("\n".utf8)) }
-                if !self.logJSON && root { FileHandle.standardError.write(Data("stopped at step \(trainer.step) of \(steps); continue with --resume \(statePath!)\n".utf8)) }
+                if !quiet { FileHandle.standardError.write(Data("stopped at step \(trainer.step) of \(steps); continue with --resume \(statePath!)\n".utf8)) }
                 return
             }
         }
