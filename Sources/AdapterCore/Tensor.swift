@@ -13,15 +13,17 @@ public struct Tensor: @unchecked Sendable {
 
     /// Wraps existing storage; checks the byte range fits.
     public init(shape: [Int], dtype: DType, storage: Storage, byteOffset: Int = 0) throws {
-        let count = shape.reduce(1, *)
         guard shape.allSatisfy({ $0 >= 0 }) else { throw AdapterError.shape("negative dimension in shape \(shape)") }
+        // Shapes come from files: their product may overflow in this order even when another order (GGUF's
+        // reversed dimensions) checked it, e.g. [2^40, 2^40, 0].
+        guard let count = shape.checkedElementCount else { throw AdapterError.shape("tensor of shape \(shape) has too many elements") }
         if dtype.isQuantized {
             guard let last = shape.last, last % dtype.blockSize == 0 else {
                 throw AdapterError.shape("\(dtype.rawValue) tensor of shape \(shape): last dimension must be a multiple of \(dtype.blockSize)")
             }
         }
         let bytes = dtype.byteCount(elements: count)
-        guard byteOffset >= 0, byteOffset + bytes <= storage.byteCount else {
+        guard byteOffset >= 0, byteOffset <= storage.byteCount, bytes <= storage.byteCount - byteOffset else {
             throw AdapterError.format("tensor of shape \(shape) (\(dtype.rawValue)) needs \(bytes) bytes at offset \(byteOffset) but its storage has \(storage.byteCount)")
         }
         self.shape = shape
@@ -57,7 +59,7 @@ public struct Tensor: @unchecked Sendable {
     }
 
     /// Number of elements.
-    public var count: Int { shape.reduce(1, *) }
+    public var count: Int { shape.checkedElementCount ?? Int.max }
     /// Number of stored bytes.
     public var byteCount: Int { dtype.byteCount(elements: count) }
     /// Pointer to the first stored byte.
@@ -73,7 +75,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// The same bytes seen with another shape of equal element count.
     public func reshaped(_ newShape: [Int]) throws -> Tensor {
-        guard newShape.reduce(1, *) == count else {
+        guard newShape.allSatisfy({ $0 >= 0 }), newShape.checkedElementCount == count else {
             throw AdapterError.shape("cannot reshape \(shape) to \(newShape)")
         }
         return try Tensor(shape: newShape, dtype: dtype, storage: storage, byteOffset: byteOffset)
@@ -101,5 +103,28 @@ public struct Tensor: @unchecked Sendable {
         let out = Tensor(zeros: shape, dtype: .f32)
         convertToFloat(dtype: dtype, src: data, dst: out.floats, count: count)
         return out
+    }
+}
+
+extension Array where Element == Int {
+    /// Elements of a tensor of this shape: 0 when any dimension is 0 (whatever the others), nil when the
+    /// product overflows. Shapes read from files go through this instead of `reduce(1, *)`, which traps.
+    public var checkedElementCount: Int? {
+        if contains(0) { return 0 }
+        var n = 1
+        for d in self {
+            let (p, overflow) = n.multipliedReportingOverflow(by: d)
+            if overflow { return nil }
+            n = p
+        }
+        return n
+    }
+
+    /// The sum of the element counts of several shapes, saturating at Int.max (parameter counts for display).
+    public static func totalElements(_ shapes: [[Int]]) -> Int {
+        shapes.reduce(0) { sum, shape in
+            let (s, o) = sum.addingReportingOverflow(shape.checkedElementCount ?? Int.max)
+            return o ? Int.max : s
+        }
     }
 }

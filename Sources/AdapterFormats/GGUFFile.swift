@@ -63,7 +63,7 @@ public struct GGUFTensorInfo: Equatable, Sendable {
     /// Dimensions outermost first (PyTorch order): `dims` reversed.
     public var shape: [Int] { dims.reversed() }
     /// Number of elements.
-    public var elementCount: Int { dims.reduce(1, *) }
+    public var elementCount: Int { dims.checkedElementCount ?? Int.max }
 }
 
 /// A GGUF file (llama.cpp's format, versions 2 and 3), memory-mapped. Opening parses the header, all

@@ -154,7 +154,7 @@ public struct TorchTensor {
     public var scalarType: TorchScalarType { storage.scalarType }
 
     /// Number of elements.
-    public var count: Int { shape.reduce(1, *) }
+    public var count: Int { shape.checkedElementCount ?? Int.max }
 
     /// True when the strides are row-major (dimensions of size 1 may have any stride).
     public var isContiguous: Bool {

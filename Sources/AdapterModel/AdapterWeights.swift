@@ -278,7 +278,7 @@ public final class AdapterWeights: Sendable {
         let kind = hasLora ? "LORA-BIAS" : (hasBias ? "BIAS" : (visual != nil ? "CAPTION/PRETRAIN" : "ADAPTER"))
         let a = AdapterWeights(config: ac, layers: layers, adapterQuery: try opt("adapter_query.weight"), visual: visual,
                                norm: try opt("llama.norm.weight", [c.dim]), path: path, kind: kind,
-                               parameterCount: ckpt.tensorNames.reduce(0) { $0 + (ckpt.info($1)?.shape.reduce(1, *) ?? 0) })
+                               parameterCount: [Int].totalElements(ckpt.tensorNames.compactMap { ckpt.info($0)?.shape }))
         // Strict binding: a tensor nothing read would silently change nothing, which is never what its author meant.
         let unused = ckpt.tensorNames.filter { !used.contains($0) }.sorted()
         if !unused.isEmpty {
@@ -301,7 +301,7 @@ extension AdapterWeights {
         let hasVisual = names.contains("visual_query.weight")
         out["kind"] = .string(hasLora ? "LORA-BIAS" : hasBias ? "BIAS" : hasVisual ? "CAPTION/PRETRAIN" : "ADAPTER")
         out["key_set"] = .string(hasLora ? "LORA" : "BIAS")
-        out["parameter_count"] = .int(names.reduce(0) { $0 + (shape($1)?.reduce(1, *) ?? 0) })
+        out["parameter_count"] = .int([Int].totalElements(names.compactMap { shape($0) }))
         let layers = Set(names.compactMap { n -> Int? in
             guard let r = n.range(of: "layers.") else { return nil }
             return Int(n[r.upperBound...].prefix { $0.isNumber })

@@ -44,21 +44,23 @@ struct Inspect: ParsableCommand {
             guard let info = source.info(name) else { return nil }
             return TensorRow(name: name, dtype: info.dtype.rawValue, shape: info.shape)
         }
-        let params = rows.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        let params = [Int].totalElements(rows.map(\.shape))
         if json {
             try printJSON(Output(path: path, format: format, tensor_count: rows.count, parameter_count: params,
                                  tensors: rows, metadata: metadata))
             return
         }
-        print("\(path): \(format), \(rows.count) tensors, \(params) parameters")
-        let width = rows.map(\.name.count).max() ?? 0
-        for r in rows {
-            print(r.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + r.dtype.padding(toLength: 5, withPad: " ", startingAt: 0)
+        // Names and metadata come from the file: control characters are escaped so each row stays one line.
+        print(escapingControlCharacters("\(path): \(format), \(rows.count) tensors, \(params) parameters"))
+        let names = rows.map { escapingControlCharacters($0.name) }
+        let width = names.map(\.count).max() ?? 0
+        for (r, name) in zip(rows, names) {
+            print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + r.dtype.padding(toLength: 5, withPad: " ", startingAt: 0)
                   + "  " + "[" + r.shape.map(String.init).joined(separator: ", ") + "]")
         }
         if !metadata.isEmpty {
             print("metadata:")
-            for k in metadata.keys.sorted() { print("  \(k): \(metadata[k]!.compactDescription)") }
+            for k in metadata.keys.sorted() { print(escapingControlCharacters("  \(k): \(metadata[k]!.compactDescription)")) }
         }
     }
 }

@@ -16,11 +16,15 @@ struct LlamaAdapterCommand: ParsableCommand {
 /// Put before every error line: under mpirun, the rank ("rank 1: ") when the job has several.
 var errorPrefix = ""
 
+/// The text with control characters shown as `\xNN`, so a name or path from a file stays on one line.
+func escapingControlCharacters(_ text: String) -> String {
+    text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? String(format: "\\x%02x", $0.value) : String($0) }.joined()
+}
+
 /// Prints one line to standard error.
 func printError(_ message: String) {
     // One line, always: control characters from paths or file contents are shown escaped.
-    let line = message.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? String(format: "\\x%02x", $0.value) : String($0) }.joined()
-    FileHandle.standardError.write(Data(("error: " + errorPrefix + line + "\n").utf8))
+    FileHandle.standardError.write(Data(("error: " + errorPrefix + escapingControlCharacters(message) + "\n").utf8))
 }
 
 // Kernels allocate tile buffers of a few MB per call; glibc would map each afresh and the kernel clear its pages

@@ -175,6 +175,11 @@ final class MalformedInputCatalogueTests: XCTestCase {
         add("gguf: first value type 9 (array) with 2^62 items",
             ["score", "--model", try file("gguf/array.gguf", Self.patch(gguf, at: 32 + keyLength, Self.le(9, 4) + Self.le(8, 4) + Self.le(1 << 62, 8)))] + scoreArgs)
 
+        // Found by the GGUF fuzzer: dimensions whose product is 0 in ggml's order but overflows in PyTorch's
+        // (the reversed order Tensor and inspect multiplied in); loading trapped (inspect: see the test below).
+        let reversedDims = try file("gguf/dims-reversed.gguf", try bytes("fuzz/gguf/dims-overflow-reversed.gguf"))
+        add("gguf: dimensions overflowing only in PyTorch order, score", ["score", "--model", reversedDims, "--tokenizer", tok] + scoreArgs)
+
         // 4. safetensors headers that lie.
         let single = try bytes("safetensors/single.safetensors")
         let headerLength = Int(single[0]) | Int(single[1]) << 8
@@ -417,6 +422,23 @@ final class MalformedInputCatalogueTests: XCTestCase {
                             data: try TrainingDataset.load(path: data), captionData: nil, options: o)
         let history = try t.loadState(from: state)
         XCTAssertGreaterThanOrEqual(history.count, 3)
+    }
+
+    func testInspectListsTheFuzzersZeroElementTensorOnOneLineEach() throws {
+        // The fuzzer's file is a well-formed GGUF whose third tensor has 0 elements but dimensions whose product,
+        // taken in PyTorch's order, overflows (inspect trapped), and whose name holds control characters.
+        let path = Fixtures.path("fuzz/gguf/dims-overflow-reversed.gguf")
+        let r = try Self.runLimited(["inspect", path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.first, "\(path): gguf, 3 tensors, 6 parameters")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("i32.unsuppo\\x03\\x00\\x00\\x00  f32    [1030792151040, 17592186044416, 0, 0]") },
+                      r.stdout)
+        XCTAssertFalse(r.stdout.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
+        let json = try Self.runLimited(["inspect", "--json", path])
+        XCTAssertEqual(json.status, 0, json.stderr)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(object["parameter_count"] as? Int, 6)
     }
 
     func testTheValidControlsAreAccepted() throws {
