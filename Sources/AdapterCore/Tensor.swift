@@ -28,8 +28,19 @@ public struct Tensor: @unchecked Sendable {
         }
         self.shape = shape
         self.dtype = dtype
-        self.storage = storage
-        self.byteOffset = byteOffset
+        // The C kernels read elements (and the f16 scales of quantized blocks) through typed pointers, which
+        // C requires to be aligned; files may place data anywhere (zip entries, safetensors offsets, a GGUF
+        // with general.alignment 1). Such rare tensors are copied once into aligned memory.
+        let alignment = dtype == .f32 ? 4 : 2
+        if Int(bitPattern: storage.base + byteOffset) % alignment != 0 {
+            let copy = Storage(uninitializedBytes: bytes)
+            copy.base.copyMemory(from: storage.base + byteOffset, byteCount: bytes)
+            self.storage = copy
+            self.byteOffset = 0
+        } else {
+            self.storage = storage
+            self.byteOffset = byteOffset
+        }
     }
 
     /// A new zero-filled tensor.

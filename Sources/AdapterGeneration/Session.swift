@@ -119,17 +119,25 @@ public final class Session: @unchecked Sendable {
     }
 
     /// The same generation as an `AsyncSequence`: it runs on its own thread (decoding is long, blocking
-    /// work that does not belong on the cooperative pool) and stops at the next token when the consuming
-    /// task is cancelled or stops iterating.
-    public func stream(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters? = nil) -> AsyncThrowingStream<GenerationEvent, Error> {
-        AsyncThrowingStream { continuation in
+    /// work that does not belong on the cooperative pool), at most `GenerationStream.lookahead` tokens ahead
+    /// of the consumer, and stops there when the consuming task is cancelled or stops iterating.
+    public func stream(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters? = nil) -> GenerationStream {
+        let credits = DispatchSemaphore(value: GenerationStream.lookahead)
+        let events = AsyncThrowingStream<GenerationEvent, Error> { continuation in
             let cancelled = Atomic<Bool>(false)
-            continuation.onTermination = { _ in cancelled.store(true, ordering: .relaxed) }
+            continuation.onTermination = { _ in
+                cancelled.store(true, ordering: .sequentiallyConsistent)
+                credits.signal()  // a producer waiting for the consumer wakes, sees the flag and stops
+            }
             let thread = Thread { [self] in
                 do {
                     let result = try self.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling) { id, text in
                         continuation.yield(.token(id: id, text: text))
-                        return !cancelled.load(ordering: .relaxed)
+                        // Without this bound a fast model would run to maxNewTokens before a slow consumer
+                        // had the chance to stop it.
+                        credits.wait()
+                        if cancelled.load(ordering: .sequentiallyConsistent) { credits.signal(); return false }
+                        return true
                     }
                     continuation.yield(.finished(result))
                     continuation.finish()
@@ -140,6 +148,7 @@ public final class Session: @unchecked Sendable {
             thread.stackSize = 1 << 22
             thread.start()
         }
+        return GenerationStream(events: events, credits: credits)
     }
 
     private func generateLocked(prompt: [Int], maxNewTokens: Int, sampling: SamplingParameters?,
@@ -225,4 +234,29 @@ public final class Session: @unchecked Sendable {
             return ScoreResult(logprob: total, tokens: tokens.count - from)
         }
     }
+}
+
+/// A session's generation events, produced on their own thread a bounded number of tokens ahead of the
+/// consumer (each event taken lets the producer decode one more).
+public struct GenerationStream: AsyncSequence, Sendable {
+    public typealias Element = GenerationEvent
+    /// Tokens the producer may decode ahead of the consumer.
+    public static let lookahead = 2
+    let events: AsyncThrowingStream<GenerationEvent, Error>
+    let credits: DispatchSemaphore
+
+    /// Iterates the events; each `next()` gives the producer one more token of credit.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var inner: AsyncThrowingStream<GenerationEvent, Error>.AsyncIterator
+        let credits: DispatchSemaphore
+        /// The next event, nil after `.finished`.
+        public mutating func next() async throws -> GenerationEvent? {
+            let event = try await inner.next()
+            if case .token = event { credits.signal() }
+            return event
+        }
+    }
+
+    /// Starts iterating.
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inner: events.makeAsyncIterator(), credits: credits) }
 }

@@ -90,6 +90,26 @@ final class QuantKernelTests: XCTestCase {
     func testQ4_1MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q4_1) }
     func testQ8_0MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q8_0) }
 
+    func testTensorsAtOddOffsetsAreCopiedToAlignedMemoryWithTheSameValues() throws {
+        // Files may place f16/f32 data at odd offsets (zip entries, safetensors, GGUF alignment 1); the C kernels
+        // read through typed pointers, which must be aligned (UBSan reported the misaligned loads).
+        let halves: [UInt16] = [0x3C00, 0xC000, 0x3800, 0x0000]  // 1, -2, 0.5, 0 in IEEE half precision
+        let storage = Storage(zeroedBytes: 1 + 2 * halves.count)
+        for (i, h) in halves.enumerated() { storage.base.storeBytes(of: h, toByteOffset: 1 + 2 * i, as: UInt16.self) }
+        let t = try Tensor(shape: [4], dtype: .f16, storage: storage, byteOffset: 1)
+        XCTAssertEqual(Int(bitPattern: t.data) % 2, 0)
+        XCTAssertEqual(t.toFloatArray(), [1, -2, 0.5, 0])
+        let f = Storage(zeroedBytes: 2 + 8)
+        f.base.storeBytes(of: Float(3.25).bitPattern, toByteOffset: 2, as: UInt32.self)
+        f.base.storeBytes(of: Float(-7).bitPattern, toByteOffset: 6, as: UInt32.self)
+        let g = try Tensor(shape: [2], dtype: .f32, storage: f, byteOffset: 2)
+        XCTAssertEqual(Int(bitPattern: g.data) % 4, 0)
+        XCTAssertEqual(g.toFloatArray(), [3.25, -7])
+        // Aligned data is not copied: weights from mapped files stay mapped.
+        let aligned = try Tensor(shape: [2], dtype: .f16, storage: storage, byteOffset: 0)
+        XCTAssertEqual(aligned.data, UnsafeRawPointer(storage.base))
+    }
+
     func testF16AndBF16MatvecMatchF32() throws {
         var rng = LCG(s: 5)
         let rows = 19, k = 77
