@@ -112,7 +112,13 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                     if legacyQuant { ck_block_sums32(x + t * K, xs + t * blocks, K) }
                     if int8 { ck_quantize_x_q8(x + t * K, q8.baseAddress! + t * K, xd + t * blocks, isum.baseAddress! + t * blocks, K) }
                 }
-                pool.parallelFor(total, minChunk: max(1, 16384 / max(K, 1))) { r in
+                // Chunks of about 256 KB of weights (at most 16 per thread), claimed by whichever thread is free:
+                // a mat-vec streams memory, and a static half each stalls the step on the slower core.
+                let totalBytes = weights.reduce(0) { $0 + $1.dtype.byteCount(elements: K) * $1.shape[0] }
+                let threads = pool.activeThreadCount
+                let chunks = min(16 * threads, max(threads, totalBytes / (256 << 10)))
+                let chunk = max(max(1, 16384 / max(K, 1)), ((total + chunks - 1) / chunks + 3) / 4 * 4)
+                pool.parallelForDynamic(total, chunk: chunk) { r in
                     for (i, w) in weights.enumerated() {
                         let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
                         guard lo < hi else { continue }

@@ -31,6 +31,8 @@ public final class ThreadPool: @unchecked Sendable {
     private let generation = Atomic<Int>(0)
     private let pending = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    /// Next unclaimed chunk of the running `parallelForDynamic` job; reset under `submit` at every job.
+    private let ticket = Atomic<Int>(0)
     private let condition = NSCondition()
     private var job: ((Int, Int) -> Void)?
     private var activeThreads: Int
@@ -69,6 +71,7 @@ public final class ThreadPool: @unchecked Sendable {
         if n == 1 || pthread_getspecific(Self.insideJob) != nil { body(0, 1); return }
         submit.lock()
         pthread_setspecific(Self.insideJob, Self.marker)
+        ticket.store(0, ordering: .relaxed)  // published to the workers with the generation below
         defer {
             pthread_setspecific(Self.insideJob, nil)
             submit.unlock()
@@ -112,6 +115,30 @@ public final class ThreadPool: @unchecked Sendable {
         run(threads: n) { i, t in
             let lo = count * i / t, hi = count * (i + 1) / t
             if lo < hi { body(lo..<hi) }
+        }
+    }
+
+    /// Splits `0..<count` into chunks of `chunk` items that the active threads claim one after another until
+    /// none is left. Where a static split leaves one thread idle when the other is slowed (a busy neighbour on a
+    /// shared machine, a preempted vCPU), claiming keeps both streaming to the end; use it for work whose result
+    /// does not depend on how it is split (every mat-vec row is computed alone).
+    public func parallelForDynamic(_ count: Int, chunk: Int, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunk = max(1, chunk)
+        let chunks = (count - 1) / chunk + 1
+        let n = min(activeThreads, chunks)
+        // Nested inside another job, the ticket belongs to that job: run the chunks here, in order.
+        if n <= 1 || pthread_getspecific(Self.insideJob) != nil {
+            var lo = 0
+            while lo < count { body(lo..<min(count, lo + chunk)); lo += chunk }
+            return
+        }
+        run(threads: n) { _, _ in
+            while true {
+                let c = ticket.wrappingAdd(1, ordering: .relaxed).oldValue
+                if c >= chunks { break }
+                body((c * chunk)..<min(count, (c + 1) * chunk))
+            }
         }
     }
 
