@@ -13,19 +13,33 @@ public enum Measure {
     /// Peak resident set size of this process in bytes (VmHWM on Linux, ru_maxrss on macOS).
     public static func peakResidentBytes() -> Int {
         #if os(Linux)
-        if let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) {
-            for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-                let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0
-                return kb * 1024
-            }
-        }
-        return 0
+        return statusBytes("VmHWM:")
         #else
         var usage = rusage()
         getrusage(RUSAGE_SELF, &usage)
         return Int(usage.ru_maxrss)
         #endif
     }
+
+    /// Current resident set size in bytes (VmRSS on Linux; the peak on macOS, which has no cheap current figure).
+    public static func residentBytes() -> Int {
+        #if os(Linux)
+        return statusBytes("VmRSS:")
+        #else
+        return peakResidentBytes()
+        #endif
+    }
+
+    #if os(Linux)
+    /// A size line of /proc/self/status ("VmRSS:   1234 kB") in bytes.
+    private static func statusBytes(_ key: String) -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix(key) {
+            return (line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0) * 1024
+        }
+        return 0
+    }
+    #endif
 
     /// Read bandwidth in bytes/s: the best of `repeats` passes over a `bytes`-sized buffer, split over the pool.
     public static func readBandwidth(bytes: Int = 1 << 30, repeats: Int = 5, pool: ThreadPool = .shared) -> Double {

@@ -121,8 +121,9 @@ public final class ThreadPool: @unchecked Sendable {
     /// Splits `0..<count` into chunks of `chunk` items that the active threads claim one after another until
     /// none is left. Where a static split leaves one thread idle when the other is slowed (a busy neighbour on a
     /// shared machine, a preempted vCPU), claiming keeps both streaming to the end; use it for work whose result
-    /// does not depend on how it is split (every mat-vec row is computed alone).
-    public func parallelForDynamic(_ count: Int, chunk: Int, _ body: (Range<Int>) -> Void) {
+    /// does not depend on how it is split (every mat-vec row is computed alone). `body` also gets the index of
+    /// the thread running it (below `activeThreadCount`), for per-thread scratch.
+    public func parallelForDynamic(_ count: Int, chunk: Int, _ body: (Range<Int>, Int) -> Void) {
         guard count > 0 else { return }
         let chunk = max(1, chunk)
         let chunks = (count - 1) / chunk + 1
@@ -130,14 +131,14 @@ public final class ThreadPool: @unchecked Sendable {
         // Nested inside another job, the ticket belongs to that job: run the chunks here, in order.
         if n <= 1 || pthread_getspecific(Self.insideJob) != nil {
             var lo = 0
-            while lo < count { body(lo..<min(count, lo + chunk)); lo += chunk }
+            while lo < count { body(lo..<min(count, lo + chunk), 0); lo += chunk }
             return
         }
-        run(threads: n) { _, _ in
+        run(threads: n) { i, _ in
             while true {
                 let c = ticket.wrappingAdd(1, ordering: .relaxed).oldValue
                 if c >= chunks { break }
-                body((c * chunk)..<min(count, (c + 1) * chunk))
+                body((c * chunk)..<min(count, (c + 1) * chunk), i)
             }
         }
     }

@@ -240,6 +240,69 @@ TGT_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n)
 CK_ROWS4_512(matvec_f16_avx512, uint16_t, CK_LOAD_F16_512, h2f)
 CK_ROWS4_512(matvec_bf16_avx512, uint16_t, CK_LOAD_BF16_512, bf16_to_float)
 CK_ROWS4_512(matvec_f32_avx512, float, CK_LOAD_F32_512, CK_ID)
+
+// ---------------------------------------------------------------- prefill GEMM (AVX-512)
+// out[t][r] = dot(W[r], x[t]) for a block of 4 weight rows (or 1) and up to 6 tokens: 24 accumulators take
+// 16-wide steps along k, each weight vector is loaded (and converted from f16) once for all tokens, and the
+// sums are reduced once at the end. No packing: OpenBLAS repacked every converted tile for every call, which
+// at prefill sizes (M = tokens <= 512) cost it half its speed. The tail of k goes through masked loads, whose
+// zero lanes add nothing, so any k works.
+#define CK_LD_F16_M(p, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p)))
+#define CK_LD_F32_M(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define CK_GEMM_UK(NAME, TW, LOAD, LOADM, R, NT)                                                               \
+    TGT_AVX512 static void NAME##_##R##x##NT(const TW *w, size_t ldw, const float *x, size_t ldx, size_t k,     \
+                                             float *c, size_t ldc) {                                           \
+        __m512 a[NT][R];                                                                                       \
+        for (int t = 0; t < NT; t++)                                                                           \
+            for (int r = 0; r < R; r++) a[t][r] = _mm512_setzero_ps();                                         \
+        size_t i = 0;                                                                                          \
+        for (; i + 16 <= k; i += 16) {                                                                         \
+            __m512 v[R];                                                                                       \
+            for (int r = 0; r < R; r++) v[r] = LOAD(w + r * ldw + i);                                          \
+            for (int t = 0; t < NT; t++) {                                                                     \
+                __m512 xv = _mm512_loadu_ps(x + t * ldx + i);                                                  \
+                for (int r = 0; r < R; r++) a[t][r] = _mm512_fmadd_ps(v[r], xv, a[t][r]);                      \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (i < k) {                                                                                           \
+            __mmask16 m = (__mmask16)((1u << (k - i)) - 1);                                                    \
+            __m512 v[R];                                                                                       \
+            for (int r = 0; r < R; r++) v[r] = LOADM(w + r * ldw + i, m);                                      \
+            for (int t = 0; t < NT; t++) {                                                                     \
+                __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + i);                                         \
+                for (int r = 0; r < R; r++) a[t][r] = _mm512_fmadd_ps(v[r], xv, a[t][r]);                      \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int t = 0; t < NT; t++)                                                                           \
+            for (int r = 0; r < R; r++) c[t * ldc + r] = _mm512_reduce_add_ps(a[t][r]);                        \
+    }
+#define CK_GEMM_FAMILY(NAME, TW, LOAD, LOADM)                                                                  \
+    CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 1) CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 2)                            \
+    CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 3) CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 4)                            \
+    CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 5) CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 6)                            \
+    CK_GEMM_UK(NAME, TW, LOAD, LOADM, 1, 1) CK_GEMM_UK(NAME, TW, LOAD, LOADM, 1, 2)                            \
+    CK_GEMM_UK(NAME, TW, LOAD, LOADM, 1, 3) CK_GEMM_UK(NAME, TW, LOAD, LOADM, 1, 4)                            \
+    CK_GEMM_UK(NAME, TW, LOAD, LOADM, 1, 5) CK_GEMM_UK(NAME, TW, LOAD, LOADM, 1, 6)                            \
+    typedef void (*NAME##_fn)(const TW *, size_t, const float *, size_t, size_t, float *, size_t);            \
+    static const NAME##_fn NAME##_4[7] = {0, NAME##_4x1, NAME##_4x2, NAME##_4x3, NAME##_4x4, NAME##_4x5, NAME##_4x6}; \
+    static const NAME##_fn NAME##_1[7] = {0, NAME##_1x1, NAME##_1x2, NAME##_1x3, NAME##_1x4, NAME##_1x5, NAME##_1x6}; \
+    /* Panels of up to 32 rows (about 512 KB) stay in L2 while every token passes over them. */              \
+    static void NAME(const TW *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T,   \
+                     size_t k, size_t r0, size_t r1) {                                                         \
+        size_t pr = ((512u << 10) / (k * sizeof(TW) + 1)) & ~(size_t)3;                                        \
+        pr = pr < 4 ? 4 : pr > 32 ? 32 : pr;                                                                   \
+        for (size_t p0 = r0; p0 < r1; p0 += pr) {                                                              \
+            size_t p1 = p0 + pr < r1 ? p0 + pr : r1;                                                           \
+            for (size_t t = 0; t < T; t += 6) {                                                                \
+                size_t nt = T - t < 6 ? T - t : 6;                                                             \
+                size_t r = p0;                                                                                 \
+                for (; r + 4 <= p1; r += 4) NAME##_4[nt](w + r * ldw, ldw, x + t * ldx, ldx, k, out + t * ldo + r, ldo); \
+                for (; r < p1; r++) NAME##_1[nt](w + r * ldw, ldw, x + t * ldx, ldx, k, out + t * ldo + r, ldo); \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+CK_GEMM_FAMILY(gemm_f16_avx512, uint16_t, CK_LOAD_F16_512, CK_LD_F16_M)
+CK_GEMM_FAMILY(gemm_f32_avx512, float, CK_LOAD_F32_512, CK_LD_F32_M)
 #endif
 
 // ---------------------------------------------------------------- dispatch
@@ -322,6 +385,24 @@ void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_
     if (l >= CK_AVX2) { matvec_bf16_avx2(w, x, y, k, r0, r1); return; }
 #endif
     matvec_bf16_generic(w, x, y, k, r0, r1);
+}
+
+int ck_gemm_available(void) { return level() >= CK_AVX512; }
+
+int ck_gemm_f16(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    if (level() >= CK_AVX512) { gemm_f16_avx512(w, k, x, ldx, out, ldo, T, k, r0, r1); return 1; }
+#endif
+    (void)w; (void)x; (void)ldx; (void)out; (void)ldo; (void)T; (void)k; (void)r0; (void)r1;
+    return 0;
+}
+
+int ck_gemm_f32(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    if (level() >= CK_AVX512) { gemm_f32_avx512(w, ldw, x, ldx, out, ldo, T, k, r0, r1); return 1; }
+#endif
+    (void)w; (void)ldw; (void)x; (void)ldx; (void)out; (void)ldo; (void)T; (void)k; (void)r0; (void)r1;
+    return 0;
 }
 
 float ck_dot_f32(const float *a, const float *b, size_t n) {

@@ -54,6 +54,13 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("bucket-mb"), help: "Under mpirun: allreduce bucket size in MB, as finetune's.")
     var bucketMB: Double = 25
 
+    @Option(name: .customLong("compare-llamacpp"),
+            help: "With --model FILE.gguf: also run llama.cpp's llama-bench (a build folder, its bin/ folder or the binary) on the same file with the same threads, alternating with ours, and report both and their ratio.")
+    var compareLlamacpp: String?
+
+    @Option(help: "Measurement rounds (prefill and decode); with --compare-llamacpp each round runs ours, then llama-bench. Figures are medians.")
+    var rounds: Int = 1
+
     struct AllreduceReport: Encodable {
         var ranks: Int
         var floats: Int
@@ -165,6 +172,10 @@ struct Bench: ParsableCommand {
         var decode_bound_tokens_per_s: Double
         var decode_fraction_of_bound: Double
         var peak_rss_mb: Double
+        var rss_after_load_mb: Double
+        var rounds: Int
+        var decode_tokens_per_s_runs: [Double]
+        var llamacpp: LlamaCppComparison?
         var adapter_decode_tokens_per_s: Double?
         var adapter_decode_ratio: Double?
         var batched_decode: [BatchedDecode]?
@@ -255,8 +266,16 @@ struct Bench: ParsableCommand {
             pool.setActiveThreads(threads)
         }
         if preset == "clip-l14" && model == nil { return try runImageBench(pool: pool, dtype: dt) }
+        guard rounds >= 1, rounds <= 100 else { throw AdapterError.invalidArgument("--rounds must be between 1 and 100") }
+        var llamaBench: String?
+        if let path = compareLlamacpp {
+            guard let model, model.hasSuffix(".gguf") else {
+                throw AdapterError.invalidArgument("--compare-llamacpp needs --model FILE.gguf (llama.cpp reads GGUF only)")
+            }
+            if train { throw AdapterError.invalidArgument("--compare-llamacpp measures inference, not --train") }
+            llamaBench = try locateLlamaBench(path)
+        }
         let longest = promptTokens.max()! + decodeTokens + 1
-        let bandwidth = train ? 0 : Measure.readBandwidth(pool: pool)
         let t0 = Measure.now()
         let llama: LlamaModel
         var presetName = preset
@@ -285,23 +304,53 @@ struct Bench: ParsableCommand {
         }
         let cache = DecoderState(model: llama, capacity: longest, options: options)
         // Warm-up: first touches of weights and scratch.
-        _ = try llama.forward(tokens: [1, 2, 3, 4].map { $0 % config.vocabSize }, state: cache)
-        var prefills: [Prefill] = []
-        var logits: UnsafeBufferPointer<Float>!
-        for n in promptTokens {
-            cache.reset()
-            let prompt = (0..<n).map { ($0 * 7919 + 13) % config.vocabSize }
-            let tp = Measure.now()
-            logits = try llama.forward(tokens: prompt, state: cache)
-            prefills.append(Prefill(tokens: n, tokens_per_s: Double(n) / (Measure.now() - tp)))
+        var logits = try llama.forward(tokens: [1, 2, 3, 4].map { $0 % config.vocabSize }, state: cache)
+        let rssAfterLoad = Measure.residentBytes()
+        // One round: each prompt length prefilled from an empty cache, then greedy decoding after the last one.
+        func measureRound() throws -> (prefills: [Prefill], decode: Double) {
+            var prefills: [Prefill] = []
+            for n in promptTokens {
+                cache.reset()
+                let prompt = (0..<n).map { ($0 * 7919 + 13) % config.vocabSize }
+                let tp = Measure.now()
+                logits = try llama.forward(tokens: prompt, state: cache)
+                prefills.append(Prefill(tokens: n, tokens_per_s: Double(n) / (Measure.now() - tp)))
+            }
+            let td = Measure.now()
+            for _ in 0..<decodeTokens {
+                var next = 0
+                for i in logits.indices where logits[i] > logits[next] { next = i }
+                logits = try llama.forward(tokens: [next], state: cache)
+            }
+            return (prefills, Double(decodeTokens) / (Measure.now() - td))
         }
-        let td = Measure.now()
-        for _ in 0..<decodeTokens {
-            var next = 0
-            for i in logits.indices where logits[i] > logits[next] { next = i }
-            logits = try llama.forward(tokens: [next], state: cache)
+        var ours: [(prefills: [Prefill], decode: Double)] = []
+        var theirs: [[String: Double]] = []
+        var commit: String?, number: Int?
+        for _ in 0..<rounds {
+            ours.append(try measureRound())
+            if let llamaBench, let model {
+                let r = try runLlamaBench(binary: llamaBench, model: model, threads: pool.activeThreadCount, prompts: promptTokens, decode: decodeTokens)
+                theirs.append(r.rates)
+                commit = r.commit
+                number = r.number
+            }
         }
-        let decode = Measure.now() - td
+        let prefills = promptTokens.indices.map { i in
+            Prefill(tokens: promptTokens[i], tokens_per_s: median(ours.map { $0.prefills[i].tokens_per_s }))
+        }
+        let decodeRuns = ours.map(\.decode)
+        let decodeRate = median(decodeRuns)
+        var comparison: LlamaCppComparison?
+        if let llamaBench {
+            let names = promptTokens.map { "pp\($0)" } + ["tg\(decodeTokens)"]
+            let mine = ours.map { round -> [String: Double] in
+                var d: [String: Double] = ["tg\(decodeTokens)": round.decode]
+                for p in round.prefills { d["pp\(p.tokens)"] = p.tokens_per_s }
+                return d
+            }
+            comparison = makeComparison(binary: llamaBench, commit: commit, number: number, ours: mine, theirs: theirs, order: names)
+        }
         var adapterRate: Double?
         if adapterBias {
             let adapted = try llama.with(adapter: AdapterWeights.syntheticBias(config: config))
@@ -316,9 +365,11 @@ struct Bench: ParsableCommand {
             adapterRate = Double(decodeTokens) / (Measure.now() - ta)
         }
         let batched = decodeBatch.isEmpty ? nil : try batchedDecode(llama, options: options)
+        // Peak memory before the bandwidth probe, whose 1 GB buffer is the bench's own, not the model's.
+        let peak = Measure.peakResidentBytes()
+        let bandwidth = Measure.readBandwidth(pool: pool)
         let bytes = llama.weights.bytesPerToken
         let bound = bandwidth / Double(bytes)
-        let decodeRate = Double(decodeTokens) / decode
         try printJSON(Report(
             preset: presetName, model: model, dtype: dtypeName, threads: pool.activeThreadCount, simd: simdLevel,
             load_seconds: loadSeconds, weight_bytes: bytes, prompt_tokens: prefills[0].tokens,
@@ -326,7 +377,8 @@ struct Bench: ParsableCommand {
             decode_tokens_per_s: decodeRate, decode_ms_per_token: 1000 / decodeRate,
             read_bandwidth_gb_s: bandwidth / 1e9, decode_bound_tokens_per_s: bound,
             decode_fraction_of_bound: decodeRate / bound,
-            peak_rss_mb: Double(Measure.peakResidentBytes()) / 1_048_576,
+            peak_rss_mb: Double(peak) / 1_048_576, rss_after_load_mb: Double(rssAfterLoad) / 1_048_576,
+            rounds: rounds, decode_tokens_per_s_runs: decodeRuns, llamacpp: comparison,
             adapter_decode_tokens_per_s: adapterRate, adapter_decode_ratio: adapterRate.map { $0 / decodeRate },
             batched_decode: batched))
     }

@@ -86,6 +86,51 @@ final class QuantKernelTests: XCTestCase {
         }
     }
 
+    /// Prefill GEMM (more rows than `matvecBatchLimit`): every dtype against a float64 product of the values the
+    /// weights stand for, with row counts that leave partial panels and token counts that leave partial blocks;
+    /// and a token's outputs do not depend on how many tokens share the call.
+    func testPrefillGemmMatchesFloat64ReferenceAndIsBatchInvariant() throws {
+        var rng = LCG(s: 7)
+        for (dtype, k) in [(DType.f16, 77), (.f16, 4096), (.bf16, 50), (.f32, 33), (.q4_0, 96), (.q4_1, 64), (.q8_0, 160)] {
+            let rows = 37, T = 23
+            let values: [Float]
+            let w: Tensor
+            if [.q4_0, .q4_1, .q8_0].contains(dtype) {
+                let (bytes, v) = Self.makeRows(dtype, rows: rows, k: k, rng: &rng)
+                let storage = Storage(zeroedBytes: bytes.count)
+                bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+                values = v
+            } else {
+                let raw = (0..<(rows * k)).map { _ in rng.unit() - 0.5 }
+                switch dtype {
+                case .f16:
+                    w = Tensor(uninitialized: [rows, k], dtype: .f16)
+                    raw.withUnsafeBufferPointer { convertToHalf(src: $0.baseAddress!, dst: w.mutableData.assumingMemoryBound(to: UInt16.self), count: raw.count) }
+                case .bf16:
+                    w = Tensor(uninitialized: [rows, k], dtype: .bf16)
+                    let dst = w.mutableData.assumingMemoryBound(to: UInt16.self)
+                    for (i, v) in raw.enumerated() { dst[i] = UInt16(v.bitPattern >> 16) }  // truncation: any bf16 will do
+                default:
+                    w = Tensor(raw, shape: [rows, k])
+                }
+                values = w.toFloatArray()
+            }
+            let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
+            var out = [Float](repeating: 0, count: T * rows), head = [Float](repeating: 0, count: 17 * rows)
+            x.withUnsafeBufferPointer { xp in
+                out.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: T) }
+                head.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: 17) }
+            }
+            for t in 0..<T { for r in 0..<rows {
+                var s: Double = 0, mag: Double = 0
+                for i in 0..<k { s += Double(values[r * k + i]) * Double(x[t * k + i]); mag += abs(Double(values[r * k + i]) * Double(x[t * k + i])) }
+                XCTAssertEqual(Double(out[t * rows + r]), s, accuracy: 1e-6 * max(1, mag), "\(dtype) k=\(k) t=\(t) r=\(r)")
+            } }
+            XCTAssertEqual(Array(out[0..<(17 * rows)]), head, "\(dtype) k=\(k): a token's outputs changed with the number of tokens in the call")
+        }
+    }
+
     func testQ4_0MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q4_0) }
     func testQ4_1MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q4_1) }
     func testQ8_0MatvecAndGemmMatchDequantizedReference() throws { try checkType(.q8_0) }
