@@ -197,11 +197,11 @@ TGT_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n)
 }
 
 
-// One row at a time with four accumulators over 64-wide steps (then 16-wide steps into the first, a masked-free
-// scalar tail): on Zen 4 this streams 7B f16 rows at the measured read bandwidth (47.6 of 48 GB/s, 2 threads),
-// where four rows of one accumulator each reached 38.5 and the old one-row ymm loop 75%. A row's value depends
-// only on the row, never on which rows share a call.
-#define CK_ROWS_512(NAME, T, LOAD, SCALAR)                                                                        \
+// One row at a time with four accumulators over 64-wide steps (then 16-wide steps into the first, and a scalar
+// tail): on Zen 4 this streams 7B f16 rows at the measured read bandwidth (47.6 of 48 GB/s, 2 threads), where
+// four rows of one accumulator each reached 38.5 and the old one-row ymm loop 75%. A row's value depends only on
+// the row, never on which rows share a call.
+#define CK_ROWS_512(NAME, T, LOAD, SCALAR)                                                                         \
     TGT_AVX512 static void NAME(const T *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {           \
         for (size_t r = r0; r < r1; r++) {                                                                        \
             const T *row = w + r * k;                                                                             \

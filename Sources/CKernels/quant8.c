@@ -145,7 +145,32 @@ TGT_VNNI static void q4_0_vnni(const void *w, const int8_t *xq, const float *xd,
         y[r] = hsum8f(_mm256_add_ps(acc0, acc1));
     }
 }
-Q4_LOOP(q4_1_vnni, TGT_VNNI, udot_vnni, bq4_1, off += _cvtsh_ss(b[i].m) * xd[i] * (float)xsum[i])
+// Q4_1 with VNNI: as q4_0_vnni (one broadcast load per block's nibbles, two blocks per iteration); the min's
+// term m·xd·xsum stays a float sum beside the vector accumulators.
+TGT_VNNI static void q4_1_vnni(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y,
+                               size_t k, size_t r0, size_t r1) {
+    size_t nb = k / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const bq4_1 *b = (const bq4_1 *)w + r * nb;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        float off0 = 0, off1 = 0;
+        size_t i = 0;
+        for (; i + 2 <= nb; i += 2) {
+            __m256i p0 = udot_vnni(nibbles32_vnni(b[i].qs), _mm256_loadu_si256((const __m256i *)(xq + i * 32)));
+            __m256i p1 = udot_vnni(nibbles32_vnni(b[i + 1].qs), _mm256_loadu_si256((const __m256i *)(xq + i * 32 + 32)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d) * xd[i]), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i + 1].d) * xd[i + 1]), _mm256_cvtepi32_ps(p1), acc1);
+            off0 += _cvtsh_ss(b[i].m) * xd[i] * (float)xsum[i];
+            off1 += _cvtsh_ss(b[i + 1].m) * xd[i + 1] * (float)xsum[i + 1];
+        }
+        for (; i < nb; i++) {
+            __m256i p0 = udot_vnni(nibbles32_vnni(b[i].qs), _mm256_loadu_si256((const __m256i *)(xq + i * 32)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d) * xd[i]), _mm256_cvtepi32_ps(p0), acc0);
+            off0 += _cvtsh_ss(b[i].m) * xd[i] * (float)xsum[i];
+        }
+        y[r] = hsum8f(_mm256_add_ps(acc0, acc1)) + (off0 + off1);
+    }
+}
 
 // Signed × signed: |w| as the unsigned operand and x with w's sign, as llama.cpp does.
 #define Q8_STEP_(UDOT_, j, i)                                                                               \
