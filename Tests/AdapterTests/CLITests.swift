@@ -135,3 +135,60 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(obj["read_bandwidth_gb_s"] as? Double ?? 0, 0)
     }
 }
+
+/// `bench --compare-llamacpp`: the rounds alternate with llama-bench, whose JSON output (the format of llama.cpp's
+/// llama-bench `-o json`, here from a stand-in script that records its arguments) is read per test name, and
+/// ratios are taken of the medians and per round.
+final class BenchCompareTests: XCTestCase {
+    func testCompareRunsLlamaBenchEachRoundWithOurShapesAndReportsRatios() throws {
+        let dir = try makeTemporaryDirectory()
+        let model = dir.appendingPathComponent("tiny.gguf").path
+        try FileManager.default.copyItem(atPath: Fixtures.path("tiny_llama/tiny_llama.f16.gguf.bin"), toPath: model)
+        let log = dir.appendingPathComponent("calls.txt").path
+        let fake = dir.appendingPathComponent("llama-bench").path
+        // Prefill 100 tok/s and decode 50 tok/s, whatever it is asked; one line of arguments per call.
+        let script = """
+        #!/bin/sh
+        echo "$@" >> \(log)
+        cat <<'JSON'
+        [
+          {"build_commit": "abc1234", "build_number": 4748, "n_prompt": 8, "n_gen": 0, "avg_ts": 100.0, "samples_ts": [100.0]},
+          {"build_commit": "abc1234", "build_number": 4748, "n_prompt": 0, "n_gen": 4, "avg_ts": 50.0, "samples_ts": [50.0]}
+        ]
+        JSON
+        """
+        try script.write(toFile: fake, atomically: true, encoding: .utf8)
+        chmod(fake, 0o755)
+        let r = try CLIRunner.run(["bench", "--model", model, "--prompt-tokens", "8", "--decode-tokens", "4", "--threads", "1",
+                                   "--rounds", "3", "--compare-llamacpp", dir.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let calls = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(calls.count, 3, "one llama-bench run per round")
+        XCTAssertEqual(String(calls[0]), "-m \(model) -t 1 -p 8 -n 4 -r 1 -o json")
+        let cmp = try XCTUnwrap(obj["llamacpp"] as? [String: Any])
+        XCTAssertEqual(cmp["build_commit"] as? String, "abc1234")
+        XCTAssertEqual(cmp["rounds"] as? Int, 3)
+        let tests = try XCTUnwrap(cmp["tests"] as? [[String: Any]])
+        XCTAssertEqual(tests.map { $0["test"] as? String }, ["pp8", "tg4"])
+        let prefill = try XCTUnwrap(obj["prefill"] as? [[String: Any]])
+        let ours = try XCTUnwrap(tests[0]["ours_tokens_per_s"] as? [Double])
+        XCTAssertEqual(ours.count, 3)
+        XCTAssertEqual(tests[0]["llamacpp_tokens_per_s"] as? [Double], [100, 100, 100])
+        let median = ours.sorted()[1]
+        XCTAssertEqual(try XCTUnwrap(prefill[0]["tokens_per_s"] as? Double), median, accuracy: 1e-9 * median)
+        XCTAssertEqual(try XCTUnwrap(tests[0]["ratio"] as? Double), median / 100, accuracy: 1e-9 * median)
+        XCTAssertEqual(try XCTUnwrap(tests[1]["ratio"] as? Double), try XCTUnwrap(obj["decode_tokens_per_s"] as? Double) / 50, accuracy: 1e-6)
+    }
+
+    func testCompareWithoutLlamaBenchOrWithoutGGUFIsOneErrorLine() throws {
+        let dir = try makeTemporaryDirectory()
+        for args in [["--model", Fixtures.path("tiny_llama/tiny_llama.f16.gguf.bin"), "--compare-llamacpp", dir.path],
+                     ["--preset", "tiny", "--compare-llamacpp", dir.path]] {
+            let r = try CLIRunner.run(["bench"] + args)
+            XCTAssertEqual(r.status, 1, r.stdout)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            XCTAssertTrue(r.stderr.hasPrefix("error: --compare-llamacpp"), r.stderr)
+        }
+    }
+}
