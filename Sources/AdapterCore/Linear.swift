@@ -3,12 +3,14 @@ import CKernels
 /// out[T, N] = inp[T, K] · W[N, K]^T (+ bias[N]), where W keeps its stored dtype.
 /// Decoding (T small) uses SIMD mat-vec kernels that read each weight once; prefill converts
 /// tiles of W to f32 and calls GEMM, so f16 weights never need a permanent f32 copy.
+/// `oneSequence` says the T rows are positions of one sequence (a prefill), not T sequences decoding together:
+/// float weights then take the GEMM kernel from 2 rows on (its results do not have to equal a lone mat-vec's).
 public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor,
                           bias: UnsafePointer<Float>? = nil, T: Int, activations: ActivationPrecision = .f32,
-                          pool: ThreadPool = .shared) {
+                          oneSequence: Bool = false, pool: ThreadPool = .shared) {
     precondition(weight.shape.count == 2, "linear weight must be 2-D")
     let N = weight.shape[0], K = weight.shape[1]
-    if T <= matvecBatchLimit {
+    if T <= matvecBatchLimit && !(oneSequence && prefersGemm(weight, T: T)) {
         matvecGroup(outs: [out], x: inp, T: T, weights: [weight], activations: activations, pool: pool)
     } else {
         gemmWeight(out: out, inp: inp, weight: weight, T: T, pool: pool)
@@ -16,6 +18,13 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
     if let bias {
         for t in 0..<T { ck_axpy_f32(1, bias, out + t * N, N) }
     }
+}
+
+/// True for weights whose few-row products are faster through the GEMM kernel than through per-row mat-vecs:
+/// float types (the quantized ones have multi-vector kernels that expand each block once for all rows), on CPUs
+/// where that kernel exists.
+public func prefersGemm(_ weight: Tensor, T: Int) -> Bool {
+    T > 1 && [.f16, .bf16, .f32].contains(weight.dtype) && ck_gemm_available() != 0
 }
 
 /// Backward of `linearForward` (out[T, N] = inp[T, K] · W[N, K]ᵀ + bias[N]):

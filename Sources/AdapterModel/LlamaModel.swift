@@ -226,7 +226,7 @@ public final class LlamaModel: Sendable {
         for l in 0..<c.nLayers {
             let rec = record?.layers[l]
             attentionBlock(l, b: b, R: R, segments: segments, activations: activations, record: rec)
-            feedForwardBlock(l, b: b, T: R, activations: activations, record: rec)
+            feedForwardBlock(l, b: b, T: R, oneSequence: segments.count == 1, activations: activations, record: rec)
         }
         for seg in segments { seg.state.length = seg.startPos + seg.T }
         if let record { record.finalInput.update(from: b.x, count: R * dim) }
@@ -241,7 +241,8 @@ public final class LlamaModel: Sendable {
             ranges.append((rows, n))
             rows += n
         }
-        linearForward(out: b.logits, inp: b.xb, weight: weights.output, T: rows, activations: activations, pool: pool)
+        linearForward(out: b.logits, inp: b.xb, weight: weights.output, T: rows, activations: activations, oneSequence: segments.count == 1,
+                      pool: pool)
         return ranges.map { UnsafeBufferPointer(start: b.logits + $0.start * c.vocabSize, count: $0.count * c.vocabSize) }
     }
 
@@ -272,7 +273,8 @@ public final class LlamaModel: Sendable {
         let q = rec?.q ?? b.q, k = rec?.k ?? b.k, v = rec?.v ?? b.v
         linearGroup(outs: [q, k, v], inp: normed, weights: [layer.wq, layer.wk, layer.wv], biases: [layer.biases[.wq], layer.biases[.wk], layer.biases[.wv]],
                     extras: [ad?.wq, ad?.wk, ad?.wv],
-                    preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: R, activations: act)
+                    preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: R, oneSequence: segments.count == 1,
+                    activations: act)
         let att = rec?.att ?? b.att
         for seg in segments {
             let T = seg.T, startPos = seg.startPos, s = seg.state
@@ -295,11 +297,13 @@ public final class LlamaModel: Sendable {
                              normalize: !(s.options.compat == .official && T == 1 && s.prompts == nil),
                              prompt: prompt, record: record, scratch: b.scores, scratchStride: b.scoreStride, pool: pool)
         }
-        linear(out: b.xb, inp: att, weight: layer.wo, bias: layer.biases[.wo], extras: ad?.wo, preScale: rec?.preScale[.wo], T: R, activations: act)
+        linear(out: b.xb, inp: att, weight: layer.wo, bias: layer.biases[.wo], extras: ad?.wo, preScale: rec?.preScale[.wo], T: R,
+               oneSequence: segments.count == 1, activations: act)
         addInPlace(b.x, b.xb, R * dim)
     }
 
-    private func feedForwardBlock(_ l: Int, b: DecoderState.Buffers, T: Int, activations: ActivationPrecision, record rec: BlockRecord?) {
+    private func feedForwardBlock(_ l: Int, b: DecoderState.Buffers, T: Int, oneSequence: Bool, activations: ActivationPrecision,
+                                  record rec: BlockRecord?) {
         let c = config
         let layer = weights.layers[l]
         let ad = adapter?.layers[l]
@@ -309,10 +313,11 @@ public final class LlamaModel: Sendable {
         let a = rec?.gate ?? b.ffA, u = rec?.up ?? b.ffB
         linearGroup(outs: [a, u], inp: normed, weights: [layer.w1, layer.w3], biases: [layer.biases[.w1], layer.biases[.w3]],
                     extras: [ad?.w1, ad?.w3],
-                    preScale: rec.map { [$0.preScale[.w1], $0.preScale[.w3]] }, T: T, activations: activations)
+                    preScale: rec.map { [$0.preScale[.w1], $0.preScale[.w3]] }, T: T, oneSequence: oneSequence, activations: activations)
         let h = rec?.hidden ?? b.ffA
         swigluForward(out: h, a: a, b: u, n: T * c.hiddenDim)
-        linear(out: b.xb, inp: h, weight: layer.w2, bias: layer.biases[.w2], extras: ad?.w2, preScale: rec?.preScale[.w2], T: T, activations: activations)
+        linear(out: b.xb, inp: h, weight: layer.w2, bias: layer.biases[.w2], extras: ad?.w2, preScale: rec?.preScale[.w2], T: T,
+               oneSequence: oneSequence, activations: activations)
         addInPlace(b.x, b.xb, T * c.dim)
     }
 
@@ -320,9 +325,10 @@ public final class LlamaModel: Sendable {
     /// scales. `preScale`, when given, receives W x + b before the output-side scale (the scale's backward needs it).
     /// `bias` is the base model's own (frozen) bias, added to W x before the adapter's extras.
     func linear(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor? = nil, extras: LinearExtras?,
-                preScale: UnsafeMutablePointer<Float>? = nil, T: Int, activations: ActivationPrecision) {
+                preScale: UnsafeMutablePointer<Float>? = nil, T: Int, oneSequence: Bool = false, activations: ActivationPrecision) {
         guard let e = extras, !e.isEmpty else {
-            linearForward(out: out, inp: inp, weight: weight, bias: bias?.floats, T: T, activations: activations, pool: pool)
+            linearForward(out: out, inp: inp, weight: weight, bias: bias?.floats, T: T, activations: activations, oneSequence: oneSequence,
+                          pool: pool)
             return
         }
         let K = weight.shape[1], N = weight.shape[0]
@@ -335,7 +341,8 @@ public final class LlamaModel: Sendable {
             if let bias { for t in 0..<T { addInPlace(out + t * N, bias.floats, N) } }
             addLoRA(out: out, inp: inp, extras: e, T: T)
         } else {
-            linearForward(out: out, inp: inp, weight: weight, bias: bias?.floats, T: T, activations: activations, pool: pool)
+            linearForward(out: out, inp: inp, weight: weight, bias: bias?.floats, T: T, activations: activations, oneSequence: oneSequence,
+                          pool: pool)
             finishOutput(out: out, inp: inp, extras: e, N: N, T: T, preScale: preScale)
         }
     }
@@ -344,11 +351,13 @@ public final class LlamaModel: Sendable {
     /// their frozen parts run as one grouped mat-vec (one pool hand-off) and the output-side extras follow. `preScale` (recording only)
     /// has one optional buffer per map.
     func linearGroup(outs: [UnsafeMutablePointer<Float>], inp: UnsafePointer<Float>, weights: [Tensor], biases: [Tensor?],
-                     extras: [LinearExtras?], preScale: [UnsafeMutablePointer<Float>?]?, T: Int, activations: ActivationPrecision) {
-        guard T <= matvecBatchLimit, !extras.contains(where: { $0?.scaleOnInput == true }) else {
+                     extras: [LinearExtras?], preScale: [UnsafeMutablePointer<Float>?]?, T: Int, oneSequence: Bool = false,
+                     activations: ActivationPrecision) {
+        guard T <= matvecBatchLimit, !extras.contains(where: { $0?.scaleOnInput == true }),
+              !(oneSequence && weights.contains(where: { prefersGemm($0, T: T) })) else {
             for i in weights.indices {
                 linear(out: outs[i], inp: inp, weight: weights[i], bias: biases[i], extras: extras[i], preScale: preScale?[i], T: T,
-                       activations: activations)
+                       oneSequence: oneSequence, activations: activations)
             }
             return
         }
