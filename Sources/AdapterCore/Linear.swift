@@ -1,8 +1,8 @@
 import CKernels
 
 /// out[T, N] = inp[T, K] · W[N, K]^T (+ bias[N]), where W keeps its stored dtype.
-/// Decoding (T small) uses SIMD mat-vec kernels that read each weight once; prefill converts
-/// tiles of W to f32 and calls GEMM, so f16 weights never need a permanent f32 copy.
+/// Decoding (T small) uses SIMD mat-vec kernels that read each weight once; prefill goes through `gemmWeight`,
+/// which never needs a permanent f32 copy of f16 or quantized weights.
 /// `oneSequence` says the T rows are positions of one sequence (a prefill), not T sequences decoding together:
 /// float weights then take the GEMM kernel from 2 rows on (its results do not have to equal a lone mat-vec's).
 public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor,
@@ -232,17 +232,14 @@ public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
         // Rows per chunk: for converted dtypes about 512 KB of f32 (it must stay in a core's 1 MB L2 beside the
         // tokens), 4 to 32 rows.
         let panel = weight.dtype == .f16 ? 32 : max(4, min(32, ((512 << 10) / (K * 4)) & ~3))
-        if weight.dtype == .f16 {
-            let w = weight.data.assumingMemoryBound(to: UInt16.self)
+        if weight.dtype == .f16 || weight.dtype == .f32 {
+            // Read in place: the kernels convert f16 in registers.
             pool.parallelForDynamic(N, chunk: panel) { r, _ in
-                _ = ck_gemm_f16(w, inp, K, out, N, T, K, r.lowerBound, r.upperBound)
-            }
-            return
-        }
-        if weight.dtype == .f32 {
-            let w = weight.data.assumingMemoryBound(to: Float.self)
-            pool.parallelForDynamic(N, chunk: panel) { r, _ in
-                _ = ck_gemm_f32(w, K, inp, K, out, N, T, K, r.lowerBound, r.upperBound)
+                if weight.dtype == .f16 {
+                    _ = ck_gemm_f16(weight.data.assumingMemoryBound(to: UInt16.self), inp, K, out, N, T, K, r.lowerBound, r.upperBound)
+                } else {
+                    _ = ck_gemm_f32(weight.data.assumingMemoryBound(to: Float.self), K, inp, K, out, N, T, K, r.lowerBound, r.upperBound)
+                }
             }
             return
         }

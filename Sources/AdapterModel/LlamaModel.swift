@@ -223,10 +223,12 @@ public final class LlamaModel: Sendable {
             }
         }
         let activations = first.state.options.activations
+        // One sequence's rows are a prefill: float weights may take the GEMM kernel even for a few rows.
+        let oneSequence = segments.count == 1
         for l in 0..<c.nLayers {
             let rec = record?.layers[l]
-            attentionBlock(l, b: b, R: R, segments: segments, activations: activations, record: rec)
-            feedForwardBlock(l, b: b, T: R, oneSequence: segments.count == 1, activations: activations, record: rec)
+            attentionBlock(l, b: b, R: R, segments: segments, oneSequence: oneSequence, activations: activations, record: rec)
+            feedForwardBlock(l, b: b, T: R, oneSequence: oneSequence, activations: activations, record: rec)
         }
         for seg in segments { seg.state.length = seg.startPos + seg.T }
         if let record { record.finalInput.update(from: b.x, count: R * dim) }
@@ -241,7 +243,7 @@ public final class LlamaModel: Sendable {
             ranges.append((rows, n))
             rows += n
         }
-        linearForward(out: b.logits, inp: b.xb, weight: weights.output, T: rows, activations: activations, oneSequence: segments.count == 1,
+        linearForward(out: b.logits, inp: b.xb, weight: weights.output, T: rows, activations: activations, oneSequence: oneSequence,
                       pool: pool)
         return ranges.map { UnsafeBufferPointer(start: b.logits + $0.start * c.vocabSize, count: $0.count * c.vocabSize) }
     }
@@ -261,7 +263,7 @@ public final class LlamaModel: Sendable {
         }
     }
 
-    private func attentionBlock(_ l: Int, b: DecoderState.Buffers, R: Int, segments: [Segment], activations act: ActivationPrecision,
+    private func attentionBlock(_ l: Int, b: DecoderState.Buffers, R: Int, segments: [Segment], oneSequence: Bool, activations act: ActivationPrecision,
                                 record rec: BlockRecord?) {
         let c = config
         let dim = c.dim, kvDim = c.kvDim, hd = c.headDim
@@ -273,7 +275,7 @@ public final class LlamaModel: Sendable {
         let q = rec?.q ?? b.q, k = rec?.k ?? b.k, v = rec?.v ?? b.v
         linearGroup(outs: [q, k, v], inp: normed, weights: [layer.wq, layer.wk, layer.wv], biases: [layer.biases[.wq], layer.biases[.wk], layer.biases[.wv]],
                     extras: [ad?.wq, ad?.wk, ad?.wv],
-                    preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: R, oneSequence: segments.count == 1,
+                    preScale: rec.map { [$0.preScale[.wq], $0.preScale[.wk], $0.preScale[.wv]] }, T: R, oneSequence: oneSequence,
                     activations: act)
         let att = rec?.att ?? b.att
         for seg in segments {
@@ -298,7 +300,7 @@ public final class LlamaModel: Sendable {
                              prompt: prompt, record: record, scratch: b.scores, scratchStride: b.scoreStride, pool: pool)
         }
         linear(out: b.xb, inp: att, weight: layer.wo, bias: layer.biases[.wo], extras: ad?.wo, preScale: rec?.preScale[.wo], T: R,
-               oneSequence: segments.count == 1, activations: act)
+               oneSequence: oneSequence, activations: act)
         addInPlace(b.x, b.xb, R * dim)
     }
 

@@ -173,38 +173,21 @@ TGT_VNNI static void q4_1_vnni(const void *w, const int8_t *xq, const float *xd,
 }
 
 // Signed × signed: |w| as the unsigned operand and x with w's sign, as llama.cpp does.
-#define Q8_STEP_(UDOT_, j, i)                                                                               \
-    do {                                                                                                   \
-        __m256i wq = _mm256_loadu_si256((const __m256i *)b##j[i].qs);                                      \
-        __m256i p = UDOT_(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xv, wq));                             \
-        acc##j = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b##j[i].d) * xd[i]), _mm256_cvtepi32_ps(p), acc##j); \
-    } while (0)
-// Four rows per pass, each with its own accumulator in the one-row order: four independent FMA chains instead
-// of one that waits on its latency every block, and every
-// row's value the same whichever rows it is computed with. (The same for the Q4 loops measured slower.)
-#define Q8_LOOP(NAME, TGT, UDOT_)                                                                           \
+#define Q8_LOOP(NAME, TGT, UDOT)                                                                            \
     TGT static void NAME(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y,  \
                          size_t k, size_t r0, size_t r1) {                                                 \
         (void)xsum;                                                                                        \
         size_t nb = k / 32;                                                                                \
-        size_t r = r0;                                                                                     \
-        for (; r + 4 <= r1; r += 4) {                                                                      \
-            const bq8_0 *b0 = (const bq8_0 *)w + r * nb, *b1 = b0 + nb, *b2 = b1 + nb, *b3 = b2 + nb;      \
-            __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                      \
+        for (size_t r = r0; r < r1; r++) {                                                                 \
+            const bq8_0 *b = (const bq8_0 *)w + r * nb;                                                    \
+            __m256 acc = _mm256_setzero_ps();                                                              \
             for (size_t i = 0; i < nb; i++) {                                                              \
+                __m256i wq = _mm256_loadu_si256((const __m256i *)b[i].qs);                                 \
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + i * 32));                           \
-                Q8_STEP_(UDOT_, 0, i); Q8_STEP_(UDOT_, 1, i); Q8_STEP_(UDOT_, 2, i); Q8_STEP_(UDOT_, 3, i);  \
+                __m256i p = UDOT(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xv, wq));                      \
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d) * xd[i]), _mm256_cvtepi32_ps(p), acc); \
             }                                                                                              \
-            y[r] = hsum8f(acc0); y[r + 1] = hsum8f(acc1); y[r + 2] = hsum8f(acc2); y[r + 3] = hsum8f(acc3); \
-        }                                                                                                  \
-        for (; r < r1; r++) {                                                                              \
-            const bq8_0 *b0 = (const bq8_0 *)w + r * nb;                                                   \
-            __m256 acc0 = _mm256_setzero_ps();                                                             \
-            for (size_t i = 0; i < nb; i++) {                                                              \
-                __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + i * 32));                           \
-                Q8_STEP_(UDOT_, 0, i);                                                                     \
-            }                                                                                              \
-            y[r] = hsum8f(acc0);                                                                           \
+            y[r] = hsum8f(acc);                                                                            \
         }                                                                                                  \
     }
 
