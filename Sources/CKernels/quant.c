@@ -94,82 +94,28 @@ static void dequant_q8_0_generic(const void *src, float *dst, size_t n) {
 
 #ifdef CK_X86
 // ---------------------------------------------------------------- AVX-512
-// Per block: expand nibbles (or int8) to f32 in registers, multiply with x, scale by the block's d with
-// one FMA into a vector accumulator; the horizontal sum happens once per row, not per block.
+// Mat-vecs: see "several vectors per weight row" below (each block dequantized exactly in registers, then two
+// FMAs per vector); the horizontal sum happens once per row, not per block.
 
 TGT_AVX512 static inline __m512 nib_lo(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, _mm_set1_epi8(15)))); }
 TGT_AVX512 static inline __m512 nib_hi(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15)))); }
 
-TGT_AVX512 static inline __m512 q4_block_dot(const uint8_t *qs, const float *x) {
-    __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    __m512 t = _mm512_mul_ps(nib_lo(q), _mm512_loadu_ps(x));
-    return _mm512_fmadd_ps(nib_hi(q), _mm512_loadu_ps(x + 16), t);
-}
-
-// Two blocks per iteration into two accumulators: independent FMA chains, no per-block branch.
-TGT_AVX512 static void matvec_q4_1_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
-    size_t nb = k / 32;
-    for (size_t r = r0; r < r1; r++) {
-        const block_q4_1 *b = (const block_q4_1 *)w + r * nb;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        float moff = 0;
-        size_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q4_block_dot(b[i].qs, x + i * 32), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i + 1].d)), q4_block_dot(b[i + 1].qs, x + i * 32 + 32), acc1);
-            moff += _cvtsh_ss(b[i].m) * xsum[i] + _cvtsh_ss(b[i + 1].m) * xsum[i + 1];
-        }
-        for (; i < nb; i++) {
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q4_block_dot(b[i].qs, x + i * 32), acc0);
-            moff += _cvtsh_ss(b[i].m) * xsum[i];
-        }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + moff;
-    }
-}
-
+// One-vector AVX-512 kernels: the several-vector kernel below with one vector (so a sequence's outputs are the
+// same bit for bit batched or alone).
+TGT_AVX512 static void mm_q4_0_avx512_n(const void *w, const float *x, size_t xs, const float *xsum, size_t ss,
+                                        float *y, size_t ys, size_t nvec, size_t k, size_t r0, size_t r1);
+TGT_AVX512 static void mm_q4_1_avx512_n(const void *w, const float *x, size_t xs, const float *xsum, size_t ss,
+                                        float *y, size_t ys, size_t nvec, size_t k, size_t r0, size_t r1);
+TGT_AVX512 static void mm_q8_0_avx512_n(const void *w, const float *x, size_t xs, const float *xsum, size_t ss,
+                                        float *y, size_t ys, size_t nvec, size_t k, size_t r0, size_t r1);
 TGT_AVX512 static void matvec_q4_0_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
-    size_t nb = k / 32;
-    for (size_t r = r0; r < r1; r++) {
-        const block_q4_0 *b = (const block_q4_0 *)w + r * nb;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        float off = 0;
-        size_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            float d0 = _cvtsh_ss(b[i].d), d1 = _cvtsh_ss(b[i + 1].d);
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d0), q4_block_dot(b[i].qs, x + i * 32), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d1), q4_block_dot(b[i + 1].qs, x + i * 32 + 32), acc1);
-            off += d0 * xsum[i] + d1 * xsum[i + 1];
-        }
-        for (; i < nb; i++) {
-            float d = _cvtsh_ss(b[i].d);
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d), q4_block_dot(b[i].qs, x + i * 32), acc0);
-            off += d * xsum[i];
-        }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - 8.0f * off;
-    }
+    mm_q4_0_avx512_n(w, x, 0, xsum, 0, y, 0, 1, k, r0, r1);
 }
-
-TGT_AVX512 static inline __m512 q8_block_dot(const int8_t *qs, const float *x) {
-    __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qs)));
-    __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16))));
-    return _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(x)));
+TGT_AVX512 static void matvec_q4_1_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    mm_q4_1_avx512_n(w, x, 0, xsum, 0, y, 0, 1, k, r0, r1);
 }
-
 TGT_AVX512 static void matvec_q8_0_avx512(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) {
-    (void)xsum;
-    size_t nb = k / 32;
-    for (size_t r = r0; r < r1; r++) {
-        const block_q8_0 *b = (const block_q8_0 *)w + r * nb;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        size_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q8_block_dot(b[i].qs, x + i * 32), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i + 1].d)), q8_block_dot(b[i + 1].qs, x + i * 32 + 32), acc1);
-        }
-        for (; i < nb; i++)
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q8_block_dot(b[i].qs, x + i * 32), acc0);
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    }
+    mm_q8_0_avx512_n(w, x, 0, xsum, 0, y, 0, 1, k, r0, r1);
 }
 
 TGT_AVX512 static void dequant_q4_1_avx512(const void *src, float *dst, size_t n) {
@@ -309,147 +255,107 @@ void ck_dequant_q8_0(const void *src, float *dst, size_t n) { DISPATCH512(dequan
 
 // ---------------------------------------------------------------- several vectors per weight row
 // y_v[r] = dot(W[r,:], x_v) for nvec input vectors: each weight block is loaded and expanded once and used
-// for every vector. Per vector, the arithmetic is exactly that of the one-vector AVX-512 kernel above (the
-// same intrinsics and the same scalar expressions, in the same order), so a batched sequence's outputs are
-// bit for bit those it gets alone. Other CPUs run the one-vector kernel per vector.
+// for every vector. AVX-512: the one-vector kernel is this kernel's one-vector instance; AVX2: per vector, the
+// arithmetic is exactly that of the one-vector AVX2 kernel (the same intrinsics and scalar expressions, in the
+// same order). Either way a batched sequence's outputs are bit for bit those it gets alone. Other CPUs run the
+// one-vector kernel per vector.
 
 #ifdef CK_X86
 #define CK_ALWAYS_INLINE __attribute__((always_inline)) inline
 
-TGT_AVX512 static CK_ALWAYS_INLINE void mm_q4_1_avx512(const void *w, const float *x, size_t xs, const float *xsum, size_t ss,
-                                                         float *y, size_t ys, const int NV, size_t k, size_t r0, size_t r1) {
-    size_t nb = k / 32;
-    for (size_t r = r0; r < r1; r++) {
-        const block_q4_1 *b = (const block_q4_1 *)w + r * nb;
-        __m512 acc0[8], acc1[8];
-        float moff[8];
-        for (int v = 0; v < NV; v++) { acc0[v] = _mm512_setzero_ps(); acc1[v] = _mm512_setzero_ps(); moff[v] = 0; }
-        size_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs), q1 = _mm_loadu_si128((const __m128i *)b[i + 1].qs);
-            __m512 lo0 = nib_lo(q0), hi0 = nib_hi(q0), lo1 = nib_lo(q1), hi1 = nib_hi(q1);
-            __m512 d0 = _mm512_set1_ps(_cvtsh_ss(b[i].d)), d1 = _mm512_set1_ps(_cvtsh_ss(b[i + 1].d));
-            float m0 = _cvtsh_ss(b[i].m), m1 = _cvtsh_ss(b[i + 1].m);
-            for (int v = 0; v < NV; v++) {
-                const float *xv = x + v * xs + i * 32;
-                __m512 t0 = _mm512_fmadd_ps(hi0, _mm512_loadu_ps(xv + 16), _mm512_mul_ps(lo0, _mm512_loadu_ps(xv)));
-                __m512 t1 = _mm512_fmadd_ps(hi1, _mm512_loadu_ps(xv + 48), _mm512_mul_ps(lo1, _mm512_loadu_ps(xv + 32)));
-                acc0[v] = _mm512_fmadd_ps(d0, t0, acc0[v]);
-                acc1[v] = _mm512_fmadd_ps(d1, t1, acc1[v]);
-                const float *sv = xsum + v * ss;
-                moff[v] += m0 * sv[i] + m1 * sv[i + 1];
-            }
-        }
-        for (; i < nb; i++) {
-            __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs);
-            __m512 lo0 = nib_lo(q0), hi0 = nib_hi(q0);
-            __m512 d0 = _mm512_set1_ps(_cvtsh_ss(b[i].d));
-            float m0 = _cvtsh_ss(b[i].m);
-            for (int v = 0; v < NV; v++) {
-                const float *xv = x + v * xs + i * 32;
-                __m512 t0 = _mm512_fmadd_ps(hi0, _mm512_loadu_ps(xv + 16), _mm512_mul_ps(lo0, _mm512_loadu_ps(xv)));
-                acc0[v] = _mm512_fmadd_ps(d0, t0, acc0[v]);
-                moff[v] += m0 * xsum[v * ss + i];
-            }
-        }
-        for (int v = 0; v < NV; v++) y[v * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[v], acc1[v])) + moff[v];
+// An f16 broadcast to 16 f32 lanes. Not _cvtsh_ss + set1: clang turns _cvtsh_ss into vpinsrw, which merges
+// into whatever register it picks, at times an accumulator, chaining every block to the previous FMA.
+TGT_AVX512 static CK_ALWAYS_INLINE __m512 bcast_f16(uint16_t h) { return _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+// Block i of a row as its 32 dequantized f32 weights (lo: 0..15, hi: 16..31), exactly the values ck_dequant_*
+// writes: q·d is exact in f32 (4 or 8 bits times an f16's 11), so is Q4_0's (q − 8)·d; Q4_1's q·d + m rounds
+// once, as its f32 dequantization does. Since every way below gives these same values, the way may depend on
+// the number of vectors: with one or two, a 16-entry table of the block's possible weights and vpermps (fewer
+// floating-point instructions: 7B Q4_0 one-vector 1.99 -> 1.83 ns per block, Q4_1 2.02 -> 1.79); with more,
+// conversions (the table measured 0.72 -> 0.82 ns per block and vector for Q4_0 with 8 vectors).
+// kind: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (constants after inlining, as is `table`).
+TGT_AVX512 static CK_ALWAYS_INLINE void expand_avx512(const int kind, const int table, const void *row, size_t i,
+                                                       __m512 *lo, __m512 *hi) {
+    if (kind == 2) {
+        const block_q8_0 *b = (const block_q8_0 *)row + i;
+        __m512 d = bcast_f16(b->d);
+        *lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs))), d);
+        *hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16)))), d);
+        return;
+    }
+    const block_q4_0 *b0 = (const block_q4_0 *)row + i;
+    const block_q4_1 *b1 = (const block_q4_1 *)row + i;
+    const uint8_t *qs = kind == 0 ? b0->qs : b1->qs;
+    __m512 vd = bcast_f16(kind == 0 ? b0->d : b1->d);
+    if (table) {
+        // vpermps picks each element's entry by the low 4 bits of its dword, so the low nibbles need no mask.
+        __m512 vm = kind == 0 ? _mm512_mul_ps(vd, _mm512_set1_ps(-8.0f)) : bcast_f16(b1->m);
+        __m512 t = _mm512_fmadd_ps(_mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), vd, vm);
+        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qs));
+        *lo = _mm512_permutexvar_ps(q, t);
+        *hi = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), t);
+        return;
+    }
+    __m128i q = _mm_loadu_si128((const __m128i *)qs), m15 = _mm_set1_epi8(15);
+    __m128i l = _mm_and_si128(q, m15), h = _mm_and_si128(_mm_srli_epi16(q, 4), m15);
+    if (kind == 0) {
+        __m128i eight = _mm_set1_epi8(8);
+        *lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(l, eight))), vd);
+        *hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(h, eight))), vd);
+    } else {
+        __m512 vm = bcast_f16(b1->m);
+        *lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(l)), vd, vm);
+        *hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(h)), vd, vm);
     }
 }
 
-TGT_AVX512 static CK_ALWAYS_INLINE void mm_q4_0_avx512(const void *w, const float *x, size_t xs, const float *xsum, size_t ss,
-                                                         float *y, size_t ys, const int NV, size_t k, size_t r0, size_t r1) {
+// Each block is expanded once into dequantized weights and used for every vector: per vector and block just two
+// FMAs (one chain for each half of the block), so with 8 vectors an extra vector costs a third of what a lone one
+// does. The NV = 1 instance is the one-vector kernel, so a row's value never depends on the vectors batched with it.
+// (Rows in pairs or fours for more FMA chains measured no faster for one vector, and 3x slower on a large Q8_0
+// matrix: several interleaved row streams defeat the prefetcher.)
+TGT_AVX512 static CK_ALWAYS_INLINE void mm_avx512(const int kind, const void *w, const float *x, size_t xs,
+                                                   float *y, size_t ys, const int NV, size_t k, size_t r0, size_t r1) {
     size_t nb = k / 32;
+    size_t rowBytes = nb * (kind == 0 ? sizeof(block_q4_0) : kind == 1 ? sizeof(block_q4_1) : sizeof(block_q8_0));
     for (size_t r = r0; r < r1; r++) {
-        const block_q4_0 *b = (const block_q4_0 *)w + r * nb;
-        __m512 acc0[8], acc1[8];
-        float off[8];
-        for (int v = 0; v < NV; v++) { acc0[v] = _mm512_setzero_ps(); acc1[v] = _mm512_setzero_ps(); off[v] = 0; }
-        size_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs), q1 = _mm_loadu_si128((const __m128i *)b[i + 1].qs);
-            __m512 lo0 = nib_lo(q0), hi0 = nib_hi(q0), lo1 = nib_lo(q1), hi1 = nib_hi(q1);
-            float d0 = _cvtsh_ss(b[i].d), d1 = _cvtsh_ss(b[i + 1].d);
-            __m512 vd0 = _mm512_set1_ps(d0), vd1 = _mm512_set1_ps(d1);
-            for (int v = 0; v < NV; v++) {
-                const float *xv = x + v * xs + i * 32;
-                __m512 t0 = _mm512_fmadd_ps(hi0, _mm512_loadu_ps(xv + 16), _mm512_mul_ps(lo0, _mm512_loadu_ps(xv)));
-                __m512 t1 = _mm512_fmadd_ps(hi1, _mm512_loadu_ps(xv + 48), _mm512_mul_ps(lo1, _mm512_loadu_ps(xv + 32)));
-                acc0[v] = _mm512_fmadd_ps(vd0, t0, acc0[v]);
-                acc1[v] = _mm512_fmadd_ps(vd1, t1, acc1[v]);
-                const float *sv = xsum + v * ss;
-                off[v] += d0 * sv[i] + d1 * sv[i + 1];
-            }
-        }
-        for (; i < nb; i++) {
-            __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs);
-            __m512 lo0 = nib_lo(q0), hi0 = nib_hi(q0);
-            float d = _cvtsh_ss(b[i].d);
-            __m512 vd = _mm512_set1_ps(d);
-            for (int v = 0; v < NV; v++) {
-                const float *xv = x + v * xs + i * 32;
-                __m512 t0 = _mm512_fmadd_ps(hi0, _mm512_loadu_ps(xv + 16), _mm512_mul_ps(lo0, _mm512_loadu_ps(xv)));
-                acc0[v] = _mm512_fmadd_ps(vd, t0, acc0[v]);
-                off[v] += d * xsum[v * ss + i];
-            }
-        }
-        for (int v = 0; v < NV; v++) y[v * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[v], acc1[v])) - 8.0f * off[v];
-    }
-}
-
-TGT_AVX512 static CK_ALWAYS_INLINE void mm_q8_0_avx512(const void *w, const float *x, size_t xs, const float *xsum, size_t ss,
-                                                         float *y, size_t ys, const int NV, size_t k, size_t r0, size_t r1) {
-    (void)xsum; (void)ss;
-    size_t nb = k / 32;
-    for (size_t r = r0; r < r1; r++) {
-        const block_q8_0 *b = (const block_q8_0 *)w + r * nb;
+        const uint8_t *row = (const uint8_t *)w + r * rowBytes;
         __m512 acc0[8], acc1[8];
         for (int v = 0; v < NV; v++) { acc0[v] = _mm512_setzero_ps(); acc1[v] = _mm512_setzero_ps(); }
-        size_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            __m512 a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
-            __m512 b0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
-            __m512 a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i + 1].qs)));
-            __m512 b1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i + 1].qs + 16))));
-            __m512 d0 = _mm512_set1_ps(_cvtsh_ss(b[i].d)), d1 = _mm512_set1_ps(_cvtsh_ss(b[i + 1].d));
+        for (size_t i = 0; i < nb; i++) {
+            __m512 lo, hi;
+            expand_avx512(kind, NV <= 2, row, i, &lo, &hi);
             for (int v = 0; v < NV; v++) {
                 const float *xv = x + v * xs + i * 32;
-                __m512 t0 = _mm512_fmadd_ps(b0, _mm512_loadu_ps(xv + 16), _mm512_mul_ps(a0, _mm512_loadu_ps(xv)));
-                __m512 t1 = _mm512_fmadd_ps(b1, _mm512_loadu_ps(xv + 48), _mm512_mul_ps(a1, _mm512_loadu_ps(xv + 32)));
-                acc0[v] = _mm512_fmadd_ps(d0, t0, acc0[v]);
-                acc1[v] = _mm512_fmadd_ps(d1, t1, acc1[v]);
-            }
-        }
-        for (; i < nb; i++) {
-            __m512 a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
-            __m512 b0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
-            __m512 d0 = _mm512_set1_ps(_cvtsh_ss(b[i].d));
-            for (int v = 0; v < NV; v++) {
-                const float *xv = x + v * xs + i * 32;
-                __m512 t0 = _mm512_fmadd_ps(b0, _mm512_loadu_ps(xv + 16), _mm512_mul_ps(a0, _mm512_loadu_ps(xv)));
-                acc0[v] = _mm512_fmadd_ps(d0, t0, acc0[v]);
+                acc0[v] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xv), acc0[v]);
+                acc1[v] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xv + 16), acc1[v]);
             }
         }
         for (int v = 0; v < NV; v++) y[v * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[v], acc1[v]));
     }
 }
+#define mm_q4_0_avx512(...) mm_avx512(0, __VA_ARGS__)
+#define mm_q4_1_avx512(...) mm_avx512(1, __VA_ARGS__)
+#define mm_q8_0_avx512(...) mm_avx512(2, __VA_ARGS__)
 
 // Instances for 1..8 vectors, so every loop over vectors is unrolled with its accumulators in registers.
 #define CK_MM_INSTANCES(name)                                                                                     \
     TGT_AVX512 static void name##_n(const void *w, const float *x, size_t xs, const float *xsum, size_t ss,       \
                                     float *y, size_t ys, size_t nvec, size_t k, size_t r0, size_t r1) {           \
+        (void)xsum; (void)ss;                                                                                     \
         while (nvec > 0) {                                                                                        \
             size_t n = nvec > 8 ? 8 : nvec;                                                                       \
             switch (n) {                                                                                          \
-            case 1: name(w, x, xs, xsum, ss, y, ys, 1, k, r0, r1); break;                                         \
-            case 2: name(w, x, xs, xsum, ss, y, ys, 2, k, r0, r1); break;                                         \
-            case 3: name(w, x, xs, xsum, ss, y, ys, 3, k, r0, r1); break;                                         \
-            case 4: name(w, x, xs, xsum, ss, y, ys, 4, k, r0, r1); break;                                         \
-            case 5: name(w, x, xs, xsum, ss, y, ys, 5, k, r0, r1); break;                                         \
-            case 6: name(w, x, xs, xsum, ss, y, ys, 6, k, r0, r1); break;                                         \
-            case 7: name(w, x, xs, xsum, ss, y, ys, 7, k, r0, r1); break;                                         \
-            default: name(w, x, xs, xsum, ss, y, ys, 8, k, r0, r1); break;                                        \
+            case 1: name(w, x, xs, y, ys, 1, k, r0, r1); break;                                                   \
+            case 2: name(w, x, xs, y, ys, 2, k, r0, r1); break;                                                   \
+            case 3: name(w, x, xs, y, ys, 3, k, r0, r1); break;                                                   \
+            case 4: name(w, x, xs, y, ys, 4, k, r0, r1); break;                                                   \
+            case 5: name(w, x, xs, y, ys, 5, k, r0, r1); break;                                                   \
+            case 6: name(w, x, xs, y, ys, 6, k, r0, r1); break;                                                   \
+            case 7: name(w, x, xs, y, ys, 7, k, r0, r1); break;                                                   \
+            default: name(w, x, xs, y, ys, 8, k, r0, r1); break;                                                  \
             }                                                                                                     \
-            x += n * xs; xsum = xsum ? xsum + n * ss : xsum; y += n * ys; nvec -= n;                              \
+            x += n * xs; y += n * ys; nvec -= n;                                                                  \
         }                                                                                                         \
     }
 CK_MM_INSTANCES(mm_q4_1_avx512)
