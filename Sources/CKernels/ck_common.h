@@ -11,6 +11,16 @@
 #define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+// Half to float in SIMD kernels (F16C). Not _cvtsh_ss: clang emits it as a vpinsrw that merges into whatever
+// register it picks, at times a loop's accumulator, so each block then waits for the previous block's FMA (the
+// 7B Q8_0 int8 mat-vec's loop was one chain). The empty asm makes the zero-extending vmovd's register the input,
+// which clang would otherwise fold back into the same vpinsrw.
+TGT_AVX2 static inline __attribute__((always_inline)) float ck_h2f_f16c(uint16_t h) {
+    __m128i v = _mm_cvtsi32_si128(h);
+    __asm__("" : "+x"(v));
+    return _mm_cvtss_f32(_mm_cvtph_ps(v));
+}
+#define CK_H2F(h) ck_h2f_f16c(h)
 #endif
 
 // SIMD levels of the kernels, detected once for the whole target (defined in kernels.c).

@@ -122,7 +122,7 @@ TGT_AVX512 static void dequant_q4_1_avx512(const void *src, float *dst, size_t n
     const block_q4_1 *b = src;
     for (size_t i = 0; i < n / 32; i++) {
         __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d)), m = _mm512_set1_ps(_cvtsh_ss(b[i].m));
+        __m512 d = _mm512_set1_ps(CK_H2F(b[i].d)), m = _mm512_set1_ps(CK_H2F(b[i].m));
         _mm512_storeu_ps(dst + i * 32, _mm512_fmadd_ps(nib_lo(q), d, m));
         _mm512_storeu_ps(dst + i * 32 + 16, _mm512_fmadd_ps(nib_hi(q), d, m));
     }
@@ -133,7 +133,7 @@ TGT_AVX512 static void dequant_q4_0_avx512(const void *src, float *dst, size_t n
     __m512 eight = _mm512_set1_ps(8.0f);
     for (size_t i = 0; i < n / 32; i++) {
         __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
+        __m512 d = _mm512_set1_ps(CK_H2F(b[i].d));
         _mm512_storeu_ps(dst + i * 32, _mm512_mul_ps(_mm512_sub_ps(nib_lo(q), eight), d));
         _mm512_storeu_ps(dst + i * 32 + 16, _mm512_mul_ps(_mm512_sub_ps(nib_hi(q), eight), d));
     }
@@ -142,7 +142,7 @@ TGT_AVX512 static void dequant_q4_0_avx512(const void *src, float *dst, size_t n
 TGT_AVX512 static void dequant_q8_0_avx512(const void *src, float *dst, size_t n) {
     const block_q8_0 *b = src;
     for (size_t i = 0; i < n / 32; i++) {
-        __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
+        __m512 d = _mm512_set1_ps(CK_H2F(b[i].d));
         _mm512_storeu_ps(dst + i * 32, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs))), d));
         _mm512_storeu_ps(dst + i * 32 + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16)))), d));
     }
@@ -178,8 +178,8 @@ TGT_AVX2 static void matvec_q4_1_avx2(const void *w, const float *x, const float
         float moff = 0;
         for (size_t i = 0; i < nb; i++) {
             __m256 t = nib_dot_avx2(_mm_loadu_si128((const __m128i *)b[i].qs), x + i * 32);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), t, acc);
-            moff += _cvtsh_ss(b[i].m) * xsum[i];
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_H2F(b[i].d)), t, acc);
+            moff += CK_H2F(b[i].m) * xsum[i];
         }
         y[r] = hsum8(acc) + moff;
     }
@@ -193,7 +193,7 @@ TGT_AVX2 static void matvec_q4_0_avx2(const void *w, const float *x, const float
         float off = 0;
         for (size_t i = 0; i < nb; i++) {
             __m256 t = nib_dot_avx2(_mm_loadu_si128((const __m128i *)b[i].qs), x + i * 32);
-            float d = _cvtsh_ss(b[i].d);
+            float d = CK_H2F(b[i].d);
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), t, acc);
             off += d * xsum[i];
         }
@@ -214,7 +214,7 @@ TGT_AVX2 static void matvec_q8_0_avx2(const void *w, const float *x, const float
             t = _mm256_fmadd_ps(i8x8(_mm_srli_si128(q0, 8)), _mm256_loadu_ps(xi + 8), t);
             t = _mm256_fmadd_ps(i8x8(q1), _mm256_loadu_ps(xi + 16), t);
             t = _mm256_fmadd_ps(i8x8(_mm_srli_si128(q1, 8)), _mm256_loadu_ps(xi + 24), t);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), t, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_H2F(b[i].d)), t, acc);
         }
         y[r] = hsum8(acc);
     }
@@ -389,11 +389,11 @@ TGT_AVX2 static CK_ALWAYS_INLINE void mm_avx2(const int kind, const void *w, con
                 const block_q8_0 *b = (const block_q8_0 *)row + i;
                 __m128i q0 = _mm_loadu_si128((const __m128i *)b->qs), q1 = _mm_loadu_si128((const __m128i *)(b->qs + 16));
                 w0 = i8x8(q0); w1 = i8x8(_mm_srli_si128(q0, 8)); w2 = i8x8(q1); w3 = i8x8(_mm_srli_si128(q1, 8));
-                d = _cvtsh_ss(b->d);
+                d = CK_H2F(b->d);
             } else {
                 const uint8_t *qs;
-                if (kind == 0) { const block_q4_0 *b = (const block_q4_0 *)row + i; qs = b->qs; d = _cvtsh_ss(b->d); }
-                else { const block_q4_1 *b = (const block_q4_1 *)row + i; qs = b->qs; d = _cvtsh_ss(b->d); m = _cvtsh_ss(b->m); }
+                if (kind == 0) { const block_q4_0 *b = (const block_q4_0 *)row + i; qs = b->qs; d = CK_H2F(b->d); }
+                else { const block_q4_1 *b = (const block_q4_1 *)row + i; qs = b->qs; d = CK_H2F(b->d); m = CK_H2F(b->m); }
                 __m128i q = _mm_loadu_si128((const __m128i *)qs);
                 __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15));
                 __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));

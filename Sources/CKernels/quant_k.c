@@ -234,7 +234,7 @@ TGT_AVX512 static inline __attribute__((always_inline)) void matvec_q45_K_avx512
             uint16_t dh, mh;
             memcpy(&dh, blk, 2);
             memcpy(&mh, blk + 2, 2);
-            const float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);
+            const float d = CK_H2F(dh), dmin = CK_H2F(mh);
             uint8_t sm[16];
             k4_unpack_le(blk + 4, sm);
             float dsc[8];
@@ -307,7 +307,7 @@ TGT_AVX512 static inline __attribute__((always_inline)) void dequant_q45_K_avx51
         uint16_t dh, mh;
         memcpy(&dh, blk, 2);
         memcpy(&mh, blk + 2, 2);
-        const float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);
+        const float d = CK_H2F(dh), dmin = CK_H2F(mh);
         uint8_t sm[16];
         k4_unpack_le(blk + 4, sm);
         __m512i h[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
@@ -359,7 +359,7 @@ TGT_AVX2 static inline void q6_half_bytes(const uint8_t *ql, const uint8_t *qh, 
 // The 16 per-16 scales of a Q6_K block times d, as ggml's `d * sc[is]`.
 TGT_AVX512 static inline void q6_scales_avx512(const block_q6_K *b, float dsc[16]) {
     __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales)));
-    _mm512_storeu_ps(dsc, _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(b->d)), sc));
+    _mm512_storeu_ps(dsc, _mm512_mul_ps(_mm512_set1_ps(CK_H2F(b->d)), sc));
 }
 
 // Q6_K mat-vec: weights (d*sc)*(q-32) expanded exactly as in dequantization, one FMA per 16 weights.
@@ -453,7 +453,7 @@ TGT_AVX2 static inline __attribute__((always_inline)) void matvec_q45_K_avx2(
             uint16_t dh, mh;
             memcpy(&dh, blk, 2);
             memcpy(&mh, blk + 2, 2);
-            const float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);
+            const float d = CK_H2F(dh), dmin = CK_H2F(mh);
             uint8_t sm[16];
             k4_unpack_le(blk + 4, sm);
             float dsc[8];
@@ -502,7 +502,7 @@ TGT_AVX2 static inline __attribute__((always_inline)) void dequant_q45_K_avx2(
         uint16_t dh, mh;
         memcpy(&dh, blk, 2);
         memcpy(&mh, blk + 2, 2);
-        const float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);
+        const float d = CK_H2F(dh), dmin = CK_H2F(mh);
         uint8_t sm[16];
         k4_unpack_le(blk + 4, sm);
         float *y = dst + i * QK_K;
@@ -537,7 +537,7 @@ TGT_AVX2 static void dequant_q5_K_avx2(const void *src, float *dst, size_t n) {
 // The 16 Q6_K scales times d, as q6_scales_avx512.
 TGT_AVX2 static inline void q6_scales_avx2(const block_q6_K *b, float dsc[16]) {
     __m128i sc = _mm_loadu_si128((const __m128i *)b->scales);
-    __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
+    __m256 d = _mm256_set1_ps(CK_H2F(b->d));
     _mm256_storeu_ps(dsc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
     _mm256_storeu_ps(dsc + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
 }

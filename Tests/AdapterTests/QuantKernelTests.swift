@@ -1,4 +1,5 @@
 import LlamaAdapter
+import CKernels
 import XCTest
 
 /// The SIMD block kernels (Q4_0, Q4_1, Q8_0) against a scalar dequantization written here from the
@@ -215,6 +216,36 @@ final class Int8ActivationTests: XCTestCase {
             let err = zip(exact, fast).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
             XCTAssertLessThan(err / norm, 0.02, "\(dtype): relative error \(err / norm)")
             XCTAssertNotEqual(exact, fast, "\(dtype): the int8 path should not be the f32 path")
+        }
+    }
+
+    /// The SIMD int8 kernels compute Σ w·x̂ with x̂ = xd·xq, the quantized activations, to f32 rounding: checked
+    /// against a float64 sum over the dequantized weights and the same quantized activations, for every row.
+    func testInt8KernelsMatchFloat64SumOverQuantizedActivations() throws {
+        var rng = QuantKernelTests.LCG(s: 11)
+        for dtype in [DType.q4_0, .q4_1, .q8_0] {
+            let rows = 37, k = 320
+            let (bytes, values) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
+            let x = (0..<k).map { _ in rng.unit() * 4 - 2 }
+            var xq = [Int8](repeating: 0, count: k), xd = [Float](repeating: 0, count: k / 32)
+            var isum = [Int32](repeating: 0, count: k / 32), y = [Float](repeating: 0, count: rows)
+            ck_quantize_x_q8(x, &xq, &xd, &isum, k)
+            for b in 0..<(k / 32) { XCTAssertEqual(isum[b], xq[(b * 32)..<(b * 32 + 32)].reduce(Int32(0)) { $0 + Int32($1) }) }
+            bytes.withUnsafeBytes { w in
+                switch dtype {
+                case .q4_0: ck_matvec_q4_0_q8(w.baseAddress!, xq, xd, isum, &y, k, 0, rows)
+                case .q4_1: ck_matvec_q4_1_q8(w.baseAddress!, xq, xd, isum, &y, k, 0, rows)
+                default: ck_matvec_q8_0_q8(w.baseAddress!, xq, xd, isum, &y, k, 0, rows)
+                }
+            }
+            for r in 0..<rows {
+                var ref = 0.0, scale = 0.0
+                for j in 0..<k {
+                    let t = Double(values[r * k + j]) * Double(xd[j / 32]) * Double(xq[j])
+                    ref += t; scale += abs(t)
+                }
+                XCTAssertEqual(Double(y[r]), ref, accuracy: 1e-5 * scale, "\(dtype) row \(r)")
+            }
         }
     }
 }
