@@ -13,7 +13,7 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
     if T <= matvecBatchLimit && !(oneSequence && prefersGemm(weight, T: T)) {
         matvecGroup(outs: [out], x: inp, T: T, weights: [weight], activations: activations, pool: pool)
     } else {
-        gemmWeight(out: out, inp: inp, weight: weight, T: T, pool: pool)
+        gemmWeight(out: out, inp: inp, weight: weight, T: T, activations: activations, pool: pool)
     }
     if let bias {
         for t in 0..<T { ck_axpy_f32(1, bias, out + t * N, N) }
@@ -22,9 +22,46 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
 
 /// True for weights whose few-row products are faster through the GEMM kernel than through per-row mat-vecs:
 /// float types (the quantized ones have multi-vector kernels that expand each block once for all rows), on CPUs
-/// where that kernel exists.
+/// where that kernel exists. (With 8-bit activations, Q4_0/Q8_0 take the integer GEMM above `matvecBatchLimit`
+/// rows only, so a short prompt gets the same integer mat-vecs alone as merged into a batched decode step.)
 public func prefersGemm(_ weight: Tensor, T: Int) -> Bool {
     T > 1 && [.f16, .bf16, .f32].contains(weight.dtype) && ck_gemm_available() != 0
+}
+
+/// The kind `ck_gemm_q8act` takes for this weight (0: Q4_0, 2: Q8_0), when this CPU runs it; nil otherwise.
+func int8GemmKind(_ weight: Tensor) -> Int32? {
+    let kind: Int32
+    switch weight.dtype {
+    case .q4_0: kind = 0
+    case .q8_0: kind = 2
+    default: return nil
+    }
+    let K = weight.shape[1]
+    guard K % 32 == 0, int8GemmAvailable else { return nil }
+    return kind
+}
+
+/// Whether the integer GEMM runs on this CPU (a call over no rows does nothing and says so).
+private let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0
+
+/// out[T, N] = x̂ · Wᵀ with x̂ each row of `inp` quantized to 8-bit blocks (the opt-in `--int8-activations` mode,
+/// llama.cpp's method for quantized weights): integer products through AVX-512 VNNI, 16 weight rows per panel.
+/// False (nothing written) when the weight's type or the CPU has no such kernel.
+func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int, pool: ThreadPool) -> Bool {
+    guard let kind = int8GemmKind(weight) else { return false }
+    let N = weight.shape[0], K = weight.shape[1], nb = K / 32
+    let xq = UnsafeMutablePointer<Int8>.allocate(capacity: T * K)
+    let xd = UnsafeMutablePointer<Float>.allocate(capacity: T * nb)
+    let xs = UnsafeMutablePointer<Int32>.allocate(capacity: T * nb)
+    defer { xq.deallocate(); xd.deallocate(); xs.deallocate() }
+    pool.parallelFor(T) { r in
+        for t in r { ck_quantize_x_q8(inp + t * K, xq + t * K, xd + t * nb, xs + t * nb, K) }
+    }
+    // Chunks of 64 rows (four panels), claimed by whichever thread is free.
+    pool.parallelForDynamic(N, chunk: 64) { r, _ in
+        _ = ck_gemm_q8act(kind, weight.data, K, r.lowerBound, r.upperBound, xq, xd, xs, T, out, N)
+    }
+    return true
 }
 
 /// Backward of `linearForward` (out[T, N] = inp[T, K] · W[N, K]ᵀ + bias[N]):
@@ -222,7 +259,9 @@ public func matvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, 
 /// claimed by free threads, each token's outputs computed alone (the same whatever else shares the call);
 /// elsewhere each thread takes a band of weight rows, converts it tile by tile into its own f32 scratch and
 /// multiplies with BLAS (single-threaded inside).
-public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int, pool: ThreadPool = .shared) {
+public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int,
+                       activations: ActivationPrecision = .f32, pool: ThreadPool = .shared) {
+    if activations == .int8 && gemmInt8(out: out, inp: inp, weight: weight, T: T, pool: pool) { return }
     let N = weight.shape[0], K = weight.shape[1]
     let rowBytes = weight.dtype.byteCount(elements: K)
     if ck_gemm_available() != 0 {

@@ -1,6 +1,7 @@
 // Integer mat-vec kernels for the opt-in 8-bit activation path (see ckquant8.h).
 #include "ckquant8.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ck_common.h"
@@ -201,6 +202,112 @@ TGT_VNNI static void q4_1_vnni(const void *w, const int8_t *xq, const float *xd,
 Q8_LOOP(q8_0_avx2, TGT_AVX2, udot_avx2)
 Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 #endif
+
+// ---------------------------------------------------------------- int8 GEMM (prefill, 8-bit activations)
+// Sixteen rows at a time go into a panel where, for each 32-block, dword lane j of register g holds weight bytes
+// 4g..4g+3 of row j as unsigned values (Q4_0: q in element order; Q8_0: q + 128) and one register holds the 16
+// rows' scales. A dpbusd then multiplies 4 elements of 16 rows with the same 4 activation bytes of one token (a
+// broadcast memory operand): per block and token, 8 dpbusd give 16 outputs, then the unsigned offset's
+// correction (8·isum or 128·isum, subtracted once per lane group: exact in int32), one conversion and one FMA
+// with d_w·d_x. About 0.75 instructions per output and block against 2 FMAs in the f32 kernels. The panel
+// (576 bytes per block) is built with gathers once per 16 rows and read by every group of up to 8 tokens.
+#ifdef CK_X86
+#define CK_ALWAYS_INLINE8 __attribute__((always_inline)) inline
+
+TGT_VNNI static void q8act_panel(int kind, const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, __m512i *panel) {
+    __mmask16 live = (__mmask16)((1u << rows) - 1);
+    __m512i rowOff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                        _mm512_set1_epi32((int)rowBytes));
+    __m512i zero = _mm512_setzero_si512();
+    for (size_t b = 0; b < nb; b++) {
+        __m512i *out = panel + b * 9;
+        size_t bsz = kind == 0 ? sizeof(bq4_0) : sizeof(bq8_0);
+        const uint8_t *base = w + b * bsz;
+        __m512i dw = _mm512_mask_i32gather_epi32(zero, live, rowOff, base, 1);
+        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_and_si512(dw, _mm512_set1_epi32(0xffff))));
+        out[8] = _mm512_castps_si512(d);
+        if (kind == 0) {
+            __m512i m = _mm512_set1_epi8(15);
+            for (int g = 0; g < 4; g++) {
+                __m512i v = _mm512_mask_i32gather_epi32(zero, live, rowOff, base + 2 + 4 * g, 1);
+                out[g] = _mm512_and_si512(v, m);
+                out[g + 4] = _mm512_and_si512(_mm512_srli_epi32(v, 4), m);
+            }
+        } else {
+            __m512i flip = _mm512_set1_epi8((char)0x80);
+            for (int g = 0; g < 8; g++)
+                out[g] = _mm512_xor_si512(_mm512_mask_i32gather_epi32(zero, live, rowOff, base + 2 + 4 * g, 1), flip);
+        }
+    }
+}
+
+// NT tokens (a constant after inlining) against one panel: their 16-row outputs stay in registers over all blocks.
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const __m512i *panel, size_t nb, size_t k, const int8_t *xq,
+                                                   const float *xd, const int32_t *xsum, const int NT, float *y, size_t ys,
+                                                   size_t rows) {
+    const int32_t c = kind == 0 ? 8 : 128;
+    __m512 acc[8];
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const __m512i *wv = panel + b * 9;
+        __m512 d = _mm512_castsi512_ps(wv[8]);
+        for (int t = 0; t < NT; t++) {
+            const int8_t *x = xq + t * k + b * 32;
+            int32_t xs[8];
+            memcpy(xs, x, 32);
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], _mm512_set1_epi32(xs[0]));
+            __m512i q = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[1], _mm512_set1_epi32(xs[1]));
+            p = _mm512_dpbusd_epi32(p, wv[2], _mm512_set1_epi32(xs[2]));
+            q = _mm512_dpbusd_epi32(q, wv[3], _mm512_set1_epi32(xs[3]));
+            p = _mm512_dpbusd_epi32(p, wv[4], _mm512_set1_epi32(xs[4]));
+            q = _mm512_dpbusd_epi32(q, wv[5], _mm512_set1_epi32(xs[5]));
+            p = _mm512_dpbusd_epi32(p, wv[6], _mm512_set1_epi32(xs[6]));
+            q = _mm512_dpbusd_epi32(q, wv[7], _mm512_set1_epi32(xs[7]));
+            p = _mm512_sub_epi32(_mm512_add_epi32(p, q), _mm512_set1_epi32(c * xsum[t * (k / 32) + b]));
+            __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(xd[t * (k / 32) + b]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[t]);
+        }
+    }
+    __mmask16 live = (__mmask16)((1u << rows) - 1);
+    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ys, live, acc[t]);
+}
+
+TGT_VNNI static void gemm_q8act_vnni(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                                     const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys, __m512i *panel) {
+    size_t nb = k / 32, rowBytes = nb * (kind == 0 ? sizeof(bq4_0) : sizeof(bq8_0));
+    for (size_t r = r0; r < r1; r += 16) {
+        size_t rows = r1 - r < 16 ? r1 - r : 16;
+        q8act_panel(kind, (const uint8_t *)w + r * rowBytes, rowBytes, nb, rows, panel);
+        for (size_t t = 0; t < T; t += 8) {
+            size_t n = T - t < 8 ? T - t : 8;
+            const int8_t *x = xq + t * k;
+            const float *d = xd + t * nb;
+            const int32_t *s = xsum + t * nb;
+            float *yt = y + t * ys + r;
+#define CK_Q8ACT_CASE(N) case N: q8act_tokens(kind, panel, nb, k, x, d, s, N, yt, ys, rows); break;
+            switch (n) { CK_Q8ACT_CASE(1) CK_Q8ACT_CASE(2) CK_Q8ACT_CASE(3) CK_Q8ACT_CASE(4)
+                         CK_Q8ACT_CASE(5) CK_Q8ACT_CASE(6) CK_Q8ACT_CASE(7) default: q8act_tokens(kind, panel, nb, k, x, d, s, 8, yt, ys, rows); }
+#undef CK_Q8ACT_CASE
+        }
+    }
+}
+#endif
+
+int ck_gemm_q8act(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
+                  const int32_t *xsum, size_t T, float *y, size_t ys) {
+#ifdef CK_X86
+    if ((kind != 0 && kind != 2) || k % 32 != 0 || !ck_cpu_has_vnni()) return 0;
+    __m512i *panel = aligned_alloc(64, (k / 32) * 9 * sizeof(__m512i));
+    if (!panel) return 0;
+    if (kind == 0) gemm_q8act_vnni(0, w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+    else gemm_q8act_vnni(2, w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+    free(panel);
+    return 1;
+#else
+    (void)kind; (void)w; (void)k; (void)r0; (void)r1; (void)xq; (void)xd; (void)xsum; (void)T; (void)y; (void)ys;
+    return 0;
+#endif
+}
 
 // ---------------------------------------------------------------- dispatch
 

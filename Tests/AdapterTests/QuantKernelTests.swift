@@ -219,6 +219,40 @@ final class Int8ActivationTests: XCTestCase {
         }
     }
 
+    /// Prefill with 8-bit activations (the integer GEMM on AVX-512 VNNI machines; skipped elsewhere) computes, for
+    /// every token and row (37 rows: two full 16-row panels and a partial one), Σ w·x̂ over the token's quantized
+    /// activations: checked against a float64 sum over the dequantized weights.
+    func testInt8PrefillMatchesFloat64SumOverQuantizedActivations() throws {
+        guard ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 else {
+            throw XCTSkip("no AVX-512 VNNI: int8 prefill falls back to the exact f32 GEMM")
+        }
+        var rng = QuantKernelTests.LCG(s: 13)
+        for dtype in [DType.q4_0, .q8_0] {
+            let rows = 37, k = 320, T = 11, nb = k / 32
+            let (bytes, values) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
+            let storage = Storage(zeroedBytes: bytes.count)
+            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let x = (0..<(T * k)).map { _ in rng.unit() * 4 - 2 }
+            var y = [Float](repeating: .nan, count: T * rows)
+            x.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { gemmWeight(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: T, activations: .int8) }
+            }
+            for t in 0..<T {
+                var xq = [Int8](repeating: 0, count: k), xd = [Float](repeating: 0, count: nb), isum = [Int32](repeating: 0, count: nb)
+                Array(x[(t * k)..<(t * k + k)]).withUnsafeBufferPointer { ck_quantize_x_q8($0.baseAddress!, &xq, &xd, &isum, k) }
+                for r in 0..<rows {
+                    var ref = 0.0, scale = 0.0
+                    for j in 0..<k {
+                        let v = Double(values[r * k + j]) * Double(xd[j / 32]) * Double(xq[j])
+                        ref += v; scale += abs(v)
+                    }
+                    XCTAssertEqual(Double(y[t * rows + r]), ref, accuracy: 1e-5 * scale, "\(dtype) token \(t) row \(r)")
+                }
+            }
+        }
+    }
+
     /// The SIMD int8 kernels compute Σ w·x̂ with x̂ = xd·xq, the quantized activations, to f32 rounding: checked
     /// against a float64 sum over the dequantized weights and the same quantized activations, for every row.
     func testInt8KernelsMatchFloat64SumOverQuantizedActivations() throws {
