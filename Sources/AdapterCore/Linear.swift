@@ -22,17 +22,18 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
 
 /// True for weights whose few-row products are faster through the GEMM kernel than through per-row mat-vecs:
 /// float types (the quantized ones have multi-vector kernels that expand each block once for all rows), on CPUs
-/// where that kernel exists. (With 8-bit activations, Q4_0/Q8_0 take the integer GEMM above `matvecBatchLimit`
-/// rows only, so a short prompt gets the same integer mat-vecs alone as merged into a batched decode step.)
+/// where that kernel exists. (With 8-bit activations, Q4_0/Q4_1/Q8_0 take the integer GEMM from 2 rows on, on
+/// AVX-512 VNNI machines; see `matvecGroup`.)
 public func prefersGemm(_ weight: Tensor, T: Int) -> Bool {
     T > 1 && [.f16, .bf16, .f32].contains(weight.dtype) && ck_gemm_available() != 0
 }
 
-/// The kind `ck_gemm_q8act` takes for this weight (0: Q4_0, 2: Q8_0), when this CPU runs it; nil otherwise.
+/// The kind `ck_gemm_q8act` takes for this weight (0: Q4_0, 1: Q4_1, 2: Q8_0), when this CPU runs it; nil otherwise.
 func int8GemmKind(_ weight: Tensor) -> Int32? {
     let kind: Int32
     switch weight.dtype {
     case .q4_0: kind = 0
+    case .q4_1: kind = 1
     case .q8_0: kind = 2
     default: return nil
     }
@@ -42,7 +43,7 @@ func int8GemmKind(_ weight: Tensor) -> Int32? {
 }
 
 /// Whether the integer GEMM runs on this CPU (a call over no rows does nothing and says so).
-private let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0
+let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0
 
 /// out[T, N] = x̂ · Wᵀ with x̂ each row of `inp` quantized to 8-bit blocks (the opt-in `--int8-activations` mode,
 /// llama.cpp's method for quantized weights): integer products through AVX-512 VNNI, 16 weight rows per panel.
@@ -163,12 +164,22 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                 let totalBytes = weights.reduce(0) { $0 + $1.dtype.byteCount(elements: K) * $1.shape[0] }
                 let threads = pool.activeThreadCount
                 let chunks = min(16 * threads, max(threads, totalBytes / (256 << 10)))
-                let chunk = max(max(1, 16384 / max(K, 1)), ((total + chunks - 1) / chunks + 3) / 4 * 4)
+                var chunk = max(max(1, 16384 / max(K, 1)), ((total + chunks - 1) / chunks + 3) / 4 * 4)
+                // The integer GEMM takes rows 16 at a time (one panel).
+                if int8 && T > 1 && int8GemmAvailable { chunk = (chunk + 15) / 16 * 16 }
                 pool.parallelForDynamic(total, chunk: chunk) { r, _ in
                     for (i, w) in weights.enumerated() {
                         let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
                         guard lo < hi else { continue }
                         let N = w.shape[0]
+                        if int8, T > 1, let kind = int8GemmKind(w) {
+                            // Several rows (sequences decoding together, a short prompt) take the integer GEMM: its
+                            // panel of 16 weight rows is built once for all of them (SmolLM2 batch-8 step 33 -> 19 ms).
+                            // A lone row keeps the mat-vec, which streams the weights without building panels
+                            // (4.6 vs 7 ms per token); the two differ in their last bits.
+                            _ = ck_gemm_q8act(kind, w.data, K, lo, hi, q8.baseAddress!, xd, isum.baseAddress!, T, outs[i], N)
+                            continue
+                        }
                         if T > 1, !int8, matmulRows(out: outs[i], x: x, xsum: xs, blocks: blocks, T: T, weight: w, rows: lo..<hi) { continue }
                         var a = lo
                         while a < hi {

@@ -203,40 +203,114 @@ Q8_LOOP(q8_0_avx2, TGT_AVX2, udot_avx2)
 Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 #endif
 
-// ---------------------------------------------------------------- int8 GEMM (prefill, 8-bit activations)
+// ---------------------------------------------------------------- int8 GEMM (8-bit activations)
 // Sixteen rows at a time go into a panel where, for each 32-block, dword lane j of register g holds weight bytes
-// 4g..4g+3 of row j as unsigned values (Q4_0: q in element order; Q8_0: q + 128) and one register holds the 16
-// rows' scales. A dpbusd then multiplies 4 elements of 16 rows with the same 4 activation bytes of one token (a
-// broadcast memory operand): per block and token, 8 dpbusd give 16 outputs, then the unsigned offset's
-// correction (8·isum or 128·isum, subtracted once per lane group: exact in int32), one conversion and one FMA
-// with d_w·d_x. About 0.75 instructions per output and block against 2 FMAs in the f32 kernels. The panel
-// (576 bytes per block) is built with gathers once per 16 rows and read by every group of up to 8 tokens.
+// 4g..4g+3 of row j as unsigned values (Q4_0/Q4_1: q in element order; Q8_0: q + 128) and two registers hold the
+// 16 rows' scales d (and Q4_1's mins m). A dpbusd then multiplies 4 elements of 16 rows with the same 4 activation
+// bytes of one token (a broadcast operand): per block and token, 8 dpbusd give 16 outputs, then the unsigned
+// offset's correction (Q4_0: 8·isum, Q8_0: 128·isum, exact in int32), one conversion and one FMA with d_w·d_x
+// (Q4_1: one more FMA, m_w times d_x·isum). About 0.75 instructions per output and block against 2 FMAs in the f32
+// kernels. The panel (640 bytes per block) is built with gathers once per 16 rows and read by every group of up
+// to 8 tokens; a token's outputs never depend on the tokens computed with it. kind: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0.
 #ifdef CK_X86
 #define CK_ALWAYS_INLINE8 __attribute__((always_inline)) inline
+#define CK_PANEL 10
 
+static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0); }
+
+// Dword h (0..3) of the 16 bytes at p + j·stride, for rows j = 0..15, into lane j of out[h]: four rows per register
+// (one per 128-bit lane), a 4x4 transpose inside the lanes, then one permutation puts lane j at position j.
+// Gathers did the same at ~50 cycles each on Zen 4, which made building a panel cost more than using it.
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_transpose16x4(const uint8_t *p, size_t stride, __m512i out[4]) {
+    __m512i a[4];
+    for (int i = 0; i < 4; i++) {
+        const uint8_t *q = p + 4 * i * stride;
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)q));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + stride)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 2 * stride)), 2);
+        a[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 3 * stride)), 3);
+    }
+    __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+    // Position 4L + i of these holds row 4i + L; position j must hold row j.
+    __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    out[0] = _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(t0, t2));
+    out[1] = _mm512_permutexvar_epi32(idx, _mm512_unpackhi_epi64(t0, t2));
+    out[2] = _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(t1, t3));
+    out[3] = _mm512_permutexvar_epi32(idx, _mm512_unpackhi_epi64(t1, t3));
+}
+
+// The first dword of the 16 bytes at p + j·stride into lane j (the first register of q8act_transpose16x4).
+TGT_VNNI static CK_ALWAYS_INLINE8 __m512i q8act_first_dwords(const uint8_t *p, size_t stride) {
+    __m512i a[4];
+    for (int i = 0; i < 4; i++) {
+        const uint8_t *q = p + 4 * i * stride;
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)q));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + stride)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 2 * stride)), 2);
+        a[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 3 * stride)), 3);
+    }
+    __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpacklo_epi32(a[2], a[3])));
+}
+
+TGT_VNNI static void q8act_panel16(int kind, const uint8_t *w, size_t rowBytes, size_t nb, __m512i *panel) {
+    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2;
+    // The 16 rows are one contiguous stretch, read here block by block across all of them, an order the hardware
+    // prefetcher does not follow: ask for the next panel's stretch now, line by line.
+    for (size_t o = 0; o < 16 * rowBytes; o += 64) _mm_prefetch((const char *)(w + 16 * rowBytes + o), _MM_HINT_T1);
+    for (size_t b = 0; b < nb; b++) {
+        __m512i *out = panel + b * CK_PANEL;
+        const uint8_t *base = w + b * bsz;
+        // A block's first dword: d in its low half (Q4_1: m in its high half).
+        __m512i dm = q8act_first_dwords(base, rowBytes);
+        out[8] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm)));
+        out[9] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
+        __m512i v[4];
+        if (kind != 2) {
+            __m512i m15 = _mm512_set1_epi8(15);
+            q8act_transpose16x4(base + qoff, rowBytes, v);
+            for (int g = 0; g < 4; g++) {
+                out[g] = _mm512_and_si512(v[g], m15);
+                out[g + 4] = _mm512_and_si512(_mm512_srli_epi32(v[g], 4), m15);
+            }
+        } else {
+            __m512i flip = _mm512_set1_epi8((char)0x80);
+            q8act_transpose16x4(base + qoff, rowBytes, v);
+            for (int g = 0; g < 4; g++) out[g] = _mm512_xor_si512(v[g], flip);
+            q8act_transpose16x4(base + qoff + 16, rowBytes, v);
+            for (int g = 0; g < 4; g++) out[g + 4] = _mm512_xor_si512(v[g], flip);
+        }
+    }
+}
+
+// A partial panel (fewer than 16 rows: the last one of a matrix whose row count is not a multiple of 16) with
+// masked gathers, which never read past the live rows; the same values as q8act_panel16.
 TGT_VNNI static void q8act_panel(int kind, const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, __m512i *panel) {
+    if (rows == 16) { q8act_panel16(kind, w, rowBytes, nb, panel); return; }
     __mmask16 live = (__mmask16)((1u << rows) - 1);
     __m512i rowOff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                         _mm512_set1_epi32((int)rowBytes));
-    __m512i zero = _mm512_setzero_si512();
+    __m512i zero = _mm512_setzero_si512(), low16 = _mm512_set1_epi32(0xffff);
+    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2;
     for (size_t b = 0; b < nb; b++) {
-        __m512i *out = panel + b * 9;
-        size_t bsz = kind == 0 ? sizeof(bq4_0) : sizeof(bq8_0);
+        __m512i *out = panel + b * CK_PANEL;
         const uint8_t *base = w + b * bsz;
-        __m512i dw = _mm512_mask_i32gather_epi32(zero, live, rowOff, base, 1);
-        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_and_si512(dw, _mm512_set1_epi32(0xffff))));
-        out[8] = _mm512_castps_si512(d);
-        if (kind == 0) {
+        // The block's first dword: d in its low half (and Q4_1's m in its high half).
+        __m512i dm = _mm512_mask_i32gather_epi32(zero, live, rowOff, base, 1);
+        out[8] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_and_si512(dm, low16))));
+        out[9] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
+        if (kind != 2) {
             __m512i m = _mm512_set1_epi8(15);
             for (int g = 0; g < 4; g++) {
-                __m512i v = _mm512_mask_i32gather_epi32(zero, live, rowOff, base + 2 + 4 * g, 1);
+                __m512i v = _mm512_mask_i32gather_epi32(zero, live, rowOff, base + qoff + 4 * g, 1);
                 out[g] = _mm512_and_si512(v, m);
                 out[g + 4] = _mm512_and_si512(_mm512_srli_epi32(v, 4), m);
             }
         } else {
             __m512i flip = _mm512_set1_epi8((char)0x80);
             for (int g = 0; g < 8; g++)
-                out[g] = _mm512_xor_si512(_mm512_mask_i32gather_epi32(zero, live, rowOff, base + 2 + 4 * g, 1), flip);
+                out[g] = _mm512_xor_si512(_mm512_mask_i32gather_epi32(zero, live, rowOff, base + qoff + 4 * g, 1), flip);
         }
     }
 }
@@ -245,11 +319,11 @@ TGT_VNNI static void q8act_panel(int kind, const uint8_t *w, size_t rowBytes, si
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const __m512i *panel, size_t nb, size_t k, const int8_t *xq,
                                                    const float *xd, const int32_t *xsum, const int NT, float *y, size_t ys,
                                                    size_t rows) {
-    const int32_t c = kind == 0 ? 8 : 128;
+    const int32_t c = kind == 0 ? 8 : kind == 1 ? 0 : 128;
     __m512 acc[8];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
-        const __m512i *wv = panel + b * 9;
+        const __m512i *wv = panel + b * CK_PANEL;
         __m512 d = _mm512_castsi512_ps(wv[8]);
         for (int t = 0; t < NT; t++) {
             const int8_t *x = xq + t * k + b * 32;
@@ -263,18 +337,22 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const __m512i *pan
             q = _mm512_dpbusd_epi32(q, wv[5], _mm512_set1_epi32(xs[5]));
             p = _mm512_dpbusd_epi32(p, wv[6], _mm512_set1_epi32(xs[6]));
             q = _mm512_dpbusd_epi32(q, wv[7], _mm512_set1_epi32(xs[7]));
-            p = _mm512_sub_epi32(_mm512_add_epi32(p, q), _mm512_set1_epi32(c * xsum[t * (k / 32) + b]));
-            __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(xd[t * (k / 32) + b]));
+            p = _mm512_add_epi32(p, q);
+            size_t tb = t * (k / 32) + b;
+            if (kind != 1) p = _mm512_sub_epi32(p, _mm512_set1_epi32(c * xsum[tb]));
+            __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(xd[tb]));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[t]);
+            if (kind == 1) acc[t] = _mm512_fmadd_ps(_mm512_castsi512_ps(wv[9]), _mm512_set1_ps(xd[tb] * (float)xsum[tb]), acc[t]);
         }
     }
     __mmask16 live = (__mmask16)((1u << rows) - 1);
     for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ys, live, acc[t]);
 }
 
-TGT_VNNI static void gemm_q8act_vnni(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
-                                     const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys, __m512i *panel) {
-    size_t nb = k / 32, rowBytes = nb * (kind == 0 ? sizeof(bq4_0) : sizeof(bq8_0));
+TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                                                      const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys,
+                                                      __m512i *panel) {
+    size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind);
     for (size_t r = r0; r < r1; r += 16) {
         size_t rows = r1 - r < 16 ? r1 - r : 16;
         q8act_panel(kind, (const uint8_t *)w + r * rowBytes, rowBytes, nb, rows, panel);
@@ -291,17 +369,39 @@ TGT_VNNI static void gemm_q8act_vnni(int kind, const void *w, size_t k, size_t r
         }
     }
 }
+TGT_VNNI static void gemm_q8act_q4_0(const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
+                                     const int32_t *xsum, size_t T, float *y, size_t ys, __m512i *panel) {
+    gemm_q8act_vnni(0, w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+}
+TGT_VNNI static void gemm_q8act_q4_1(const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
+                                     const int32_t *xsum, size_t T, float *y, size_t ys, __m512i *panel) {
+    gemm_q8act_vnni(1, w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+}
+TGT_VNNI static void gemm_q8act_q8_0(const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
+                                     const int32_t *xsum, size_t T, float *y, size_t ys, __m512i *panel) {
+    gemm_q8act_vnni(2, w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+}
 #endif
 
 int ck_gemm_q8act(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
                   const int32_t *xsum, size_t T, float *y, size_t ys) {
 #ifdef CK_X86
-    if ((kind != 0 && kind != 2) || k % 32 != 0 || !ck_cpu_has_vnni()) return 0;
-    __m512i *panel = aligned_alloc(64, (k / 32) * 9 * sizeof(__m512i));
-    if (!panel) return 0;
-    if (kind == 0) gemm_q8act_vnni(0, w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
-    else gemm_q8act_vnni(2, w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
-    free(panel);
+    if (kind < 0 || kind > 2 || k % 32 != 0 || !ck_cpu_has_vnni()) return 0;
+    if (r0 >= r1) return 1;
+    // One panel per thread, kept and grown: decoding calls this hundreds of times per token.
+    static _Thread_local __m512i *panel;
+    static _Thread_local size_t capacity;
+    size_t need = (k / 32) * CK_PANEL;
+    if (need > capacity) {
+        __m512i *p = aligned_alloc(64, need * sizeof(__m512i));
+        if (!p) return 0;
+        free(panel);
+        panel = p;
+        capacity = need;
+    }
+    if (kind == 0) gemm_q8act_q4_0(w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+    else if (kind == 1) gemm_q8act_q4_1(w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+    else gemm_q8act_q8_0(w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
     return 1;
 #else
     (void)kind; (void)w; (void)k; (void)r0; (void)r1; (void)xq; (void)xd; (void)xsum; (void)T; (void)y; (void)ys;

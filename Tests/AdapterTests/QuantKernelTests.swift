@@ -227,7 +227,7 @@ final class Int8ActivationTests: XCTestCase {
             throw XCTSkip("no AVX-512 VNNI: int8 prefill falls back to the exact f32 GEMM")
         }
         var rng = QuantKernelTests.LCG(s: 13)
-        for dtype in [DType.q4_0, .q8_0] {
+        for dtype in [DType.q4_0, .q4_1, .q8_0] {
             let rows = 37, k = 320, T = 11, nb = k / 32
             let (bytes, values) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
             let storage = Storage(zeroedBytes: bytes.count)
@@ -249,6 +249,40 @@ final class Int8ActivationTests: XCTestCase {
                     }
                     XCTAssertEqual(Double(y[t * rows + r]), ref, accuracy: 1e-5 * scale, "\(dtype) token \(t) row \(r)")
                 }
+            }
+        }
+    }
+
+    /// With 8-bit activations on VNNI machines, several rows take the integer GEMM, whose outputs for a row do not
+    /// depend on the rows computed with it: 5 sequences decoded together and a 19-token prefill give the same bits;
+    /// a lone row's mat-vec agrees with them to f32 rounding.
+    func testInt8PathsAreBatchInvariant() throws {
+        var rng = QuantKernelTests.LCG(s: 17)
+        for dtype in [DType.q4_0, .q4_1, .q8_0] {
+            let rows = 45, k = 256, T = 19
+            let (bytes, _) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
+            let storage = Storage(zeroedBytes: bytes.count)
+            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
+            var alone = [Float](repeating: 0, count: T * rows), five = alone, all = alone
+            x.withUnsafeBufferPointer { xp in
+                for t in 0..<T {
+                    alone.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t * rows, inp: xp.baseAddress! + t * k, weight: w, T: 1, activations: .int8) }
+                }
+                for t0 in stride(from: 0, to: T, by: 5) {
+                    let n = min(5, T - t0)
+                    five.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t0 * rows, inp: xp.baseAddress! + t0 * k, weight: w, T: n, activations: .int8) }
+                }
+                all.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: T, activations: .int8, oneSequence: true) }
+            }
+            if ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 {
+                XCTAssertEqual(five, all, "\(dtype): 5 rows at once vs a 19-row prefill")
+                let scale = alone.map { abs($0) }.max()!
+                for (a, b) in zip(alone, five) { XCTAssertEqual(a, b, accuracy: 1e-5 * scale, "\(dtype): one row vs 5") }
+            } else {
+                // Without VNNI: the integer mat-vecs per row, alone or grouped.
+                XCTAssertEqual(alone, five, "\(dtype): 5 rows at once")
             }
         }
     }

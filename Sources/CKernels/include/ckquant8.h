@@ -17,8 +17,9 @@ void ck_matvec_q4_1_q8(const void *w, const int8_t *xq, const float *xd, const i
 void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1);
 
 /// Prefill with 8-bit activations: y[t·ys + r] = Σ_k W[r,k]·x̂[t,k] for rows r in [r0, r1) and T tokens, x̂ given as
-/// ck_quantize_x_q8 writes it for each token (rows k apart: xq[T·k], xd and xsum [T·k/32]). kind 0: Q4_0, 2: Q8_0.
-/// Returns 0, doing nothing, when the CPU lacks AVX-512 VNNI or for another kind (the caller falls back).
+/// ck_quantize_x_q8 writes it for each token (rows k apart: xq[T·k], xd and xsum [T·k/32]). kind 0: Q4_0, 1: Q4_1,
+/// 2: Q8_0.
+/// Returns 0, doing nothing, when the CPU lacks AVX-512 VNNI or for another kind (the caller falls back); 1 otherwise.
 int ck_gemm_q8act(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
                   const int32_t *xsum, size_t T, float *y, size_t ys);
 
