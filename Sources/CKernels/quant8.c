@@ -218,11 +218,8 @@ Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 
 static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0); }
 
-// Dword h (0..3) of the 16 bytes at p + j·stride, for rows j = 0..15, into lane j of out[h]: four rows per register
-// (one per 128-bit lane), a 4x4 transpose inside the lanes, then one permutation puts lane j at position j.
-// Gathers did the same at ~50 cycles each on Zen 4, which made building a panel cost more than using it.
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_transpose16x4(const uint8_t *p, size_t stride, __m512i out[4]) {
-    __m512i a[4];
+// The 16 bytes at p + j·stride, rows j = 0..15, four rows per register (row 4i + L in 128-bit lane L of a[i]).
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_load16x4(const uint8_t *p, size_t stride, __m512i a[4]) {
     for (int i = 0; i < 4; i++) {
         const uint8_t *q = p + 4 * i * stride;
         __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)q));
@@ -230,6 +227,14 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_transpose16x4(const uint8_t *p, siz
         v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 2 * stride)), 2);
         a[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 3 * stride)), 3);
     }
+}
+
+// Dword h (0..3) of the 16 bytes at p + j·stride, for rows j = 0..15, into lane j of out[h]: four rows per register
+// (one per 128-bit lane), a 4x4 transpose inside the lanes, then one permutation puts lane j at position j.
+// Gathers did the same at ~50 cycles each on Zen 4, which made building a panel cost more than using it.
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_transpose16x4(const uint8_t *p, size_t stride, __m512i out[4]) {
+    __m512i a[4];
+    q8act_load16x4(p, stride, a);
     __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
     __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
     // Position 4L + i of these holds row 4i + L; position j must hold row j.
@@ -243,13 +248,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_transpose16x4(const uint8_t *p, siz
 // The first dword of the 16 bytes at p + j·stride into lane j (the first register of q8act_transpose16x4).
 TGT_VNNI static CK_ALWAYS_INLINE8 __m512i q8act_first_dwords(const uint8_t *p, size_t stride) {
     __m512i a[4];
-    for (int i = 0; i < 4; i++) {
-        const uint8_t *q = p + 4 * i * stride;
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)q));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + stride)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 2 * stride)), 2);
-        a[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 3 * stride)), 3);
-    }
+    q8act_load16x4(p, stride, a);
     __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpacklo_epi32(a[2], a[3])));
 }
