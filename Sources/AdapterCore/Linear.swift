@@ -269,7 +269,8 @@ public func matvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, 
 /// GEMM against a weight of any dtype. With AVX-512, our own kernel (`ck_gemm_f16`/`ck_gemm_f32`) on row chunks
 /// claimed by free threads, each token's outputs computed alone (the same whatever else shares the call);
 /// elsewhere each thread takes a band of weight rows, converts it tile by tile into its own f32 scratch and
-/// multiplies with BLAS (single-threaded inside).
+/// multiplies with BLAS (single-threaded inside). With `activations: .int8`, Q4_0/Q4_1/Q8_0 take the integer
+/// GEMM where the CPU has one (`gemmInt8`).
 public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int,
                        activations: ActivationPrecision = .f32, pool: ThreadPool = .shared) {
     if activations == .int8 && gemmInt8(out: out, inp: inp, weight: weight, T: T, pool: pool) { return }
