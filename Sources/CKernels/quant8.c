@@ -1,6 +1,7 @@
 // Integer mat-vec kernels for the opt-in 8-bit activation path (see ckquant8.h).
 #include "ckquant8.h"
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -382,22 +383,32 @@ TGT_VNNI static void gemm_q8act_q8_0(const void *w, size_t k, size_t r0, size_t 
 }
 #endif
 
+#ifdef CK_X86
+struct q8act_panel_buf { size_t capacity; size_t pad[7]; __m512i data[]; };
+static pthread_key_t panel_key;
+static pthread_once_t panel_once = PTHREAD_ONCE_INIT;
+static void panel_key_create(void) { pthread_key_create(&panel_key, free); }
+#endif
+
 int ck_gemm_q8act(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
                   const int32_t *xsum, size_t T, float *y, size_t ys) {
 #ifdef CK_X86
     if (kind < 0 || kind > 2 || k % 32 != 0 || !ck_cpu_has_vnni()) return 0;
     if (r0 >= r1) return 1;
-    // One panel per thread, kept and grown: decoding calls this hundreds of times per token.
-    static _Thread_local __m512i *panel;
-    static _Thread_local size_t capacity;
+    // One panel per thread, kept and grown (decoding calls this hundreds of times per token); a thread-specific
+    // value whose destructor frees it when the thread ends.
+    pthread_once(&panel_once, panel_key_create);
+    struct q8act_panel_buf *buf = pthread_getspecific(panel_key);
     size_t need = (k / 32) * CK_PANEL;
-    if (need > capacity) {
-        __m512i *p = aligned_alloc(64, need * sizeof(__m512i));
-        if (!p) return 0;
-        free(panel);
-        panel = p;
-        capacity = need;
+    if (!buf || need > buf->capacity) {
+        struct q8act_panel_buf *nb = aligned_alloc(64, sizeof(struct q8act_panel_buf) + need * sizeof(__m512i));
+        if (!nb) return 0;
+        nb->capacity = need;
+        free(buf);
+        pthread_setspecific(panel_key, nb);
+        buf = nb;
     }
+    __m512i *panel = buf->data;
     if (kind == 0) gemm_q8act_q4_0(w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
     else if (kind == 1) gemm_q8act_q4_1(w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
     else gemm_q8act_q8_0(w, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
