@@ -42,6 +42,9 @@ func int8GemmKind(_ weight: Tensor) -> Int32? {
     return kind
 }
 
+/// Whether the f32-activation Q4/Q8 kernels read per-32 block sums of x (not on AVX-512: they are then skipped).
+let quantKernelsUseBlockSums: Bool = ck_quant_uses_block_sums() != 0
+
 /// Whether the integer GEMM runs on this CPU (a call over no rows does nothing and says so).
 let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0
 
@@ -156,7 +159,7 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
         withUnsafeTemporaryAllocation(of: Int8.self, capacity: int8 ? K * T : 1) { q8 in
             withUnsafeTemporaryAllocation(of: Int32.self, capacity: blocks * T) { isum in
                 for t in 0..<T {
-                    if legacyQuant { ck_block_sums32(x + t * K, xs + t * blocks, K) }
+                    if legacyQuant && !int8 && quantKernelsUseBlockSums { ck_block_sums32(x + t * K, xs + t * blocks, K) }
                     if int8 { ck_quantize_x_q8(x + t * K, q8.baseAddress! + t * K, xd + t * blocks, isum.baseAddress! + t * blocks, K) }
                 }
                 // Chunks of about 256 KB of weights (at most 16 per thread), claimed by whichever thread is free:

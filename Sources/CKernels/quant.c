@@ -235,6 +235,14 @@ TGT_AVX2 static void matvec_q8_0_avx2(const void *w, const float *x, const float
 #define DISPATCH(name, ...) name##_generic(__VA_ARGS__)
 #endif
 
+int ck_quant_uses_block_sums(void) {
+#ifdef CK_X86
+    return ck_cpu_level() < CK_AVX512;
+#else
+    return 1;
+#endif
+}
+
 void ck_matvec_q4_0(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q4_0, w, x, xsum, y, k, r0, r1); }
 void ck_matvec_q4_1(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q4_1, w, x, xsum, y, k, r0, r1); }
 void ck_matvec_q8_0(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1) { DISPATCH(matvec_q8_0, w, x, xsum, y, k, r0, r1); }

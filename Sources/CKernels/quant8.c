@@ -211,8 +211,8 @@ Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 // bytes of one token (a broadcast operand): per block and token, 8 dpbusd give 16 outputs, then the unsigned
 // offset's correction (Q4_0: 8·isum, Q8_0: 128·isum, exact in int32), one conversion and one FMA with d_w·d_x
 // (Q4_1: one more FMA, m_w times d_x·isum). About 0.75 instructions per output and block against 2 FMAs in the f32
-// kernels. The panel (640 bytes per block) is built with gathers once per 16 rows and read by every group of up
-// to 8 tokens; a token's outputs never depend on the tokens computed with it. kind: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0.
+// kernels. The panel (640 bytes per block) is built once per 16 rows and read by every group of up to 8 tokens;
+// a token's outputs never depend on the tokens computed with it. kind: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0.
 #ifdef CK_X86
 #define CK_ALWAYS_INLINE8 __attribute__((always_inline)) inline
 #define CK_PANEL 10
@@ -254,64 +254,49 @@ TGT_VNNI static CK_ALWAYS_INLINE8 __m512i q8act_first_dwords(const uint8_t *p, s
     return _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpacklo_epi32(a[2], a[3])));
 }
 
-TGT_VNNI static void q8act_panel16(int kind, const uint8_t *w, size_t rowBytes, size_t nb, __m512i *panel) {
-    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2;
-    // The 16 rows are one contiguous stretch, read here block by block across all of them, an order the hardware
-    // prefetcher does not follow: ask for the next panel's stretch now, line by line.
-    for (size_t o = 0; o < 16 * rowBytes; o += 64) _mm_prefetch((const char *)(w + 16 * rowBytes + o), _MM_HINT_T1);
-    for (size_t b = 0; b < nb; b++) {
-        __m512i *out = panel + b * CK_PANEL;
-        const uint8_t *base = w + b * bsz;
-        // A block's first dword: d in its low half (Q4_1: m in its high half).
-        __m512i dm = q8act_first_dwords(base, rowBytes);
-        out[8] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm)));
-        out[9] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
-        __m512i v[4];
-        if (kind != 2) {
-            __m512i m15 = _mm512_set1_epi8(15);
-            q8act_transpose16x4(base + qoff, rowBytes, v);
-            for (int g = 0; g < 4; g++) {
-                out[g] = _mm512_and_si512(v[g], m15);
-                out[g + 4] = _mm512_and_si512(_mm512_srli_epi32(v[g], 4), m15);
-            }
-        } else {
-            __m512i flip = _mm512_set1_epi8((char)0x80);
-            q8act_transpose16x4(base + qoff, rowBytes, v);
-            for (int g = 0; g < 4; g++) out[g] = _mm512_xor_si512(v[g], flip);
-            q8act_transpose16x4(base + qoff + 16, rowBytes, v);
-            for (int g = 0; g < 4; g++) out[g + 4] = _mm512_xor_si512(v[g], flip);
+// One block of a panel from its raw dwords, one row per lane: dm, the block's first dword (d in its low half, Q4_1's
+// m in its high half), and q, the block's weight bytes 4g..4g+3 (Q4: the 4 dwords of packed nibbles; Q8_0: 8 dwords).
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_put(int kind, __m512i dm, const __m512i *q, __m512i *out) {
+    out[8] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm)));
+    out[9] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
+    if (kind != 2) {
+        __m512i m15 = _mm512_set1_epi8(15);
+        for (int g = 0; g < 4; g++) {
+            out[g] = _mm512_and_si512(q[g], m15);
+            out[g + 4] = _mm512_and_si512(_mm512_srli_epi32(q[g], 4), m15);
         }
+    } else {
+        __m512i flip = _mm512_set1_epi8((char)0x80);
+        for (int g = 0; g < 8; g++) out[g] = _mm512_xor_si512(q[g], flip);
     }
 }
 
-// A partial panel (fewer than 16 rows: the last one of a matrix whose row count is not a multiple of 16) with
-// masked gathers, which never read past the live rows; the same values as q8act_panel16.
+// The panel of 16 rows (a partial one, fewer than 16 rows: the last of a matrix whose row count is not a multiple
+// of 16, through masked gathers, which never read past the live rows).
 TGT_VNNI static void q8act_panel(int kind, const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, __m512i *panel) {
-    if (rows == 16) { q8act_panel16(kind, w, rowBytes, nb, panel); return; }
+    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2;
+    __m512i q[8];
+    if (rows == 16) {
+        // The 16 rows are one contiguous stretch, read here block by block across all of them, an order the
+        // hardware prefetcher does not follow: ask for the next panel's stretch now, line by line.
+        for (size_t o = 0; o < 16 * rowBytes; o += 64) _mm_prefetch((const char *)(w + 16 * rowBytes + o), _MM_HINT_T1);
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *base = w + b * bsz;
+            q8act_transpose16x4(base + qoff, rowBytes, q);
+            if (kind == 2) q8act_transpose16x4(base + qoff + 16, rowBytes, q + 4);
+            q8act_put(kind, q8act_first_dwords(base, rowBytes), q, panel + b * CK_PANEL);
+        }
+        return;
+    }
     __mmask16 live = (__mmask16)((1u << rows) - 1);
     __m512i rowOff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                         _mm512_set1_epi32((int)rowBytes));
-    __m512i zero = _mm512_setzero_si512(), low16 = _mm512_set1_epi32(0xffff);
-    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2;
+    __m512i zero = _mm512_setzero_si512();
     for (size_t b = 0; b < nb; b++) {
-        __m512i *out = panel + b * CK_PANEL;
         const uint8_t *base = w + b * bsz;
-        // The block's first dword: d in its low half (and Q4_1's m in its high half).
-        __m512i dm = _mm512_mask_i32gather_epi32(zero, live, rowOff, base, 1);
-        out[8] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_and_si512(dm, low16))));
-        out[9] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
-        if (kind != 2) {
-            __m512i m = _mm512_set1_epi8(15);
-            for (int g = 0; g < 4; g++) {
-                __m512i v = _mm512_mask_i32gather_epi32(zero, live, rowOff, base + qoff + 4 * g, 1);
-                out[g] = _mm512_and_si512(v, m);
-                out[g + 4] = _mm512_and_si512(_mm512_srli_epi32(v, 4), m);
-            }
-        } else {
-            __m512i flip = _mm512_set1_epi8((char)0x80);
-            for (int g = 0; g < 8; g++)
-                out[g] = _mm512_xor_si512(_mm512_mask_i32gather_epi32(zero, live, rowOff, base + qoff + 4 * g, 1), flip);
-        }
+        for (int g = 0; g < (kind == 2 ? 8 : 4); g++)
+            q[g] = _mm512_mask_i32gather_epi32(zero, live, rowOff, base + qoff + 4 * g, 1);
+        q8act_put(kind, _mm512_mask_i32gather_epi32(zero, live, rowOff, base, 1), q, panel + b * CK_PANEL);
     }
 }
 

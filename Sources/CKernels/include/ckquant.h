@@ -8,6 +8,9 @@
 
 /// Per-32-block sums of x (n/32 values); Q4_0 and Q4_1 dot products use them for their offsets.
 void ck_block_sums32(const float *x, float *sums, size_t n);
+/// Whether this CPU's Q4_0/Q4_1/Q8_0 mat-vec kernels read the block sums (the AVX-512 ones dequantize each block
+/// exactly and do not, so callers may skip computing them).
+int ck_quant_uses_block_sums(void);
 
 /// y[r] = dot(W[r,:], x) for Q4_0 rows r in [r0, r1); k columns (a multiple of 32); xsum from ck_block_sums32.
 void ck_matvec_q4_0(const void *w, const float *x, const float *xsum, float *y, size_t k, size_t r0, size_t r1);
