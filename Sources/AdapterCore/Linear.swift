@@ -46,7 +46,39 @@ func int8GemmKind(_ weight: Tensor) -> Int32? {
 let quantKernelsUseBlockSums: Bool = ck_quant_uses_block_sums() != 0
 
 /// Whether the integer GEMM runs on this CPU (a call over no rows does nothing and says so).
-let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0
+let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0
+
+/// Runs the integer GEMM over rows `r0..<r1` of `weight`, reading its packed panels where it has them.
+@inline(__always)
+func int8Gemm(kind: Int32, weight w: Tensor, r0: Int, r1: Int, xq: UnsafePointer<Int8>, xd: UnsafePointer<Float>,
+              xs: UnsafePointer<Int32>, T: Int, out: UnsafeMutablePointer<Float>) {
+    let N = w.shape[0], K = w.shape[1]
+    _ = ck_gemm_q8act(kind, w.data, w.int8Panels.map { UnsafeRawPointer($0.base) }, w.int8Panels == nil ? 0 : N / 16 * 16,
+                      K, r0, r1, xq, xd, xs, T, out, N)
+}
+
+extension Tensor {
+    /// This Q4_0/Q4_1/Q8_0 weight with its whole 16-row panels repacked for the `--int8-activations` integer GEMM,
+    /// which then reads each panel as it is instead of rebuilding it from the ggml rows on every call (so one
+    /// decoding token also takes the GEMM: it multiplies 16 rows per instruction where the per-row kernel takes one).
+    /// The copy has the same size as the rows it covers; the rows of a file-mapped weight are then given back to
+    /// the system (read again from the file by the exact paths, if ever used). Unchanged for other dtypes, or on
+    /// CPUs without AVX-512 VNNI.
+    public func packedForInt8(pool: ThreadPool = .shared) -> Tensor {
+        guard shape.count == 2, int8Panels == nil, let kind = int8GemmKind(self) else { return self }
+        let K = shape[1], panels = shape[0] / 16
+        guard panels > 0 else { return self }
+        let panelBytes = 16 * dtype.byteCount(elements: K)
+        let packed = Storage(uninitializedHugeBytes: panels * panelBytes)
+        pool.parallelForDynamic(panels, chunk: 8) { r, _ in
+            _ = ck_q8act_pack(kind, data, K, r.lowerBound, r.upperBound, packed.base)
+        }
+        storage.releaseResidentPages(offset: byteOffset, count: panels * panelBytes)
+        var copy = self
+        copy.int8Panels = packed
+        return copy
+    }
+}
 
 /// out[T, N] = x̂ · Wᵀ with x̂ each row of `inp` quantized to 8-bit blocks (the opt-in `--int8-activations` mode,
 /// llama.cpp's method for quantized weights): integer products through AVX-512 VNNI, 16 weight rows per panel.
@@ -63,7 +95,7 @@ func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weigh
     }
     // Chunks of 64 rows (four panels), claimed by whichever thread is free.
     pool.parallelForDynamic(N, chunk: 64) { r, _ in
-        _ = ck_gemm_q8act(kind, weight.data, K, r.lowerBound, r.upperBound, xq, xd, xs, T, out, N)
+        int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: T, out: out)
     }
     return true
 }
@@ -169,18 +201,21 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                 let chunks = min(16 * threads, max(threads, totalBytes / (256 << 10)))
                 var chunk = max(max(1, 16384 / max(K, 1)), ((total + chunks - 1) / chunks + 3) / 4 * 4)
                 // The integer GEMM takes rows 16 at a time (one panel).
-                if int8 && T > 1 && int8GemmAvailable { chunk = (chunk + 15) / 16 * 16 }
+                let packed = int8 && weights.contains { $0.int8Panels != nil }
+                if int8 && (T > 1 || packed) && int8GemmAvailable { chunk = (chunk + 15) / 16 * 16 }
                 pool.parallelForDynamic(total, chunk: chunk) { r, _ in
                     for (i, w) in weights.enumerated() {
                         let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
                         guard lo < hi else { continue }
                         let N = w.shape[0]
-                        if int8, T > 1, let kind = int8GemmKind(w) {
+                        if int8, T > 1 || w.int8Panels != nil, let kind = int8GemmKind(w) {
                             // Several rows (sequences decoding together, a short prompt) take the integer GEMM: its
                             // panel of 16 weight rows is built once for all of them (SmolLM2 batch-8 step 33 -> 19 ms).
-                            // A lone row keeps the mat-vec, which streams the weights without building panels
-                            // (4.6 vs 7 ms per token); the two differ in their last bits.
-                            _ = ck_gemm_q8act(kind, w.data, K, lo, hi, q8.baseAddress!, xd, isum.baseAddress!, T, outs[i], N)
+                            // Without packed panels a lone row keeps the mat-vec, which streams the weights without
+                            // building panels (4.6 vs 7 ms per token; the two differ in their last bits); with them
+                            // (`packedForInt8`) every row count takes the GEMM, so batched = alone bit for bit.
+                            int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: q8.baseAddress!, xd: xd, xs: isum.baseAddress!,
+                                     T: T, out: outs[i])
                             continue
                         }
                         if T > 1, !int8, matmulRows(out: outs[i], x: x, xsum: xs, blocks: blocks, T: T, weight: w, rows: lo..<hi) { continue }

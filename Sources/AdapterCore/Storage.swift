@@ -33,12 +33,41 @@ public final class Storage: @unchecked Sendable {
         ownsMemory = true
     }
 
+    /// Allocates `byteCount` bytes without clearing them, 2 MB aligned and marked for transparent huge pages where
+    /// the system offers them (large weight copies that kernels stream: fewer TLB misses).
+    public init(uninitializedHugeBytes byteCount: Int) {
+        let huge = 2 << 20
+        let n = (max(byteCount, 1) + huge - 1) / huge * huge
+        base = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: huge)
+        #if os(Linux)
+        _ = madvise(base, n, MADV_HUGEPAGE)
+        #endif
+        self.byteCount = byteCount
+        owner = nil
+        ownsMemory = true
+    }
+
     /// Wraps bytes owned by `owner` (for example a `MappedFile`); they are not copied.
     public init(borrowing base: UnsafeRawPointer, byteCount: Int, owner: AnyObject) {
         self.base = UnsafeMutableRawPointer(mutating: base)
         self.byteCount = byteCount
         self.owner = owner
         ownsMemory = false
+    }
+
+    /// True for bytes borrowed from a file mapping (which the kernel can drop from memory and read again).
+    public var isFileMapped: Bool { owner is MappedFile }
+
+    /// Gives the resident pages of a file-mapped byte range back to the system (only whole pages inside it): a
+    /// later read maps them from the file again. Used once a copy in another layout replaces the bytes for the
+    /// hot paths, so the process does not hold both. Does nothing for heap memory, whose bytes would be lost.
+    public func releaseResidentPages(offset: Int, count: Int) {
+        guard isFileMapped, count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base + offset) + page - 1) / page * page
+        let end = (Int(bitPattern: base + offset) + count) / page * page
+        guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(p, end - start, MADV_DONTNEED)
     }
 
     deinit { if ownsMemory { base.deallocate() } }

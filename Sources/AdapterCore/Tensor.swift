@@ -10,6 +10,9 @@ public struct Tensor: @unchecked Sendable {
     public let storage: Storage
     /// Byte offset of the first element inside `storage`.
     public let byteOffset: Int
+    /// Q4_0/Q4_1/Q8_0 weights: the whole 16-row panels repacked for the integer GEMM of the `--int8-activations`
+    /// mode (`packedForInt8`), nil otherwise. The ggml rows in `storage` stay the reference for every other path.
+    public var int8Panels: Storage?
 
     /// Wraps existing storage; checks the byte range fits.
     public init(shape: [Int], dtype: DType, storage: Storage, byteOffset: Int = 0) throws {

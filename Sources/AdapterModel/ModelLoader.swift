@@ -16,11 +16,15 @@ public struct LoadedModel {
 
 /// Opens models in the formats we support and binds them to official weight names.
 public enum ModelLoader {
-    /// Opens a model folder or file. `maxSeqLen` bounds the context (and the KV cache).
-    public static func load(path: String, maxSeqLen: Int = 2048, quantize: DType? = nil) throws -> LoadedModel {
+    /// Opens a model folder or file. `maxSeqLen` bounds the context (and the KV cache). `quantize` re-encodes the
+    /// large matrices; `int8Panels` repacks the Q4_0/Q4_1/Q8_0 ones for the `--int8-activations` integer GEMM.
+    public static func load(path: String, maxSeqLen: Int = 2048, quantize: DType? = nil, int8Panels: Bool = false) throws -> LoadedModel {
         let loaded = try loadAsStored(path: path, maxSeqLen: maxSeqLen)
-        guard let quantize else { return loaded }
-        let model = try LlamaModel(config: loaded.model.config, weights: loaded.model.weights.quantized(to: quantize))
+        guard quantize != nil || int8Panels else { return loaded }
+        var weights = loaded.model.weights
+        if let quantize { weights = try weights.quantized(to: quantize) }
+        if int8Panels { weights = weights.packedForInt8() }
+        let model = try LlamaModel(config: loaded.model.config, weights: weights)
         return LoadedModel(model: model, source: loaded.source, tokenizerPath: loaded.tokenizerPath, format: loaded.format)
     }
 

@@ -43,3 +43,21 @@ extension LlamaWeights {
         return w
     }
 }
+
+extension LlamaWeights {
+    /// The weights with every Q4_0/Q4_1/Q8_0 matrix (attention, feed-forward, output) carrying its panels repacked
+    /// for the `--int8-activations` integer GEMM (`Tensor.packedForInt8`); the embedding table is only read by rows
+    /// and stays as it is. Unchanged on CPUs without AVX-512 VNNI.
+    public func packedForInt8(pool: ThreadPool = .shared) -> LlamaWeights {
+        var w = self
+        for i in w.layers.indices {
+            var l = w.layers[i]
+            l.wq = l.wq.packedForInt8(pool: pool); l.wk = l.wk.packedForInt8(pool: pool); l.wv = l.wv.packedForInt8(pool: pool)
+            l.wo = l.wo.packedForInt8(pool: pool); l.w1 = l.w1.packedForInt8(pool: pool); l.w2 = l.w2.packedForInt8(pool: pool)
+            l.w3 = l.w3.packedForInt8(pool: pool)
+            w.layers[i] = l
+        }
+        w.output = output.packedForInt8(pool: pool)
+        return w
+    }
+}

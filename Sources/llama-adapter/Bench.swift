@@ -281,7 +281,7 @@ struct Bench: ParsableCommand {
         var presetName = preset
         var dtypeName = dt.rawValue
         if let model {
-            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest)).model
+            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest), int8Panels: int8Activations).model
             presetName = "model"
             dtypeName = llama.weights.layers[0].wq.dtype.rawValue
         } else {
@@ -293,6 +293,7 @@ struct Bench: ParsableCommand {
             let stored: DType = [.f32, .bf16].contains(dt) ? dt : .f16
             var weights = LlamaWeights.synthetic(config: config, dtype: stored)
             if stored != dt { weights = try weights.quantized(to: dt) }
+            if int8Activations { weights = weights.packedForInt8(pool: pool) }
             llama = try LlamaModel(config: config, weights: weights, pool: pool)
         }
         let loadSeconds = Measure.now() - t0

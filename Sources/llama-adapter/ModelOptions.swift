@@ -87,7 +87,8 @@ struct AdapterOptions: ParsableArguments {
 /// Loads the model (and adapter, CLIP) these options describe.
 func loadContainer(_ m: ModelOptions, _ a: AdapterOptions) throws -> ModelContainer {
     try ModelContainer.load(ModelConfiguration(
-        model: m.model, tokenizer: m.tokenizer, adapter: a.adapter, clip: a.clip, maxSeqLen: m.maxSeqLen, quantize: m.quantize))
+        model: m.model, tokenizer: m.tokenizer, adapter: a.adapter, clip: a.clip, maxSeqLen: m.maxSeqLen, quantize: m.quantize,
+        int8Panels: m.int8Activations))
 }
 
 /// Opens one session on `container` for these options (the image is encoded once, here).

@@ -223,7 +223,7 @@ final class Int8ActivationTests: XCTestCase {
     /// every token and row (37 rows: two full 16-row panels and a partial one), Σ w·x̂ over the token's quantized
     /// activations: checked against a float64 sum over the dequantized weights.
     func testInt8PrefillMatchesFloat64SumOverQuantizedActivations() throws {
-        guard ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 else {
+        guard ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 else {
             throw XCTSkip("no AVX-512 VNNI: int8 prefill falls back to the exact f32 GEMM")
         }
         var rng = QuantKernelTests.LCG(s: 13)
@@ -276,13 +276,70 @@ final class Int8ActivationTests: XCTestCase {
                 }
                 all.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: T, activations: .int8, oneSequence: true) }
             }
-            if ck_gemm_q8act(0, nil, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 {
+            if ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 {
                 XCTAssertEqual(five, all, "\(dtype): 5 rows at once vs a 19-row prefill")
                 let scale = alone.map { abs($0) }.max()!
                 for (a, b) in zip(alone, five) { XCTAssertEqual(a, b, accuracy: 1e-5 * scale, "\(dtype): one row vs 5") }
             } else {
                 // Without VNNI: the integer mat-vecs per row, alone or grouped.
                 XCTAssertEqual(alone, five, "\(dtype): 5 rows at once")
+            }
+        }
+    }
+
+    /// Weights repacked at load for the integer GEMM (`packedForInt8`) give the same bits as panels built from the
+    /// ggml rows on every call, for every row count, row range and dtype: 45 rows (a partial last panel read from the
+    /// rows), an odd block count (panels not 64-byte aligned), and a two-weight group whose second weight's ranges
+    /// start off a panel boundary. With packed panels one row takes the GEMM too, so one row = five = a prefill.
+    func testPackedPanelsGiveTheBitsOfRowPanelsAndMakeOneRowBatchInvariant() throws {
+        guard ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 else {
+            throw XCTSkip("no AVX-512 VNNI: no packed panels")
+        }
+        var rng = QuantKernelTests.LCG(s: 23)
+        for dtype in [DType.q4_0, .q4_1, .q8_0] {
+            for k in [320, 352] {
+                let rows = 45, T = 11
+                func weight(_ n: Int) throws -> Tensor {
+                    let (bytes, _) = QuantKernelTests.makeRows(dtype, rows: n, k: k, rng: &rng)
+                    let storage = Storage(zeroedBytes: bytes.count)
+                    bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                    return try Tensor(shape: [n, k], dtype: dtype, storage: storage)
+                }
+                let w = try weight(rows), w2 = try weight(70)
+                let pw = w.packedForInt8(), pw2 = w2.packedForInt8()
+                XCTAssertNotNil(pw.int8Panels, "\(dtype) k \(k): packed")
+                let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
+                x.withUnsafeBufferPointer { xp in
+                    for n in [1, 3, T] {
+                        var a = [Float](repeating: .nan, count: n * rows), b = a
+                        a.withUnsafeMutableBufferPointer { gemmWeight(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: n, activations: .int8) }
+                        b.withUnsafeMutableBufferPointer { gemmWeight(out: $0.baseAddress!, inp: xp.baseAddress!, weight: pw, T: n, activations: .int8) }
+                        XCTAssertEqual(a, b, "\(dtype) k \(k) T \(n): GEMM over packed vs row panels")
+                        // A group: the second weight's rows start at 45 in the shared row numbering (2 rows at
+                        // least: one row of unpacked weights takes the per-row mat-vec, whose bits differ).
+                        let m = max(n, 2)
+                        var g1 = [Float](repeating: .nan, count: m * rows), g2 = [Float](repeating: .nan, count: m * 70)
+                        var h1 = g1, h2 = g2
+                        g1.withUnsafeMutableBufferPointer { o1 in g2.withUnsafeMutableBufferPointer { o2 in
+                            matvecGroup(outs: [o1.baseAddress!, o2.baseAddress!], x: xp.baseAddress!, T: m, weights: [w, w2], activations: .int8)
+                        } }
+                        h1.withUnsafeMutableBufferPointer { o1 in h2.withUnsafeMutableBufferPointer { o2 in
+                            matvecGroup(outs: [o1.baseAddress!, o2.baseAddress!], x: xp.baseAddress!, T: m, weights: [pw, pw2], activations: .int8)
+                        } }
+                        XCTAssertEqual(g1, h1, "\(dtype) k \(k) T \(n): grouped first weight")
+                        XCTAssertEqual(g2, h2, "\(dtype) k \(k) T \(n): grouped second weight")
+                    }
+                    var alone = [Float](repeating: 0, count: T * rows), five = alone, all = alone
+                    for t in 0..<T {
+                        alone.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t * rows, inp: xp.baseAddress! + t * k, weight: pw, T: 1, activations: .int8) }
+                    }
+                    for t0 in stride(from: 0, to: T, by: 5) {
+                        five.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t0 * rows, inp: xp.baseAddress! + t0 * k, weight: pw, T: min(5, T - t0), activations: .int8) }
+                    }
+                    all.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: pw, T: T, activations: .int8, oneSequence: true) }
+                    XCTAssertEqual(alone, five, "\(dtype) k \(k): one row vs five, packed")
+                    XCTAssertEqual(alone, all, "\(dtype) k \(k): one row vs a prefill, packed")
+                }
             }
         }
     }

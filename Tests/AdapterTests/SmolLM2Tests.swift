@@ -61,4 +61,35 @@ final class SmolLM2Tests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("Berlin"), r.stdout)
         XCTAssertTrue(r.stdout.contains("(conversation cleared)"), r.stdout)
     }
+    /// `--int8-activations` repacks the Q4/Q8 matrices at load (`int8Panels`) and gives their file-mapped rows back
+    /// to the system. The exact mode still reads those rows (mapped again from the file): its logits are bit for bit
+    /// those of a model loaded without packing. In the int8 mode a sequence's decoding step gives the same bits in a
+    /// batch of three as alone (every row count takes the same integer GEMM), and stays near the exact logits.
+    func testInt8PackedModelKeepsExactLogitsAndDecodesBatchInvariant() throws {
+        let plain = try Self.requireModel().model
+        let packed = try ModelLoader.load(path: try Fixtures.smolLM2(), maxSeqLen: 512, int8Panels: true).model
+        let prompts = [[1, 504, 3458, 282, 4649, 314], [1, 9690, 30], [1, 1205, 2634, 1128, 15, 2160, 314, 253, 744, 30]]
+        let exactPlain = try plain.forwardArray(tokens: prompts[0], state: DecoderState(model: plain))
+        let exactPacked = try packed.forwardArray(tokens: prompts[0], state: DecoderState(model: packed))
+        XCTAssertEqual(exactPlain, exactPacked, "exact logits after packing")
+        let int8 = DecoderOptions(activations: .int8)
+        func prefilled() throws -> [DecoderState] {
+            try prompts.map { p in
+                let s = DecoderState(model: packed, capacity: 64, options: int8)
+                _ = try packed.forward(tokens: p, state: s)
+                return s
+            }
+        }
+        let single = try prefilled(), grouped = try prefilled()
+        let next = [42, 1000, 7]
+        let alone = try zip(single, next).map { try packed.forwardArray(tokens: [$0.1], state: $0.0) }
+        let batched = try packed.forward(batch: zip(grouped, next).map { ForwardEntry(tokens: [$0.1], state: $0.0) }).map { Array($0) }
+        for i in 0..<3 { XCTAssertEqual(alone[i], batched[i], "sequence \(i): decoded in a batch vs alone") }
+        let exact = try plain.forwardArray(tokens: prompts[0], state: DecoderState(model: plain))
+        let approx = try packed.forwardArray(tokens: prompts[0], state: DecoderState(model: packed, options: int8))
+        XCTAssertNotEqual(exact, approx, "the int8 mode is not the exact one")
+        let worst = zip(exact, approx).map { abs($0 - $1) }.max()!, spread = exact.max()! - exact.min()!
+        XCTAssertLessThan(worst, 0.05 * spread, "int8 logits near the exact ones")
+        XCTAssertEqual(exact.indices.max { exact[$0] < exact[$1] }, approx.indices.max { approx[$0] < approx[$1] })
+    }
 }

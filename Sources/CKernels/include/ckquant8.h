@@ -18,9 +18,15 @@ void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const i
 
 /// Prefill with 8-bit activations: y[t·ys + r] = Σ_k W[r,k]·x̂[t,k] for rows r in [r0, r1) and T tokens, x̂ given as
 /// ck_quantize_x_q8 writes it for each token (rows k apart: xq[T·k], xd and xsum [T·k/32]). kind 0: Q4_0, 1: Q4_1,
-/// 2: Q8_0.
+/// 2: Q8_0. packed (may be NULL): the weight's first packedRows rows (a multiple of 16) as ck_q8act_pack wrote them;
+/// whole panels inside it are read from there, every other row from w. The result does not depend on which.
 /// Returns 0, doing nothing, when the CPU lacks AVX-512 VNNI or for another kind (the caller falls back); 1 otherwise.
-int ck_gemm_q8act(int kind, const void *w, size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
-                  const int32_t *xsum, size_t T, float *y, size_t ys);
+int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
+                  const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys);
+
+/// Repacks panels p0..<p1 (rows 16·p0 ..< 16·p1) of the Q4_0/Q4_1/Q8_0 weight w (rows of k elements) into dst,
+/// which has the same byte size as those rows and the same offsets (panel p at p·16·rowBytes), in the layout
+/// ck_gemm_q8act reads without rebuilding panels. Returns 0, doing nothing, without AVX-512 VNNI; 1 otherwise.
+int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst);
 
 #endif
