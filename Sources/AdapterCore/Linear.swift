@@ -53,29 +53,47 @@ let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, 
 func int8Gemm(kind: Int32, weight w: Tensor, r0: Int, r1: Int, xq: UnsafePointer<Int8>, xd: UnsafePointer<Float>,
               xs: UnsafePointer<Int32>, T: Int, out: UnsafeMutablePointer<Float>) {
     let N = w.shape[0], K = w.shape[1]
-    _ = ck_gemm_q8act(kind, w.data, w.int8Panels.map { UnsafeRawPointer($0.base) }, w.int8Panels == nil ? 0 : N / 16 * 16,
+    _ = ck_gemm_q8act(kind, w.data, w.int8Panels?.base, w.int8Panels == nil ? 0 : N / 16 * 16,
                       K, r0, r1, xq, xd, xs, T, out, N)
 }
 
+/// Where a weight's panels repacked for the integer GEMM live: a byte range of a storage (one arena per model, so
+/// small matrices do not each round up to a huge page).
+public struct Int8Panels: @unchecked Sendable {
+    /// Backing bytes.
+    public let storage: Storage
+    /// First byte of this weight's panels inside `storage`.
+    public let byteOffset: Int
+    /// The panels' first byte.
+    public var base: UnsafeRawPointer { UnsafeRawPointer(storage.base + byteOffset) }
+}
+
 extension Tensor {
+    /// Bytes `packedForInt8` writes for this weight: its whole 16-row panels, the same size as those rows; 0 when it
+    /// is not packed (not Q4_0/Q4_1/Q8_0, fewer than 16 rows, or no AVX-512 VNNI).
+    public var int8PanelBytes: Int {
+        guard shape.count == 2, int8GemmKind(self) != nil else { return 0 }
+        return shape[0] / 16 * 16 * dtype.byteCount(elements: shape[1])
+    }
+
     /// This Q4_0/Q4_1/Q8_0 weight with its whole 16-row panels repacked for the `--int8-activations` integer GEMM,
     /// which then reads each panel as it is instead of rebuilding it from the ggml rows on every call (so one
     /// decoding token also takes the GEMM: it multiplies 16 rows per instruction where the per-row kernel takes one).
-    /// The copy has the same size as the rows it covers; the rows of a file-mapped weight are then given back to
-    /// the system (read again from the file by the exact paths, if ever used). Unchanged for other dtypes, or on
-    /// CPUs without AVX-512 VNNI.
-    public func packedForInt8(pool: ThreadPool = .shared) -> Tensor {
-        guard shape.count == 2, int8Panels == nil, let kind = int8GemmKind(self) else { return self }
-        let K = shape[1], panels = shape[0] / 16
-        guard panels > 0 else { return self }
-        let panelBytes = 16 * dtype.byteCount(elements: K)
-        let packed = Storage(uninitializedHugeBytes: panels * panelBytes)
-        pool.parallelForDynamic(panels, chunk: 8) { r, _ in
-            _ = ck_q8act_pack(kind, data, K, r.lowerBound, r.upperBound, packed.base)
+    /// The panels go to `arena` at `offset` (`int8PanelBytes` bytes; nil: storage of their own). The rows of a
+    /// file-mapped weight are then given back to the system (read again from the file by the exact paths, if ever
+    /// used). Unchanged for other dtypes, or on CPUs without AVX-512 VNNI.
+    public func packedForInt8(into arena: Storage? = nil, at offset: Int = 0, pool: ThreadPool = .shared) -> Tensor {
+        let bytes = int8PanelBytes
+        guard bytes > 0, int8Panels == nil, let kind = int8GemmKind(self) else { return self }
+        let target = arena ?? (bytes >= 32 << 20 ? Storage(uninitializedHugeBytes: bytes) : Storage(uninitializedBytes: bytes))
+        precondition(offset >= 0 && offset + bytes <= target.byteCount, "packed panels outside their arena")
+        let K = shape[1], dst = target.base + offset
+        pool.parallelForDynamic(shape[0] / 16, chunk: 8) { r, _ in
+            _ = ck_q8act_pack(kind, data, K, r.lowerBound, r.upperBound, dst)
         }
-        storage.releaseResidentPages(offset: byteOffset, count: panels * panelBytes)
+        storage.releaseResidentPages(offset: byteOffset, count: bytes)
         var copy = self
-        copy.int8Panels = packed
+        copy.int8Panels = Int8Panels(storage: target, byteOffset: offset)
         return copy
     }
 }

@@ -12,7 +12,7 @@ public struct Tensor: @unchecked Sendable {
     public let byteOffset: Int
     /// Q4_0/Q4_1/Q8_0 weights: the whole 16-row panels repacked for the integer GEMM of the `--int8-activations`
     /// mode (`packedForInt8`), nil otherwise. The ggml rows in `storage` stay the reference for every other path.
-    public var int8Panels: Storage?
+    public var int8Panels: Int8Panels?
 
     /// Wraps existing storage; checks the byte range fits.
     public init(shape: [Int], dtype: DType, storage: Storage, byteOffset: Int = 0) throws {

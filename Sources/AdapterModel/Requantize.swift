@@ -50,14 +50,23 @@ extension LlamaWeights {
     /// and stays as it is. Unchanged on CPUs without AVX-512 VNNI.
     public func packedForInt8(pool: ThreadPool = .shared) -> LlamaWeights {
         var w = self
-        for i in w.layers.indices {
-            var l = w.layers[i]
-            l.wq = l.wq.packedForInt8(pool: pool); l.wk = l.wk.packedForInt8(pool: pool); l.wv = l.wv.packedForInt8(pool: pool)
-            l.wo = l.wo.packedForInt8(pool: pool); l.w1 = l.w1.packedForInt8(pool: pool); l.w2 = l.w2.packedForInt8(pool: pool)
-            l.w3 = l.w3.packedForInt8(pool: pool)
-            w.layers[i] = l
+        let slots: [WritableKeyPath<LlamaLayerWeights, Tensor>] = [\.wq, \.wk, \.wv, \.wo, \.w1, \.w2, \.w3]
+        // One arena for all panels (64-byte aligned ranges), on huge pages: per-tensor huge allocations would each
+        // round up to 2 MB (SmolLM2: 210 small matrices, 420 MB).
+        let align = { (n: Int) in (n + 63) / 64 * 64 }
+        let total = layers.reduce(0) { sum, l in slots.reduce(sum) { $0 + align(l[keyPath: $1].int8PanelBytes) } } + align(output.int8PanelBytes)
+        guard total > 0 else { return self }
+        let arena = Storage(uninitializedHugeBytes: total)
+        var offset = 0
+        func pack(_ t: Tensor) -> Tensor {
+            let packed = t.packedForInt8(into: arena, at: offset, pool: pool)
+            offset += align(t.int8PanelBytes)
+            return packed
         }
-        w.output = output.packedForInt8(pool: pool)
+        for i in w.layers.indices {
+            for slot in slots { w.layers[i][keyPath: slot] = pack(w.layers[i][keyPath: slot]) }
+        }
+        w.output = pack(output)
         return w
     }
 }

@@ -287,6 +287,33 @@ final class Int8ActivationTests: XCTestCase {
         }
     }
 
+    /// Activations quantize as llama.cpp's reference does: d = max|x| / 127, q = round(x / d) with halves away from
+    /// zero (C's roundf), checked against Swift's own rounding on random blocks and on exact halves and near-halves.
+    func testActivationQuantizationRoundsHalvesAwayFromZero() {
+        var rng = QuantKernelTests.LCG(s: 29)
+        var x = (0..<(32 * 40)).map { _ in rng.unit() * 6 - 3 }
+        // Block 0: max 127, so d = 1 and x itself is x / d: halves, and the floats next to them.
+        let halves: [Float] = [0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 126.5, -126.5, 0.49999997, -0.49999997, 0.50000006, 3.4999998]
+        for (i, h) in halves.enumerated() { x[i] = h }
+        x[31] = 127
+        var xq = [Int8](repeating: 0, count: x.count), xd = [Float](repeating: 0, count: x.count / 32)
+        var isum = [Int32](repeating: 0, count: x.count / 32)
+        ck_quantize_x_q8(x, &xq, &xd, &isum, x.count)
+        for b in 0..<(x.count / 32) {
+            let block = x[(b * 32)..<(b * 32 + 32)]
+            let d = block.map { abs($0) }.max()! / 127, id = d != 0 ? 1 / d : 0
+            XCTAssertEqual(xd[b], d, "block \(b) scale")
+            var sum: Int32 = 0
+            for j in 0..<32 {
+                let q = Int8((block[b * 32 + j] * id).rounded())
+                XCTAssertEqual(xq[b * 32 + j], q, "block \(b) element \(j): \(block[b * 32 + j])")
+                sum += Int32(q)
+            }
+            XCTAssertEqual(isum[b], sum, "block \(b) sum")
+        }
+        XCTAssertEqual(Array(xq[0..<12]), [1, -1, 2, -2, 3, -3, 127, -127, 0, 0, 1, 3])
+    }
+
     /// Weights repacked at load for the integer GEMM (`packedForInt8`) give the same bits as panels built from the
     /// ggml rows on every call, for every row count, row range and dtype: 45 rows (a partial last panel read from the
     /// rows), an odd block count (panels not 64-byte aligned), and a two-weight group whose second weight's ranges
