@@ -16,7 +16,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Repetitions for timings (the best run is reported).")
     var repeats: Int = 1
 
-    @Flag(name: .customLong("int8-activations"), help: "Use 8-bit activations with Q4_0/Q4_1/Q8_0 weights (decode; prefill too on AVX-512 VNNI).")
+    @Flag(name: .customLong("int8-activations"), help: "Use 8-bit activations with Q4_0/Q4_1/Q8_0 weights (weights repacked at load for the integer GEMM on AVX-512 VNNI).")
     var int8Activations = false
 
     @Option(help: "Benchmark a real model (official folder, Hugging Face folder or .gguf) instead of a preset.")
