@@ -9,7 +9,7 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
                           bias: UnsafePointer<Float>? = nil, T: Int, activations: ActivationPrecision = .f32,
                           oneSequence: Bool = false, pool: ThreadPool = .shared) {
     precondition(weight.shape.count == 2, "linear weight must be 2-D")
-    let N = weight.shape[0], K = weight.shape[1]
+    let N = weight.shape[0]
     if T <= matvecBatchLimit && !(oneSequence && prefersGemm(weight, T: T)) {
         matvecGroup(outs: [out], x: inp, T: T, weights: [weight], activations: activations, pool: pool)
     } else {
@@ -85,7 +85,7 @@ extension Tensor {
     public func packedForInt8(into arena: Storage? = nil, at offset: Int = 0, pool: ThreadPool = .shared) -> Tensor {
         let bytes = int8PanelBytes
         guard bytes > 0, int8Panels == nil, let kind = int8GemmKind(self) else { return self }
-        let target = arena ?? (bytes >= 32 << 20 ? Storage(uninitializedHugeBytes: bytes) : Storage(uninitializedBytes: bytes))
+        let target = arena ?? Storage(uninitializedBytes: bytes, hugePages: bytes >= 32 << 20)
         precondition(offset >= 0 && offset + bytes <= target.byteCount, "packed panels outside their arena")
         let K = shape[1], dst = target.base + offset
         pool.parallelForDynamic(shape[0] / 16, chunk: 8) { r, _ in

@@ -46,7 +46,7 @@ public enum Measure {
         let n = bytes / 4
         // On huge pages, as the int8 mode's repacked weights: with 4 KB pages this measured ~35 GB/s where the
         // 7B Q4_0 int8 decode streamed 43, so the "bound" was no bound.
-        let storage = Storage(uninitializedHugeBytes: n * 4)
+        let storage = Storage(uninitializedBytes: n * 4, hugePages: true)
         let buf = storage.base.bindMemory(to: Float.self, capacity: n)
         defer { withExtendedLifetime(storage) {} }
         // Touch every page so the timing sees memory, not page faults.

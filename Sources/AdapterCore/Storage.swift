@@ -26,21 +26,14 @@ public final class Storage: @unchecked Sendable {
     }
 
     /// Allocates 64-byte aligned memory of `byteCount` bytes without clearing it (for buffers about to be filled).
-    public init(uninitializedBytes byteCount: Int) {
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-        self.byteCount = byteCount
-        owner = nil
-        ownsMemory = true
-    }
-
-    /// Allocates `byteCount` bytes without clearing them, 2 MB aligned and marked for transparent huge pages where
-    /// the system offers them (large weight copies that kernels stream: fewer TLB misses).
-    public init(uninitializedHugeBytes byteCount: Int) {
+    /// `hugePages`: 2 MB aligned and marked for transparent huge pages where the system offers them (large weight
+    /// copies that kernels stream: fewer TLB misses); the size rounds up to whole 2 MB pages.
+    public init(uninitializedBytes byteCount: Int, hugePages: Bool = false) {
         let huge = 2 << 20
-        let n = (max(byteCount, 1) + huge - 1) / huge * huge
-        base = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: huge)
+        let n = hugePages ? (max(byteCount, 1) + huge - 1) / huge * huge : max(byteCount, 1)
+        base = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: hugePages ? huge : 64)
         #if os(Linux)
-        _ = madvise(base, n, MADV_HUGEPAGE)
+        if hugePages { _ = madvise(base, n, MADV_HUGEPAGE) }
         #endif
         self.byteCount = byteCount
         owner = nil

@@ -37,6 +37,9 @@ public struct LlamaLayerWeights: @unchecked Sendable {
         self.ffnNorm = ffnNorm
         self.w1 = w1; self.w2 = w2; self.w3 = w3
     }
+
+    /// The seven matrices (wq, wk, wv, wo, w1, w2, w3), for passes that transform each of them alike.
+    public static var matrices: [WritableKeyPath<LlamaLayerWeights, Tensor>] { [\.wq, \.wk, \.wv, \.wo, \.w1, \.w2, \.w3] }
 }
 
 /// All weights of a LLaMA model.

@@ -33,11 +33,7 @@ extension LlamaWeights {
         }
         var w = self
         for i in w.layers.indices {
-            var l = w.layers[i]
-            l.wq = try l.wq.quantized(to: dtype); l.wk = try l.wk.quantized(to: dtype); l.wv = try l.wv.quantized(to: dtype)
-            l.wo = try l.wo.quantized(to: dtype); l.w1 = try l.w1.quantized(to: dtype); l.w2 = try l.w2.quantized(to: dtype)
-            l.w3 = try l.w3.quantized(to: dtype)
-            w.layers[i] = l
+            for m in LlamaLayerWeights.matrices { w.layers[i][keyPath: m] = try w.layers[i][keyPath: m].quantized(to: dtype) }
         }
         w.output = try output.quantized(to: dtype)
         return w
@@ -50,13 +46,13 @@ extension LlamaWeights {
     /// and stays as it is. Unchanged on CPUs without AVX-512 VNNI.
     public func packedForInt8(pool: ThreadPool = .shared) -> LlamaWeights {
         var w = self
-        let slots: [WritableKeyPath<LlamaLayerWeights, Tensor>] = [\.wq, \.wk, \.wv, \.wo, \.w1, \.w2, \.w3]
+        let slots = LlamaLayerWeights.matrices
         // One arena for all panels (64-byte aligned ranges), on huge pages: per-tensor huge allocations would each
         // round up to 2 MB (SmolLM2: 210 small matrices, 420 MB).
         let align = { (n: Int) in (n + 63) / 64 * 64 }
         let total = layers.reduce(0) { sum, l in slots.reduce(sum) { $0 + align(l[keyPath: $1].int8PanelBytes) } } + align(output.int8PanelBytes)
         guard total > 0 else { return self }
-        let arena = Storage(uninitializedHugeBytes: total)
+        let arena = Storage(uninitializedBytes: total, hugePages: true)
         var offset = 0
         func pack(_ t: Tensor) -> Tensor {
             let packed = t.packedForInt8(into: arena, at: offset, pool: pool)

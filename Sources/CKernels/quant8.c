@@ -241,17 +241,19 @@ Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 #endif
 
 // ---------------------------------------------------------------- int8 GEMM (8-bit activations)
-// Sixteen rows at a time go into a panel where, for each 32-block, dword lane j of register g holds weight bytes
-// 4g..4g+3 of row j as unsigned values (Q4_0/Q4_1: q in element order; Q8_0: q + 128) and two registers hold the
-// 16 rows' scales d (and Q4_1's mins m). A dpbusd then multiplies 4 elements of 16 rows with the same 4 activation
-// bytes of one token (a broadcast operand): per block and token, 8 dpbusd give 16 outputs, then the unsigned
-// offset's correction (Q4_0: 8·isum, Q8_0: 128·isum, exact in int32), one conversion and one FMA with d_w·d_x
-// (Q4_1: one more FMA, m_w times d_x·isum). About 0.75 instructions per output and block against 2 FMAs in the f32
-// kernels. The panel (640 bytes per block) is built once per 16 rows and read by every group of up to 8 tokens;
-// a token's outputs never depend on the tokens computed with it. kind: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0.
+// Sixteen rows at a time form a panel where, for each 32-block, dword lane j of register g holds weight bytes
+// 4g..4g+3 of row j as unsigned values (Q4_0/Q4_1: q in element order; Q8_0: q + 128), followed by the 16 rows' f16
+// scales d (and Q4_1's mins m). A dpbusd then multiplies 4 elements of 16 rows with the same 4 activation bytes of
+// one token (a broadcast operand): per block and token, 8 dpbusd give 16 outputs, then the unsigned offset's
+// correction (Q4_0: 8·isum, Q8_0: 128·isum, exact in int32), one conversion and one FMA with d_w·d_x (Q4_1: one
+// more FMA, m_w times d_x·isum). About 0.75 instructions per output and block against 2 FMAs in the f32 kernels.
+// A panel takes the bytes of its 16 ggml rows (Q4: 256 bytes of packed nibbles per block, low nibble = element
+// 4g + i of register g, high = register g + 4; Q8_0: 512 bytes), so a whole weight can be repacked once at load
+// (`ck_q8act_pack`) and read as one stream; rows without such a copy are packed the same way into a per-thread
+// buffer per call. Each panel is read by every group of up to 8 tokens; a token's outputs never depend on the
+// tokens computed with it. kind: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0.
 #ifdef CK_X86
 #define CK_ALWAYS_INLINE8 __attribute__((always_inline)) inline
-#define CK_PANEL 10
 
 static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0); }
 
@@ -290,27 +292,27 @@ TGT_VNNI static CK_ALWAYS_INLINE8 __m512i q8act_first_dwords(const uint8_t *p, s
     return _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpacklo_epi32(a[2], a[3])));
 }
 
-// One block of a panel from its raw dwords, one row per lane: dm, the block's first dword (d in its low half, Q4_1's
-// m in its high half), and q, the block's weight bytes 4g..4g+3 (Q4: the 4 dwords of packed nibbles; Q8_0: 8 dwords).
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_put(int kind, __m512i dm, const __m512i *q, __m512i *out) {
-    out[8] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm)));
-    out[9] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
-    if (kind != 2) {
-        __m512i m15 = _mm512_set1_epi8(15);
-        for (int g = 0; g < 4; g++) {
-            out[g] = _mm512_and_si512(q[g], m15);
-            out[g + 4] = _mm512_and_si512(_mm512_srli_epi32(q[g], 4), m15);
-        }
-    } else {
+static inline size_t q8act_packed_quant_bytes(int kind) { return kind == 2 ? 512 : 256; }
+
+// Block b of a panel from its raw dwords, one row per lane: dm, the block's first dword (d in its low half, Q4_1's m
+// in its high half), and q, the block's weight dwords (Q4: the 4 dwords of packed nibbles; Q8_0: 8 dwords).
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_put(int kind, __m512i dm, const __m512i *q, uint8_t *out) {
+    size_t qb = q8act_packed_quant_bytes(kind);
+    if (kind == 2) {
         __m512i flip = _mm512_set1_epi8((char)0x80);
-        for (int g = 0; g < 8; g++) out[g] = _mm512_xor_si512(q[g], flip);
+        for (int g = 0; g < 8; g++) _mm512_storeu_si512(out + 64 * g, _mm512_xor_si512(q[g], flip));
+    } else {
+        for (int g = 0; g < 4; g++) _mm512_storeu_si512(out + 64 * g, q[g]);
     }
+    _mm256_storeu_si256((__m256i *)(out + qb), _mm512_cvtepi32_epi16(dm));
+    if (kind == 1) _mm256_storeu_si256((__m256i *)(out + qb + 32), _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
 }
 
-// The panel of 16 rows (a partial one, fewer than 16 rows: the last of a matrix whose row count is not a multiple
-// of 16, through masked gathers, which never read past the live rows).
-TGT_VNNI static void q8act_panel(int kind, const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, __m512i *panel) {
-    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2;
+// The panel of `rows` ggml rows at w (rows apart by rowBytes) into dst; a partial one (fewer than 16 rows: the last of
+// a matrix whose row count is not a multiple of 16, or a range off a panel boundary) through masked gathers, which
+// never read past the live rows, its other lanes zero.
+TGT_VNNI static void q8act_pack_rows(int kind, const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
+    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2, stride = 16 * bsz;
     __m512i q[8];
     if (rows == 16) {
         // The 16 rows are one contiguous stretch, read here block by block across all of them, an order the
@@ -320,7 +322,7 @@ TGT_VNNI static void q8act_panel(int kind, const uint8_t *w, size_t rowBytes, si
             const uint8_t *base = w + b * bsz;
             q8act_transpose16x4(base + qoff, rowBytes, q);
             if (kind == 2) q8act_transpose16x4(base + qoff + 16, rowBytes, q + 4);
-            q8act_put(kind, q8act_first_dwords(base, rowBytes), q, panel + b * CK_PANEL);
+            q8act_put(kind, q8act_first_dwords(base, rowBytes), q, dst + b * stride);
         }
         return;
     }
@@ -332,31 +334,14 @@ TGT_VNNI static void q8act_panel(int kind, const uint8_t *w, size_t rowBytes, si
         const uint8_t *base = w + b * bsz;
         for (int g = 0; g < (kind == 2 ? 8 : 4); g++)
             q[g] = _mm512_mask_i32gather_epi32(zero, live, rowOff, base + qoff + 4 * g, 1);
-        q8act_put(kind, _mm512_mask_i32gather_epi32(zero, live, rowOff, base, 1), q, panel + b * CK_PANEL);
+        q8act_put(kind, _mm512_mask_i32gather_epi32(zero, live, rowOff, base, 1), q, dst + b * stride);
     }
 }
 
-// Weight panels repacked once at load (`ck_q8act_pack`) keep the same bytes per weight as the ggml rows they
-// replace, so 16 rows take 16 rows' bytes: per block, the transposed weight dwords (Q4: the 4 registers of packed
-// nibbles, low nibble = element 4g + i of register g, high = register g + 4; Q8_0: 8 registers of q + 128), then the
-// 16 rows' f16 scales and (Q4_1) their f16 mins. A token then reads a panel as one stream, in order, without
-// building it: 4 loads and 12 logic operations per block for Q4, against ~16 row loads and 40 shuffles.
-static inline size_t q8act_packed_quant_bytes(int kind) { return kind == 2 ? 512 : 256; }
-
-// Block b's 8 weight registers, 16 scales d and (Q4_1) 16 mins m: from a panel built per call (packed == 0, src the
-// panel buffer) or from a packed panel (packed == 1, src its first byte). Both give the same values.
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, int packed, const void *src, size_t nb, size_t b,
-                                                  __m512i wv[8], __m512 *d, __m512 *m) {
-    if (!packed) {
-        const __m512i *pv = (const __m512i *)src + b * CK_PANEL;
-        for (int g = 0; g < 8; g++) wv[g] = pv[g];
-        *d = _mm512_castsi512_ps(pv[8]);
-        *m = _mm512_castsi512_ps(pv[9]);
-        return;
-    }
+// Block b's 8 weight registers, 16 scales d and (Q4_1) 16 mins m, from the panel at src.
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src, size_t b, __m512i wv[8], __m512 *d, __m512 *m) {
     size_t qb = q8act_packed_quant_bytes(kind), stride = 16 * q8act_block_bytes(kind);
-    const uint8_t *q = (const uint8_t *)src + b * stride, *ds = q + qb;
-    (void)nb;
+    const uint8_t *q = src + b * stride, *ds = q + qb;
     // One token reads each panel once, at memory speed: ask 4 KB ahead (into the next panel at the end). The
     // hardware prefetcher stops at 4 KB pages and starts late in each chunk; 7B Q4_0 decode, 2 threads, tok/s:
     // 8.1-8.2 at 1-2 KB ahead, 8.3-8.6 at 4 KB, 8.2-8.5 at 8 KB (same sitting).
@@ -376,7 +361,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, int packed, const v
 }
 
 // NT tokens (a constant after inlining) against one panel: their 16-row outputs stay in registers over all blocks.
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, int packed, const void *src, size_t nb, size_t k,
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src, size_t nb, size_t k,
                                                    const int8_t *xq, const float *xd, const int32_t *xsum, const int NT,
                                                    float *y, size_t ys, size_t rows) {
     const int32_t c = kind == 0 ? 8 : kind == 1 ? 0 : 128;
@@ -385,7 +370,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, int packed, const 
     for (size_t b = 0; b < nb; b++) {
         __m512i wv[8];
         __m512 d, m;
-        q8act_block(kind, packed, src, nb, b, wv, &d, &m);
+        q8act_block(kind, src, b, wv, &d, &m);
         for (int t = 0; t < NT; t++) {
             const int8_t *x = xq + t * k + b * 32;
             int32_t xs[8];
@@ -411,7 +396,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, int packed, const 
 }
 
 // All T tokens against one panel, 8 at a time.
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, int packed, const void *src, size_t nb, size_t k,
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_t *src, size_t nb, size_t k,
                                                          const int8_t *xq, const float *xd, const int32_t *xsum,
                                                          size_t T, float *y, size_t ys, size_t rows) {
     for (size_t t = 0; t < T; t += 8) {
@@ -420,67 +405,49 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, int packed, 
         const float *d = xd + t * nb;
         const int32_t *s = xsum + t * nb;
         float *yt = y + t * ys;
-#define CK_Q8ACT_CASE(N) case N: q8act_tokens(kind, packed, src, nb, k, x, d, s, N, yt, ys, rows); break;
+#define CK_Q8ACT_CASE(N) case N: q8act_tokens(kind, src, nb, k, x, d, s, N, yt, ys, rows); break;
         switch (n) { CK_Q8ACT_CASE(1) CK_Q8ACT_CASE(2) CK_Q8ACT_CASE(3) CK_Q8ACT_CASE(4)
-                     CK_Q8ACT_CASE(5) CK_Q8ACT_CASE(6) CK_Q8ACT_CASE(7) default: q8act_tokens(kind, packed, src, nb, k, x, d, s, 8, yt, ys, rows); }
+                     CK_Q8ACT_CASE(5) CK_Q8ACT_CASE(6) CK_Q8ACT_CASE(7) default: q8act_tokens(kind, src, nb, k, x, d, s, 8, yt, ys, rows); }
 #undef CK_Q8ACT_CASE
     }
 }
 
 // Rows [r0, r1): whole 16-row panels below packedRows from the packed copy, any other rows (a partial last panel, a
-// range not starting on a panel boundary, a weight without a packed copy) through a panel built from the ggml rows.
+// range not starting on a panel boundary, a weight without a packed copy) through a panel packed from the ggml rows
+// into `panel`.
 TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, const void *packed, size_t packedRows,
                                                       size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
-                                                      const int32_t *xsum, size_t T, float *y, size_t ys, __m512i *panel) {
+                                                      const int32_t *xsum, size_t T, float *y, size_t ys, uint8_t *panel) {
     size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind);
     for (size_t r = r0; r < r1;) {
         if (packed && r % 16 == 0 && r + 16 <= r1 && r + 16 <= packedRows) {
-            q8act_panel_tokens(kind, 1, (const uint8_t *)packed + r * rowBytes, nb, k, xq, xd, xsum, T, y + r, ys, 16);
+            q8act_panel_tokens(kind, (const uint8_t *)packed + r * rowBytes, nb, k, xq, xd, xsum, T, y + r, ys, 16);
             r += 16;
             continue;
         }
         size_t end = r1 - r < 16 ? r1 : r + 16;
         if (packed && r % 16 != 0 && end > (r / 16 + 1) * 16) end = (r / 16 + 1) * 16;
-        q8act_panel(kind, (const uint8_t *)w + r * rowBytes, rowBytes, nb, end - r, panel);
-        q8act_panel_tokens(kind, 0, panel, nb, k, xq, xd, xsum, T, y + r, ys, end - r);
+        q8act_pack_rows(kind, (const uint8_t *)w + r * rowBytes, rowBytes, nb, end - r, panel);
+        q8act_panel_tokens(kind, panel, nb, k, xq, xd, xsum, T, y + r, ys, end - r);
         r = end;
     }
 }
 TGT_VNNI static void gemm_q8act_q4_0(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                                      const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys,
-                                     __m512i *panel) {
+                                     uint8_t *panel) {
     gemm_q8act_vnni(0, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
 }
 TGT_VNNI static void gemm_q8act_q4_1(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                                      const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys,
-                                     __m512i *panel) {
+                                     uint8_t *panel) {
     gemm_q8act_vnni(1, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
 }
 TGT_VNNI static void gemm_q8act_q8_0(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                                      const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys,
-                                     __m512i *panel) {
+                                     uint8_t *panel) {
     gemm_q8act_vnni(2, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
 }
 
-// Packs the 16 rows at w (one whole panel) into dst in the packed layout described above.
-TGT_VNNI static void q8act_pack_panel(int kind, const uint8_t *w, size_t rowBytes, size_t nb, uint8_t *dst) {
-    size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2, qb = q8act_packed_quant_bytes(kind), stride = 16 * bsz;
-    __m512i q[8], flip = _mm512_set1_epi8((char)0x80);
-    for (size_t b = 0; b < nb; b++) {
-        const uint8_t *base = w + b * bsz;
-        uint8_t *out = dst + b * stride;
-        q8act_transpose16x4(base + qoff, rowBytes, q);
-        if (kind == 2) {
-            q8act_transpose16x4(base + qoff + 16, rowBytes, q + 4);
-            for (int g = 0; g < 8; g++) _mm512_storeu_si512(out + 64 * g, _mm512_xor_si512(q[g], flip));
-        } else {
-            for (int g = 0; g < 4; g++) _mm512_storeu_si512(out + 64 * g, q[g]);
-        }
-        __m512i dm = q8act_first_dwords(base, rowBytes);
-        _mm256_storeu_si256((__m256i *)(out + qb), _mm512_cvtepi32_epi16(dm));
-        if (kind == 1) _mm256_storeu_si256((__m256i *)(out + qb + 32), _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
-    }
-}
 #endif
 
 int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst) {
@@ -488,7 +455,7 @@ int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void 
     if (kind < 0 || kind > 2 || k % 32 != 0 || !ck_cpu_has_vnni()) return 0;
     size_t nb = k / 32, panelBytes = 16 * nb * q8act_block_bytes(kind);
     for (size_t p = p0; p < p1; p++)
-        q8act_pack_panel(kind, (const uint8_t *)w + p * panelBytes, panelBytes / 16, nb, (uint8_t *)dst + p * panelBytes);
+        q8act_pack_rows(kind, (const uint8_t *)w + p * panelBytes, panelBytes / 16, nb, 16, (uint8_t *)dst + p * panelBytes);
     return 1;
 #else
     (void)kind; (void)w; (void)k; (void)p0; (void)p1; (void)dst;
@@ -497,7 +464,7 @@ int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void 
 }
 
 #ifdef CK_X86
-struct q8act_panel_buf { size_t capacity; size_t pad[7]; __m512i data[]; };
+struct q8act_panel_buf { size_t capacity; size_t pad[7]; uint8_t data[]; };
 static pthread_key_t panel_key;
 static pthread_once_t panel_once = PTHREAD_ONCE_INIT;
 static void panel_key_create(void) { pthread_key_create(&panel_key, free); }
@@ -512,16 +479,16 @@ int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows
     // value whose destructor frees it when the thread ends.
     pthread_once(&panel_once, panel_key_create);
     struct q8act_panel_buf *buf = pthread_getspecific(panel_key);
-    size_t need = (k / 32) * CK_PANEL;
+    size_t need = 16 * (k / 32) * q8act_block_bytes(kind);
     if (!buf || need > buf->capacity) {
-        struct q8act_panel_buf *nb = aligned_alloc(64, sizeof(struct q8act_panel_buf) + need * sizeof(__m512i));
+        struct q8act_panel_buf *nb = aligned_alloc(64, (sizeof(struct q8act_panel_buf) + need + 63) / 64 * 64);
         if (!nb) return 0;
         nb->capacity = need;
         free(buf);
         pthread_setspecific(panel_key, nb);
         buf = nb;
     }
-    __m512i *panel = buf->data;
+    uint8_t *panel = buf->data;
     if (kind == 0) gemm_q8act_q4_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
     else if (kind == 1) gemm_q8act_q4_1(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
     else gemm_q8act_q8_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
