@@ -1,3 +1,4 @@
+import Foundation
 import CKernels
 
 /// out[T, N] = inp[T, K] · W[N, K]^T (+ bias[N]), where W keeps its stored dtype.
@@ -51,10 +52,38 @@ let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, 
 /// Runs the integer GEMM over rows `r0..<r1` of `weight`, reading its packed panels where it has them.
 @inline(__always)
 func int8Gemm(kind: Int32, weight w: Tensor, r0: Int, r1: Int, xq: UnsafePointer<Int8>, xd: UnsafePointer<Float>,
-              xs: UnsafePointer<Int32>, T: Int, out: UnsafeMutablePointer<Float>) {
+              xs: UnsafePointer<Int32>, T: Int, out: UnsafeMutablePointer<Float>, ys: Int? = nil) {
     let N = w.shape[0], K = w.shape[1]
     _ = ck_gemm_q8act(kind, w.data, w.int8Panels?.base, w.int8Panels == nil ? 0 : N / 16 * 16,
-                      K, r0, r1, xq, xd, xs, T, out, N)
+                      K, r0, r1, xq, xd, xs, T, out, ys ?? N)
+}
+
+/// Quantizes T rows of K floats into `levels` int8 rows each (row t·levels + l), with their block scales and sums.
+func quantizeActivations(_ x: UnsafePointer<Float>, T: Int, K: Int, levels: Int, xq: UnsafeMutablePointer<Int8>,
+                         xd: UnsafeMutablePointer<Float>, xs: UnsafeMutablePointer<Int32>) {
+    let nb = K / 32
+    for t in 0..<T {
+        if levels == 1 {
+            ck_quantize_x_q8(x + t * K, xq + t * K, xd + t * nb, xs + t * nb, K)
+        } else {
+            ck_quantize_x_q8_levels(x + t * K, levels, xq + t * levels * K, xd + t * levels * nb, xs + t * levels * nb, K)
+        }
+    }
+}
+
+/// out[t, r] for rows r in `rows`: the sum of the `levels` partial products of token t (rows t·levels + l of
+/// `parts`, `ld` apart), smallest level first.
+@inline(__always)
+func sumLevels(out: UnsafeMutablePointer<Float>, ldo: Int, parts: UnsafePointer<Float>, ld: Int, T: Int, levels: Int, rows: Range<Int>) {
+    for t in 0..<T {
+        let o = out + t * ldo, p = parts + t * levels * ld
+        for r in rows {
+            var v = p[(levels - 1) * ld + r]
+            var l = levels - 2
+            while l >= 0 { v = p[l * ld + r] + v; l -= 1 }
+            o[r] = v
+        }
+    }
 }
 
 /// Where a weight's panels repacked for the integer GEMM live: a byte range of a storage (one arena per model, so
@@ -98,22 +127,28 @@ extension Tensor {
     }
 }
 
-/// out[T, N] = x̂ · Wᵀ with x̂ each row of `inp` quantized to 8-bit blocks (the opt-in `--int8-activations` mode,
-/// llama.cpp's method for quantized weights): integer products through AVX-512 VNNI, 16 weight rows per panel.
-/// False (nothing written) when the weight's type or the CPU has no such kernel.
-func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int, pool: ThreadPool) -> Bool {
+/// out[T, N] = x̂ · Wᵀ with x̂ each row of `inp` quantized to `levels` 8-bit levels per block (one: the opt-in
+/// `--int8-activations` mode, llama.cpp's method for quantized weights; three: f32 precision): integer products
+/// through AVX-512 VNNI, 16 weight rows per panel. False (nothing written) when the weight's type or the CPU has no
+/// such kernel.
+func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int, levels: Int = 1,
+              pool: ThreadPool) -> Bool {
     guard let kind = int8GemmKind(weight) else { return false }
     let N = weight.shape[0], K = weight.shape[1], nb = K / 32
-    let xq = UnsafeMutablePointer<Int8>.allocate(capacity: T * K)
-    let xd = UnsafeMutablePointer<Float>.allocate(capacity: T * nb)
-    let xs = UnsafeMutablePointer<Int32>.allocate(capacity: T * nb)
-    defer { xq.deallocate(); xd.deallocate(); xs.deallocate() }
+    let R = T * levels
+    let xq = UnsafeMutablePointer<Int8>.allocate(capacity: R * K)
+    let xd = UnsafeMutablePointer<Float>.allocate(capacity: R * nb)
+    let xs = UnsafeMutablePointer<Int32>.allocate(capacity: R * nb)
+    let parts = levels > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: R * N) : out
+    defer { xq.deallocate(); xd.deallocate(); xs.deallocate(); if levels > 1 { parts.deallocate() } }
     pool.parallelFor(T) { r in
-        for t in r { ck_quantize_x_q8(inp + t * K, xq + t * K, xd + t * nb, xs + t * nb, K) }
+        quantizeActivations(inp + r.lowerBound * K, T: r.count, K: K, levels: levels, xq: xq + r.lowerBound * levels * K,
+                            xd: xd + r.lowerBound * levels * nb, xs: xs + r.lowerBound * levels * nb)
     }
     // Chunks of 64 rows (four panels), claimed by whichever thread is free.
     pool.parallelForDynamic(N, chunk: 64) { r, _ in
-        int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: T, out: out)
+        int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: R, out: parts)
+        if levels > 1 { sumLevels(out: out, ldo: N, parts: parts, ld: N, T: T, levels: levels, rows: r) }
     }
     return true
 }
@@ -200,17 +235,33 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
     let total = starts.last!
     let legacyQuant = weights.contains { [.q4_0, .q4_1, .q8_0].contains($0.dtype) }
     let int8 = activations == .int8 && legacyQuant && K % 32 == 0
+    // Integer rows per input row: one 8-bit level (--int8-activations), or three (f32 precision, see `ActivationPrecision`).
+    let levels = activations == .int8 ? 1 : 3
+    // Which weights take the integer GEMM: with 8-bit activations, those of several rows (sequences decoding together,
+    // a short prompt: its panel of 16 weight rows is built once for all of them, SmolLM2 batch-8 step 33 -> 19 ms) or
+    // with packed panels (`packedForInt8`: then every row count takes the GEMM, so batched = alone bit for bit; a
+    // lone row without them keeps the mat-vec, 4.6 vs 7 ms per SmolLM2 token); at f32 precision, those with packed
+    // panels (three levels through panels built per call lose to f32 FMAs: SmolLM2 135 vs 206 tok/s).
+    let viaGemm: [Int32?] = weights.map { w in
+        guard K % 32 == 0, let kind = int8GemmKind(w) else { return nil }
+        if activations == .int8 { return T > 1 || w.int8Panels != nil ? kind : nil }
+        return w.int8Panels != nil ? kind : nil
+    }
+    let quantize = int8 || viaGemm.contains { $0 != nil }
+    let R = quantize ? T * levels : 0
     let blocks = max(1, K / 32)
     // Rows per tile: about 64 KB of weights, which stay in L1/L2 while the T input rows pass.
     let maxRowBytes = weights.map { $0.dtype.byteCount(elements: K) }.max() ?? 1
     let tile = T == 1 ? Int.max : max(1, 65536 / max(maxRowBytes, 1))
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * blocks * T) { sums in
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: blocks * (T + R)) { sums in
         let xs = sums.baseAddress!, xd = xs + blocks * T
-        withUnsafeTemporaryAllocation(of: Int8.self, capacity: int8 ? K * T : 1) { q8 in
-            withUnsafeTemporaryAllocation(of: Int32.self, capacity: blocks * T) { isum in
-                for t in 0..<T {
-                    if legacyQuant && !int8 && quantKernelsUseBlockSums { ck_block_sums32(x + t * K, xs + t * blocks, K) }
-                    if int8 { ck_quantize_x_q8(x + t * K, q8.baseAddress! + t * K, xd + t * blocks, isum.baseAddress! + t * blocks, K) }
+        withUnsafeTemporaryAllocation(of: Int8.self, capacity: max(1, K * R)) { q8 in
+          withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, blocks * R)) { isum in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: levels > 1 ? R * total : 1) { partsBuf in
+                let xq = q8.baseAddress!, isums = isum.baseAddress!, parts = partsBuf.baseAddress!
+                if quantize { quantizeActivations(x, T: T, K: K, levels: levels, xq: xq, xd: xd, xs: isums) }
+                if legacyQuant && !int8 && quantKernelsUseBlockSums {
+                    for t in 0..<T { ck_block_sums32(x + t * K, xs + t * blocks, K) }
                 }
                 // Chunks of about 256 KB of weights (at most 16 per thread), claimed by whichever thread is free:
                 // a mat-vec streams memory, and a static half each stalls the step on the slower core.
@@ -219,21 +270,20 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                 let chunks = min(16 * threads, max(threads, totalBytes / (256 << 10)))
                 var chunk = max(max(1, 16384 / max(K, 1)), ((total + chunks - 1) / chunks + 3) / 4 * 4)
                 // The integer GEMM takes rows 16 at a time (one panel).
-                let packed = int8 && weights.contains { $0.int8Panels != nil }
-                if int8 && (T > 1 || packed) && int8GemmAvailable { chunk = (chunk + 15) / 16 * 16 }
+                if viaGemm.contains(where: { $0 != nil }) { chunk = (chunk + 15) / 16 * 16 }
                 pool.parallelForDynamic(total, chunk: chunk) { r, _ in
                     for (i, w) in weights.enumerated() {
                         let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
                         guard lo < hi else { continue }
                         let N = w.shape[0]
-                        if int8, T > 1 || w.int8Panels != nil, let kind = int8GemmKind(w) {
-                            // Several rows (sequences decoding together, a short prompt) take the integer GEMM: its
-                            // panel of 16 weight rows is built once for all of them (SmolLM2 batch-8 step 33 -> 19 ms).
-                            // Without packed panels a lone row keeps the mat-vec, which streams the weights without
-                            // building panels (4.6 vs 7 ms per token; the two differ in their last bits); with them
-                            // (`packedForInt8`) every row count takes the GEMM, so batched = alone bit for bit.
-                            int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: q8.baseAddress!, xd: xd, xs: isum.baseAddress!,
-                                     T: T, out: outs[i])
+                        if let kind = viaGemm[i] {
+                            if levels == 1 {
+                                int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: xq, xd: xd, xs: isums, T: T, out: outs[i])
+                            } else {
+                                int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: xq, xd: xd, xs: isums, T: R,
+                                         out: parts + starts[i], ys: total)
+                                sumLevels(out: outs[i], ldo: N, parts: parts + starts[i], ld: total, T: T, levels: levels, rows: lo..<hi)
+                            }
                             continue
                         }
                         if T > 1, !int8, matmulRows(out: outs[i], x: x, xsum: xs, blocks: blocks, T: T, weight: w, rows: lo..<hi) { continue }
@@ -242,8 +292,8 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                             let b = min(hi, a + min(tile, hi - a))
                             for t in 0..<T {
                                 if int8 {
-                                    let xq = Int8Activations(qs: q8.baseAddress! + t * K, d: xd + t * blocks, sums: isum.baseAddress! + t * blocks)
-                                    if matvecRowsInt8(out: outs[i] + t * N, x: xq, weight: w, rows: a..<b) { continue }
+                                    let q = Int8Activations(qs: xq + t * K, d: xd + t * blocks, sums: isums + t * blocks)
+                                    if matvecRowsInt8(out: outs[i] + t * N, x: q, weight: w, rows: a..<b) { continue }
                                 }
                                 matvecRows(out: outs[i] + t * N, x: x + t * K, xsum: xs + t * blocks, weight: w, rows: a..<b)
                             }
@@ -252,13 +302,20 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                     }
                 }
             }
+          }
         }
     }
 }
 
+
 /// Precision of the activation vector in mat-vecs against Q4_0/Q4_1/Q8_0 weights.
 public enum ActivationPrecision: Sendable {
-    /// Exact f32 activations (default): results match a dequantized f32 reference to rounding.
+    /// Activations at f32 precision (default). Against weights without packed panels: f32 FMAs, matching a
+    /// dequantized f32 reference to rounding. Against Q4_0/Q4_1/Q8_0 weights with packed panels (`Tensor.packedForInt8`,
+    /// AVX-512 VNNI CPUs): every block of 32 activations is split into three 8-bit levels (x = Σ q_l·d_l to 1/254³ ≈ 2^-24
+    /// of the block's largest magnitude) whose exact integer products are summed per level in f32, as close to a float64
+    /// reference as f32 FMAs are (SmolLM2, 66 teacher-forced tokens: mean |Δ log-probability| 2.0e-6 vs 1.1–2.2e-6)
+    /// at integer speed; a prefill converts narrow matrices' panels to f32 for the f32 GEMM instead.
     case f32
     /// Activations quantized to 8-bit blocks, integer dot products (llama.cpp's method): faster, ~0.4%
     /// relative error per activation; opt-in (`--int8-activations`).
@@ -330,6 +387,11 @@ public func matvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, 
 public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int,
                        activations: ActivationPrecision = .f32, pool: ThreadPool = .shared) {
     if activations == .int8 && gemmInt8(out: out, inp: inp, weight: weight, T: T, pool: pool) { return }
+    // Packed weights at f32 precision: wide rows through the three-level integer GEMM, narrow ones converted from
+    // their panels for the f32 GEMM, whichever measured faster (64-token prefill, tok/s: 7B Q4_0 16.0 vs 12.6,
+    // Q8_0 14.8 vs 12.2; SmolLM2, K 576 and 1536, 580 vs 700 at 128 tokens).
+    if activations == .f32 && weight.int8Panels != nil && weight.shape[1] >= 2048
+        && gemmInt8(out: out, inp: inp, weight: weight, T: T, levels: 3, pool: pool) { return }
     let N = weight.shape[0], K = weight.shape[1]
     let rowBytes = weight.dtype.byteCount(elements: K)
     if ck_gemm_available() != 0 {
@@ -351,11 +413,27 @@ public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
             return
         }
         let threads = pool.activeThreadCount
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * panel * K)
-        defer { scratch.deallocate() }
-        pool.parallelForDynamic(N, chunk: panel) { r, thread in
-            let mine = scratch + thread * panel * K
-            convertToFloat(dtype: weight.dtype, src: weight.data + r.lowerBound * rowBytes, dst: mine, count: r.count * K)
+        // Weights repacked for the integer GEMM (their file pages given back) are read from their panels, whole
+        // panels at a time, through the ggml rows they hold.
+        let panels = weight.int8Panels.flatMap { p in int8GemmKind(weight).map { (p, $0) } }
+        let packedRows = panels == nil ? 0 : N / 16 * 16
+        let chunk = panels == nil ? panel : max(16, panel / 16 * 16)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * chunk * K)
+        let rowScratch = UnsafeMutableRawPointer.allocate(byteCount: panels == nil ? 1 : threads * chunk * rowBytes, alignment: 64)
+        defer { scratch.deallocate(); rowScratch.deallocate() }
+        pool.parallelForDynamic(N, chunk: chunk) { r, thread in
+            let mine = scratch + thread * chunk * K
+            let fromPanels = min(r.upperBound, packedRows) - r.lowerBound
+            if let (p, kind) = panels, fromPanels > 0 {
+                let rows = rowScratch + thread * chunk * rowBytes
+                ck_q8act_unpack(kind, p.base, K, r.lowerBound, r.lowerBound + fromPanels, rows)
+                convertToFloat(dtype: weight.dtype, src: rows, dst: mine, count: fromPanels * K)
+            }
+            let done = max(0, fromPanels)
+            if done < r.count {
+                convertToFloat(dtype: weight.dtype, src: weight.data + (r.lowerBound + done) * rowBytes, dst: mine + done * K,
+                               count: (r.count - done) * K)
+            }
             _ = ck_gemm_f32(mine, K, inp, K, out + r.lowerBound, N, T, K, 0, r.count)
         }
         return

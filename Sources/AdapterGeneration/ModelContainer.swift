@@ -24,19 +24,19 @@ public struct ModelConfiguration: Sendable {
     public var maxSeqLen: Int?
     /// Re-encode f16/f32 weights on load.
     public var quantize: QuantizationType?
-    /// Repack Q4_0/Q4_1/Q8_0 weights for sessions with 8-bit activations (`--int8-activations`).
-    public var int8Panels: Bool
+    /// Which Q4_0/Q4_1/Q8_0 matrices are repacked for the integer GEMM (default: those mapped from the file).
+    public var panels: PanelPacking
 
     /// A configuration for `model`.
     public init(model: String, tokenizer: String? = nil, adapter: String? = nil, clip: String? = nil,
-                maxSeqLen: Int? = nil, quantize: QuantizationType? = nil, int8Panels: Bool = false) {
+                maxSeqLen: Int? = nil, quantize: QuantizationType? = nil, panels: PanelPacking = .mapped) {
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = adapter
         self.clip = clip
         self.maxSeqLen = maxSeqLen
         self.quantize = quantize
-        self.int8Panels = int8Panels
+        self.panels = panels
     }
 }
 
@@ -102,7 +102,7 @@ public final class ModelContainer: @unchecked Sendable {
     public static func load(_ c: ModelConfiguration) throws -> ModelContainer {
         let maxSeqLen = c.maxSeqLen ?? (c.adapter != nil ? 512 : 2048)
         guard maxSeqLen > 0, maxSeqLen <= 1 << 20 else { throw AdapterError.invalidArgument("--max-seq-len must be between 1 and 1048576") }
-        let loaded = try ModelLoader.load(path: c.model, maxSeqLen: maxSeqLen, quantize: c.quantize?.dtype, int8Panels: c.int8Panels)
+        let loaded = try ModelLoader.load(path: c.model, maxSeqLen: maxSeqLen, quantize: c.quantize?.dtype, panels: c.panels)
         var tokenizer: any Tokenizer
         var template: String?
         var generationConfig: String?

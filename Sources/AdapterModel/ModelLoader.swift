@@ -14,16 +14,28 @@ public struct LoadedModel {
     public let format: String
 }
 
+/// Which Q4_0/Q4_1/Q8_0 matrices are repacked at load into the panels of the integer GEMM (AVX-512 VNNI CPUs;
+/// elsewhere nothing is repacked). Panels make decoding at f32 precision run on integer products (activations
+/// split into three 8-bit levels, see `ActivationPrecision.f32`) and serve `--int8-activations`.
+public enum PanelPacking: Sendable {
+    /// None: the file layout and f32 FMAs (`--no-repack`, training).
+    case none
+    /// The matrices mapped from the model file (the default): their pages are given back once repacked.
+    case mapped
+    /// Also matrices re-encoded on the heap by `--quantize`, which are then held twice (`--int8-activations`).
+    case all
+}
+
 /// Opens models in the formats we support and binds them to official weight names.
 public enum ModelLoader {
     /// Opens a model folder or file. `maxSeqLen` bounds the context (and the KV cache). `quantize` re-encodes the
-    /// large matrices; `int8Panels` repacks the Q4_0/Q4_1/Q8_0 ones for the `--int8-activations` integer GEMM.
-    public static func load(path: String, maxSeqLen: Int = 2048, quantize: DType? = nil, int8Panels: Bool = false) throws -> LoadedModel {
+    /// large matrices; `panels` says which Q4_0/Q4_1/Q8_0 ones are repacked for the integer GEMM.
+    public static func load(path: String, maxSeqLen: Int = 2048, quantize: DType? = nil, panels: PanelPacking = .none) throws -> LoadedModel {
         let loaded = try loadAsStored(path: path, maxSeqLen: maxSeqLen)
-        guard quantize != nil || int8Panels else { return loaded }
+        guard quantize != nil || panels != .none else { return loaded }
         var weights = loaded.model.weights
         if let quantize { weights = try weights.quantized(to: quantize) }
-        if int8Panels { weights = weights.packedForInt8() }
+        if panels != .none { weights = weights.packedForInt8(mappedOnly: panels == .mapped) }
         let model = try LlamaModel(config: loaded.model.config, weights: weights)
         return LoadedModel(model: model, source: loaded.source, tokenizerPath: loaded.tokenizerPath, format: loaded.format)
     }

@@ -43,18 +43,21 @@ extension LlamaWeights {
 extension LlamaWeights {
     /// The weights with every Q4_0/Q4_1/Q8_0 matrix (attention, feed-forward, output) carrying its panels repacked
     /// for the `--int8-activations` integer GEMM (`Tensor.packedForInt8`); the embedding table is only read by rows
-    /// and stays as it is. Unchanged on CPUs without AVX-512 VNNI.
-    public func packedForInt8(pool: ThreadPool = .shared) -> LlamaWeights {
+    /// and stays as it is. Unchanged on CPUs without AVX-512 VNNI. `mappedOnly`: only matrices mapped from the file,
+    /// whose pages are given back (a heap matrix, re-encoded by `--quantize`, would be held twice).
+    public func packedForInt8(mappedOnly: Bool = false, pool: ThreadPool = .shared) -> LlamaWeights {
         var w = self
         let slots = LlamaLayerWeights.matrices
+        let bytes = { (t: Tensor) in mappedOnly && !t.storage.isFileMapped ? 0 : t.int8PanelBytes }
         // One arena for all panels (64-byte aligned ranges), on huge pages: per-tensor huge allocations would each
         // round up to 2 MB (SmolLM2: 210 small matrices, 420 MB).
         let align = { (n: Int) in (n + 63) / 64 * 64 }
-        let total = layers.reduce(0) { sum, l in slots.reduce(sum) { $0 + align(l[keyPath: $1].int8PanelBytes) } } + align(output.int8PanelBytes)
+        let total = layers.reduce(0) { sum, l in slots.reduce(sum) { $0 + align(bytes(l[keyPath: $1])) } } + align(bytes(output))
         guard total > 0 else { return self }
         let arena = Storage(uninitializedBytes: total, hugePages: true)
         var offset = 0
         func pack(_ t: Tensor) -> Tensor {
+            guard bytes(t) > 0 else { return t }
             let packed = t.packedForInt8(into: arena, at: offset, pool: pool)
             offset += align(t.int8PanelBytes)
             return packed

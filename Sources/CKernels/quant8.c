@@ -61,6 +61,63 @@ void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_
     quantize_x_q8_generic(x, qs, d, isum, n);
 }
 
+// Level l quantizes what levels 0..l-1 left: r_0 = x, q_l = round(r_l / d_l) with d_l = max|r_l| / 127 per block,
+// r_{l+1} = r_l - q_l·d_l (one fused rounding, of a value already below d_l/2). So x = Σ_l q_l·d_l up to
+// max|x|/254³ (about 2^-24) per block after three levels, and Σ_l dot(w, q_l)·d_l is an integer sum per level.
+static void quantize_x_q8_levels_generic(const float *x, size_t levels, int8_t *qs, float *d, int32_t *isum, size_t n) {
+    size_t nb = n / 32;
+    for (size_t b = 0; b < nb; b++) {
+        float r[32];
+        memcpy(r, x + b * 32, sizeof r);
+        for (size_t l = 0; l < levels; l++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) { float a = fabsf(r[j]); if (a > amax) amax = a; }
+            float db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0;
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) {
+                float v = roundf(r[j] * id);
+                v = v > 127 ? 127 : v < -127 ? -127 : v;
+                qs[l * n + b * 32 + j] = (int8_t)v;
+                s += (int32_t)v;
+                r[j] = fmaf(-v, db, r[j]);
+            }
+            d[l * nb + b] = db;
+            isum[l * nb + b] = s;
+        }
+    }
+}
+
+#ifdef CK_X86
+TGT_AVX512 static void quantize_x_q8_levels_avx512(const float *x, size_t levels, int8_t *qs, float *d, int32_t *isum, size_t n) {
+    size_t nb = n / 32;
+    __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (size_t b = 0; b < nb; b++) {
+        __m512 a = _mm512_loadu_ps(x + b * 32), c = _mm512_loadu_ps(x + b * 32 + 16);
+        for (size_t l = 0; l < levels; l++) {
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+            float db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0;
+            __m512 vid = _mm512_set1_ps(id), vd = _mm512_set1_ps(-db);
+            __m512 fa = _mm512_min_ps(lim, _mm512_max_ps(nlim, round_half_away_avx512(_mm512_mul_ps(a, vid))));
+            __m512 fc = _mm512_min_ps(lim, _mm512_max_ps(nlim, round_half_away_avx512(_mm512_mul_ps(c, vid))));
+            __m512i qa = _mm512_cvttps_epi32(fa), qc = _mm512_cvttps_epi32(fc);
+            _mm_storeu_si128((__m128i *)(qs + l * n + b * 32), _mm512_cvtepi32_epi8(qa));
+            _mm_storeu_si128((__m128i *)(qs + l * n + b * 32 + 16), _mm512_cvtepi32_epi8(qc));
+            d[l * nb + b] = db;
+            isum[l * nb + b] = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
+            a = _mm512_fmadd_ps(fa, vd, a);
+            c = _mm512_fmadd_ps(fc, vd, c);
+        }
+    }
+}
+#endif
+
+void ck_quantize_x_q8_levels(const float *x, size_t levels, int8_t *qs, float *d, int32_t *isum, size_t n) {
+#ifdef CK_X86
+    if (ck_cpu_level() >= CK_AVX512) { quantize_x_q8_levels_avx512(x, levels, qs, d, isum, n); return; }
+#endif
+    quantize_x_q8_levels_generic(x, levels, qs, d, isum, n);
+}
+
 // ---------------------------------------------------------------- portable
 
 static inline int32_t dot_nib(const uint8_t *q, const int8_t *x) {
@@ -461,6 +518,31 @@ int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void 
     (void)kind; (void)w; (void)k; (void)p0; (void)p1; (void)dst;
     return 0;
 #endif
+}
+
+// The inverse of ck_q8act_pack for rows r0..<r1: in a panel, block b holds dword g of row j's quants at 64·g + 4·j
+// (Q8_0: q + 128) and row j's f16 scale at qb + 2·j (Q4_1's min at qb + 32 + 2·j).
+void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r1, void *dst) {
+    size_t nb = k / 32, bsz = kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0);
+    size_t rowBytes = nb * bsz, stride = 16 * bsz, qb = kind == 2 ? 512 : 256, qoff = kind == 1 ? 4 : 2;
+    int dwords = kind == 2 ? 8 : 4;
+    for (size_t r = r0; r < r1; r++) {
+        const uint8_t *panel = (const uint8_t *)packed + r / 16 * 16 * rowBytes;
+        size_t j = r % 16;
+        uint8_t *row = (uint8_t *)dst + (r - r0) * rowBytes;
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *src = panel + b * stride;
+            uint8_t *out = row + b * bsz;
+            memcpy(out, src + qb + 2 * j, 2);
+            if (kind == 1) memcpy(out + 2, src + qb + 32 + 2 * j, 2);
+            for (int g = 0; g < dwords; g++) {
+                uint32_t v;
+                memcpy(&v, src + 64 * g + 4 * j, 4);
+                if (kind == 2) v ^= 0x80808080u;
+                memcpy(out + qoff + 4 * g, &v, 4);
+            }
+        }
+    }
 }
 
 #ifdef CK_X86

@@ -18,6 +18,8 @@ struct Bench: ParsableCommand {
 
     @Flag(name: .customLong("int8-activations"), help: "Use 8-bit activations with Q4_0/Q4_1/Q8_0 weights (weights repacked at load for the integer GEMM on AVX-512 VNNI).")
     var int8Activations = false
+    @Flag(name: .customLong("no-repack"), help: "Keep Q4_0/Q4_1/Q8_0 weights in the file's layout (f32 FMAs instead of the default mode's integer products at f32 precision). Presets re-encode on the heap, where repacked weights are held twice.")
+    var noRepack = false
 
     @Option(help: "Benchmark a real model (official folder, Hugging Face folder or .gguf) instead of a preset.")
     var model: String?
@@ -281,7 +283,7 @@ struct Bench: ParsableCommand {
         var presetName = preset
         var dtypeName = dt.rawValue
         if let model {
-            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest), int8Panels: int8Activations).model
+            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest), panels: noRepack ? .none : int8Activations ? .all : .mapped).model
             presetName = "model"
             dtypeName = llama.weights.layers[0].wq.dtype.rawValue
         } else {
@@ -293,7 +295,7 @@ struct Bench: ParsableCommand {
             let stored: DType = [.f32, .bf16].contains(dt) ? dt : .f16
             var weights = LlamaWeights.synthetic(config: config, dtype: stored)
             if stored != dt { weights = try weights.quantized(to: dt) }
-            if int8Activations { weights = weights.packedForInt8(pool: pool) }
+            if !noRepack { weights = weights.packedForInt8(pool: pool) }
             llama = try LlamaModel(config: config, weights: weights, pool: pool)
         }
         let loadSeconds = Measure.now() - t0

@@ -167,7 +167,8 @@ struct Finetune: ParsableCommand {
         }
         let root = (mpi?.rank ?? 0) == 0
         let container = try ModelContainer.load(ModelConfiguration(
-            model: model.model, tokenizer: model.tokenizer, maxSeqLen: model.maxSeqLen ?? max(maxWords, 512), quantize: model.quantize))
+            model: model.model, tokenizer: model.tokenizer, maxSeqLen: model.maxSeqLen ?? max(maxWords, 512), quantize: model.quantize,
+            panels: .none))
         let base = container.model
         let clipWeights = try clip.map { try CLIPVisionWeights.load(path: $0) }
         var o = TrainingOptions()

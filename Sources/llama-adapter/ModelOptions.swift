@@ -35,6 +35,13 @@ struct ModelOptions: ParsableArguments {
           help: "Multiply Q4_0/Q4_1/Q8_0 weights with 8-bit activations, as llama.cpp: faster, but no longer exact vs an f32 reference. On CPUs with AVX-512 VNNI the weights are repacked at load for an integer GEMM (prefill and decode; same memory).")
     var int8Activations = false
 
+    @Flag(name: .customLong("no-repack"),
+          help: "Keep Q4_0/Q4_1/Q8_0 weights in the file's layout: no repacking at load, f32 FMAs instead of the integer products of the default f32-precision mode (same results to f32 rounding; slower on AVX-512 VNNI CPUs).")
+    var noRepack = false
+
+    /// Which matrices these flags repack at load.
+    var panels: PanelPacking { noRepack ? .none : int8Activations ? .all : .mapped }
+
     /// The per-session modes these flags select.
     var decoderOptions: DecoderOptions {
         DecoderOptions(compat: compat, activations: int8Activations ? .int8 : .f32)
@@ -88,7 +95,7 @@ struct AdapterOptions: ParsableArguments {
 func loadContainer(_ m: ModelOptions, _ a: AdapterOptions) throws -> ModelContainer {
     try ModelContainer.load(ModelConfiguration(
         model: m.model, tokenizer: m.tokenizer, adapter: a.adapter, clip: a.clip, maxSeqLen: m.maxSeqLen, quantize: m.quantize,
-        int8Panels: m.int8Activations))
+        panels: m.panels))
 }
 
 /// Opens one session on `container` for these options (the image is encoded once, here).

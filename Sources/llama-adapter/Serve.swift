@@ -70,7 +70,7 @@ struct Serve: ParsableCommand {
         signal(SIGTERM, SIG_DFL)
         let container = try ModelContainer.load(ModelConfiguration(
             model: modelOptions.model, tokenizer: modelOptions.tokenizer, adapter: adapter, clip: clip,
-            maxSeqLen: modelOptions.maxSeqLen, quantize: modelOptions.quantize, int8Panels: modelOptions.int8Activations))
+            maxSeqLen: modelOptions.maxSeqLen, quantize: modelOptions.quantize, panels: modelOptions.panels))
         if container.model.adapter?.visual != nil && container.clip == nil {
             FileHandle.standardError.write(Data("warning: the adapter has a visual branch but no --clip was given: requests with images will be refused\n".utf8))
         }

@@ -401,3 +401,91 @@ final class Int8ActivationTests: XCTestCase {
         }
     }
 }
+
+/// The default mode's integer path: activations split into three 8-bit levels against weights with packed panels.
+final class LevelActivationTests: XCTestCase {
+    static var vnni: Bool { ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 }
+
+    /// Activations with a wide range (outliers 1000x the rest, tiny values, an all-zero block, denormals) come back
+    /// from their three levels to within 1/254³ (about 2^-24) of each block's largest magnitude, checked in float64
+    /// (each level's remainder is at most half a step, a 254th of the level's range), and level 0 is exactly the
+    /// one-level quantization of `--int8-activations`.
+    func testThreeLevelsReconstructActivationsToA254CubedthOfTheBlockMaximum() {
+        var rng = QuantKernelTests.LCG(s: 31)
+        let n = 32 * 64
+        var x = (0..<n).map { _ in rng.unit() * 2 - 1 }
+        for i in stride(from: 5, to: n, by: 97) { x[i] *= 1000 }
+        for i in 64..<96 { x[i] = 0 }
+        for i in 96..<128 { x[i] *= 1e-30 }
+        x[130] = 1e-40
+        x[200] = -Float.greatestFiniteMagnitude / 4
+        let nb = n / 32
+        var q = [Int8](repeating: 0, count: 3 * n), d = [Float](repeating: 0, count: 3 * nb), s = [Int32](repeating: 0, count: 3 * nb)
+        ck_quantize_x_q8_levels(x, 3, &q, &d, &s, n)
+        var q1 = [Int8](repeating: 0, count: n), d1 = [Float](repeating: 0, count: nb), s1 = [Int32](repeating: 0, count: nb)
+        ck_quantize_x_q8(x, &q1, &d1, &s1, n)
+        XCTAssertEqual(Array(q[0..<n]), q1, "level 0 = the 8-bit activations")
+        XCTAssertEqual(Array(d[0..<nb]), d1)
+        XCTAssertEqual(Array(s[0..<nb]), s1)
+        for b in 0..<nb {
+            let amax = Double(x[(b * 32)..<(b * 32 + 32)].map { abs($0) }.max()!)
+            for l in 0..<3 {
+                XCTAssertEqual(s[l * nb + b], (0..<32).reduce(Int32(0)) { $0 + Int32(q[l * n + b * 32 + $1]) }, "block \(b) level \(l) sum")
+            }
+            for j in 0..<32 {
+                let i = b * 32 + j
+                let back = (0..<3).reduce(0.0) { $0 + Double(q[$1 * n + i]) * Double(d[$1 * nb + b]) }
+                XCTAssertLessThanOrEqual(abs(back - Double(x[i])), amax / (254 * 254 * 254) * 1.001, "element \(i) = \(x[i])")
+            }
+        }
+    }
+
+    /// Against Q4_0/Q4_1/Q8_0 weights with packed panels, the default (f32-precision) mode lands as close to a
+    /// float64 sum over the dequantized weights as f32 FMAs on the unpacked weights do, for one row, five rows and a
+    /// 19-token prefill (K 2048: the prefill takes the three-level GEMM too), and those three give the same bits.
+    func testPackedWeightsAtF32PrecisionAreAsCloseToFloat64AsF32FMAsAndBatchInvariant() throws {
+        guard Self.vnni else { throw XCTSkip("no AVX-512 VNNI: no packed panels, f32 FMAs only") }
+        var rng = QuantKernelTests.LCG(s: 37)
+        for dtype in [DType.q4_0, .q4_1, .q8_0] {
+            let rows = 45, k = 2048, T = 19
+            let (bytes, values) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
+            let storage = Storage(zeroedBytes: bytes.count)
+            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            let plain = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let packed = plain.packedForInt8()
+            XCTAssertNotNil(packed.int8Panels)
+            var x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
+            for i in stride(from: 3, to: T * k, by: 211) { x[i] *= 300 }
+            var fma = [Float](repeating: 0, count: T * rows), alone = fma, five = fma, prefill = fma
+            x.withUnsafeBufferPointer { xp in
+                let xb = xp.baseAddress!
+                for t in 0..<T {
+                    fma.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t * rows, inp: xb + t * k, weight: plain, T: 1) }
+                    alone.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t * rows, inp: xb + t * k, weight: packed, T: 1) }
+                }
+                for t0 in stride(from: 0, to: T, by: 5) {
+                    let m = min(5, T - t0)
+                    five.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t0 * rows, inp: xb + t0 * k, weight: packed, T: m) }
+                }
+                prefill.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xb, weight: packed, T: T, oneSequence: true) }
+            }
+            XCTAssertEqual(alone, five, "\(dtype): one row vs five")
+            XCTAssertEqual(alone, prefill, "\(dtype): one row vs a 19-token prefill")
+            XCTAssertNotEqual(alone, fma, "\(dtype): the packed weights take the integer path")
+            var errFMA = 0.0, errLevels = 0.0
+            for t in 0..<T {
+                for r in 0..<rows {
+                    var ref = 0.0, scale = 0.0
+                    for j in 0..<k {
+                        let v = Double(values[r * k + j]) * Double(x[t * k + j])
+                        ref += v; scale += abs(v)
+                    }
+                    errFMA += abs(Double(fma[t * rows + r]) - ref) / scale
+                    errLevels += abs(Double(alone[t * rows + r]) - ref) / scale
+                    XCTAssertEqual(Double(alone[t * rows + r]), ref, accuracy: 1e-6 * scale, "\(dtype) token \(t) row \(r)")
+                }
+            }
+            XCTAssertLessThan(errLevels, 2 * errFMA, "\(dtype): mean relative error, levels \(errLevels / Double(T * rows)) vs FMAs \(errFMA / Double(T * rows))")
+        }
+    }
+}

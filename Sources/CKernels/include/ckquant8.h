@@ -9,6 +9,11 @@
 /// Quantizes n floats (a multiple of 32) to int8 blocks: qs[n], per-block scale d[n/32] and sum of q isum[n/32].
 void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n);
 
+/// x as `levels` int8 rows (level l at qs + l·n, d + l·n/32, isum + l·n/32): level 0 is ck_quantize_x_q8's
+/// quantization (up to the clamp at ±127), each next level quantizes the remainder the previous ones left, so that
+/// x = Σ_l q_l·d_l to max|x|/254³ (about 2^-24) per block of 32 after three levels.
+void ck_quantize_x_q8_levels(const float *x, size_t levels, int8_t *qs, float *d, int32_t *isum, size_t n);
+
 /// y[r] = Σ_blocks d_w d_x Σ w_q x_q (plus the block offsets) for rows r in [r0, r1), with x given as int8 blocks.
 void ck_matvec_q4_0_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1);
 /// See ck_matvec_q4_0_q8.
@@ -28,5 +33,9 @@ int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows
 /// which has the same byte size as those rows and the same offsets (panel p at p·16·rowBytes), in the layout
 /// ck_gemm_q8act reads without rebuilding panels. Returns 0, doing nothing, without AVX-512 VNNI; 1 otherwise.
 int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst);
+
+/// The inverse of ck_q8act_pack: rows r0..<r1 (inside whole panels) of the packed weight as ggml rows, row r at
+/// dst + (r - r0)·rowBytes. Portable; for paths that need the rows once the file's pages were given back.
+void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r1, void *dst);
 
 #endif
