@@ -26,6 +26,13 @@ final class QuantKernelTests: XCTestCase {
     }
 
     /// Random blocks and the values they stand for, decoded by the ggml rules.
+    /// A [rows, k] weight of `dtype` holding `bytes` (as `makeRows` writes them).
+    static func tensor(_ bytes: [UInt8], _ dtype: DType, rows: Int, k: Int) throws -> Tensor {
+        let storage = Storage(zeroedBytes: bytes.count)
+        bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        return try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+    }
+
     static func makeRows(_ dtype: DType, rows: Int, k: Int, rng: inout LCG) -> (bytes: [UInt8], values: [Float]) {
         var bytes: [UInt8] = []
         var values: [Float] = []
@@ -62,9 +69,7 @@ final class QuantKernelTests: XCTestCase {
         let rows = 37, k = 96
         let (bytes, values) = Self.makeRows(dtype, rows: rows, k: k, rng: &rng)
         XCTAssertEqual(bytes.count, dtype.byteCount(elements: rows * k))
-        let storage = Storage(zeroedBytes: bytes.count)
-        bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+        let w = try QuantKernelTests.tensor(bytes, dtype, rows: rows, k: k)
         // Dequantization.
         XCTAssertEqual(w.toFloatArray(), values, "\(dtype) dequantize")
         // Mat-vec and GEMM against the f32 reference.
@@ -98,9 +103,7 @@ final class QuantKernelTests: XCTestCase {
             let w: Tensor
             if [.q4_0, .q4_1, .q8_0].contains(dtype) {
                 let (bytes, v) = Self.makeRows(dtype, rows: rows, k: k, rng: &rng)
-                let storage = Storage(zeroedBytes: bytes.count)
-                bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-                w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+                w = try QuantKernelTests.tensor(bytes, dtype, rows: rows, k: k)
                 values = v
             } else {
                 let raw = (0..<(rows * k)).map { _ in rng.unit() - 0.5 }
@@ -203,9 +206,7 @@ final class Int8ActivationTests: XCTestCase {
         for dtype in [DType.q4_0, .q4_1, .q8_0] {
             let rows = 40, k = 256
             let (bytes, _) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
-            let storage = Storage(zeroedBytes: bytes.count)
-            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-            let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let w = try QuantKernelTests.tensor(bytes, dtype, rows: rows, k: k)
             let x = (0..<k).map { _ in rng.unit() * 2 - 1 }
             var exact = [Float](repeating: 0, count: rows), fast = exact
             x.withUnsafeBufferPointer { xp in
@@ -230,9 +231,7 @@ final class Int8ActivationTests: XCTestCase {
         for dtype in [DType.q4_0, .q4_1, .q8_0] {
             let rows = 37, k = 320, T = 11, nb = k / 32
             let (bytes, values) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
-            let storage = Storage(zeroedBytes: bytes.count)
-            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-            let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let w = try QuantKernelTests.tensor(bytes, dtype, rows: rows, k: k)
             let x = (0..<(T * k)).map { _ in rng.unit() * 4 - 2 }
             var y = [Float](repeating: .nan, count: T * rows)
             x.withUnsafeBufferPointer { xp in
@@ -261,9 +260,7 @@ final class Int8ActivationTests: XCTestCase {
         for dtype in [DType.q4_0, .q4_1, .q8_0] {
             let rows = 45, k = 256, T = 19
             let (bytes, _) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
-            let storage = Storage(zeroedBytes: bytes.count)
-            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-            let w = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let w = try QuantKernelTests.tensor(bytes, dtype, rows: rows, k: k)
             let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
             var alone = [Float](repeating: 0, count: T * rows), five = alone, all = alone
             x.withUnsafeBufferPointer { xp in
@@ -328,9 +325,7 @@ final class Int8ActivationTests: XCTestCase {
                 let rows = 45, T = 11
                 func weight(_ n: Int) throws -> Tensor {
                     let (bytes, _) = QuantKernelTests.makeRows(dtype, rows: n, k: k, rng: &rng)
-                    let storage = Storage(zeroedBytes: bytes.count)
-                    bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-                    return try Tensor(shape: [n, k], dtype: dtype, storage: storage)
+                    return try QuantKernelTests.tensor(bytes, dtype, rows: n, k: k)
                 }
                 let w = try weight(rows), w2 = try weight(70)
                 let pw = w.packedForInt8(), pw2 = w2.packedForInt8()
@@ -449,9 +444,7 @@ final class LevelActivationTests: XCTestCase {
         for dtype in [DType.q4_0, .q4_1, .q8_0] {
             let rows = 45, k = 2048, T = 19
             let (bytes, values) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
-            let storage = Storage(zeroedBytes: bytes.count)
-            bytes.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-            let plain = try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
+            let plain = try QuantKernelTests.tensor(bytes, dtype, rows: rows, k: k)
             let packed = plain.packedForInt8()
             XCTAssertNotNil(packed.int8Panels)
             var x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
