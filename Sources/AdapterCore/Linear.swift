@@ -1,4 +1,3 @@
-import Foundation
 import CKernels
 
 /// out[T, N] = inp[T, K] · W[N, K]^T (+ bias[N]), where W keeps its stored dtype.
@@ -257,7 +256,7 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
         let xs = sums.baseAddress!, xd = xs + blocks * T
         withUnsafeTemporaryAllocation(of: Int8.self, capacity: max(1, K * R)) { q8 in
           withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, blocks * R)) { isum in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: levels > 1 ? R * total : 1) { partsBuf in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, levels > 1 ? R * total : 1)) { partsBuf in
                 let xq = q8.baseAddress!, isums = isum.baseAddress!, parts = partsBuf.baseAddress!
                 if quantize { quantizeActivations(x, T: T, K: K, levels: levels, xq: xq, xd: xd, xs: isums) }
                 if legacyQuant && !int8 && quantKernelsUseBlockSums {
@@ -306,7 +305,6 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
         }
     }
 }
-
 
 /// Precision of the activation vector in mat-vecs against Q4_0/Q4_1/Q8_0 weights.
 public enum ActivationPrecision: Sendable {

@@ -283,7 +283,7 @@ struct Bench: ParsableCommand {
         var presetName = preset
         var dtypeName = dt.rawValue
         if let model {
-            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest), panels: noRepack ? .none : int8Activations ? .all : .mapped).model
+            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest), panels: noRepack || train ? .none : int8Activations ? .all : .mapped).model
             presetName = "model"
             dtypeName = llama.weights.layers[0].wq.dtype.rawValue
         } else {
@@ -295,7 +295,7 @@ struct Bench: ParsableCommand {
             let stored: DType = [.f32, .bf16].contains(dt) ? dt : .f16
             var weights = LlamaWeights.synthetic(config: config, dtype: stored)
             if stored != dt { weights = try weights.quantized(to: dt) }
-            if !noRepack { weights = weights.packedForInt8(pool: pool) }
+            if !noRepack && !train { weights = weights.packedForInt8(pool: pool) }
             llama = try LlamaModel(config: config, weights: weights, pool: pool)
         }
         let loadSeconds = Measure.now() - t0
