@@ -21,7 +21,7 @@ public struct DecoderOptions: Sendable, Equatable {
     /// Activation precision of decoding mat-vecs against Q4_0/Q4_1/Q8_0 weights (`--int8-activations`).
     public var activations: ActivationPrecision
 
-    /// Exact f32 activations, standard behaviour unless told otherwise.
+    /// Activations at f32 precision (f32 FMAs, or three 8-bit levels on repacked weights), unless told otherwise.
     public init(compat: Compatibility = .standard, activations: ActivationPrecision = .f32) {
         self.compat = compat
         self.activations = activations

@@ -32,7 +32,7 @@ struct ModelOptions: ParsableArguments {
     var compat: Compatibility = .standard
 
     @Flag(name: .customLong("int8-activations"),
-          help: "Multiply Q4_0/Q4_1/Q8_0 weights with 8-bit activations, as llama.cpp: faster, but no longer exact vs an f32 reference. On CPUs with AVX-512 VNNI the weights are repacked at load for an integer GEMM (prefill and decode; same memory).")
+          help: "Multiply Q4_0/Q4_1/Q8_0 weights with 8-bit activations, as llama.cpp: faster (one integer product per weight instead of the default's three), but no longer at f32 precision. On CPUs with AVX-512 VNNI the weights are repacked at load for an integer GEMM (prefill and decode; same memory).")
     var int8Activations = false
 
     @Flag(name: .customLong("no-repack"),
