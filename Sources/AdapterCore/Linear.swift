@@ -51,10 +51,10 @@ let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, 
 /// Runs the integer GEMM over rows `r0..<r1` of `weight`, reading its packed panels where it has them.
 @inline(__always)
 func int8Gemm(kind: Int32, weight w: Tensor, r0: Int, r1: Int, xq: UnsafePointer<Int8>, xd: UnsafePointer<Float>,
-              xs: UnsafePointer<Int32>, T: Int, out: UnsafeMutablePointer<Float>, ys: Int? = nil) {
+              xs: UnsafePointer<Int32>, T: Int, levels: Int = 1, out: UnsafeMutablePointer<Float>) {
     let N = w.shape[0], K = w.shape[1]
-    _ = ck_gemm_q8act(kind, w.data, w.int8Panels?.base, w.int8Panels == nil ? 0 : N / 16 * 16,
-                      K, r0, r1, xq, xd, xs, T, out, ys ?? N)
+    _ = ck_gemm_q8act_levels(kind, w.data, w.int8Panels?.base, w.int8Panels == nil ? 0 : N / 16 * 16,
+                             K, r0, r1, xq, xd, xs, T, levels, out, N)
 }
 
 /// Quantizes T rows of K floats into `levels` int8 rows each (row t·levels + l), with their block scales and sums.
@@ -66,21 +66,6 @@ func quantizeActivations(_ x: UnsafePointer<Float>, T: Int, K: Int, levels: Int,
             ck_quantize_x_q8(x + t * K, xq + t * K, xd + t * nb, xs + t * nb, K)
         } else {
             ck_quantize_x_q8_levels(x + t * K, levels, xq + t * levels * K, xd + t * levels * nb, xs + t * levels * nb, K)
-        }
-    }
-}
-
-/// out[t, r] for rows r in `rows`: the sum of the `levels` partial products of token t (rows t·levels + l of
-/// `parts`, `ld` apart), smallest level first.
-@inline(__always)
-func sumLevels(out: UnsafeMutablePointer<Float>, ldo: Int, parts: UnsafePointer<Float>, ld: Int, T: Int, levels: Int, rows: Range<Int>) {
-    for t in 0..<T {
-        let o = out + t * ldo, p = parts + t * levels * ld
-        for r in rows {
-            var v = p[(levels - 1) * ld + r]
-            var l = levels - 2
-            while l >= 0 { v = p[l * ld + r] + v; l -= 1 }
-            o[r] = v
         }
     }
 }
@@ -138,16 +123,14 @@ func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weigh
     let xq = UnsafeMutablePointer<Int8>.allocate(capacity: R * K)
     let xd = UnsafeMutablePointer<Float>.allocate(capacity: R * nb)
     let xs = UnsafeMutablePointer<Int32>.allocate(capacity: R * nb)
-    let parts = levels > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: R * N) : out
-    defer { xq.deallocate(); xd.deallocate(); xs.deallocate(); if levels > 1 { parts.deallocate() } }
+    defer { xq.deallocate(); xd.deallocate(); xs.deallocate() }
     pool.parallelFor(T) { r in
         quantizeActivations(inp + r.lowerBound * K, T: r.count, K: K, levels: levels, xq: xq + r.lowerBound * levels * K,
                             xd: xd + r.lowerBound * levels * nb, xs: xs + r.lowerBound * levels * nb)
     }
     // Chunks of 64 rows (four panels), claimed by whichever thread is free.
     pool.parallelForDynamic(N, chunk: 64) { r, _ in
-        int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: R, out: parts)
-        if levels > 1 { sumLevels(out: out, ldo: N, parts: parts, ld: N, T: T, levels: levels, rows: r) }
+        int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: T, levels: levels, out: out)
     }
     return true
 }
@@ -256,8 +239,7 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
         let xs = sums.baseAddress!, xd = xs + blocks * T
         withUnsafeTemporaryAllocation(of: Int8.self, capacity: max(1, K * R)) { q8 in
           withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, blocks * R)) { isum in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, levels > 1 ? R * total : 1)) { partsBuf in
-                let xq = q8.baseAddress!, isums = isum.baseAddress!, parts = partsBuf.baseAddress!
+                let xq = q8.baseAddress!, isums = isum.baseAddress!
                 if quantize { quantizeActivations(x, T: T, K: K, levels: levels, xq: xq, xd: xd, xs: isums) }
                 if legacyQuant && !int8 && quantKernelsUseBlockSums {
                     for t in 0..<T { ck_block_sums32(x + t * K, xs + t * blocks, K) }
@@ -276,13 +258,7 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                         guard lo < hi else { continue }
                         let N = w.shape[0]
                         if let kind = viaGemm[i] {
-                            if levels == 1 {
-                                int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: xq, xd: xd, xs: isums, T: T, out: outs[i])
-                            } else {
-                                int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: xq, xd: xd, xs: isums, T: R,
-                                         out: parts + starts[i], ys: total)
-                                sumLevels(out: outs[i], ldo: N, parts: parts + starts[i], ld: total, T: T, levels: levels, rows: lo..<hi)
-                            }
+                            int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: xq, xd: xd, xs: isums, T: T, levels: levels, out: outs[i])
                             continue
                         }
                         if T > 1, !int8, matmulRows(out: outs[i], x: x, xsum: xs, blocks: blocks, T: T, weight: w, rows: lo..<hi) { continue }
@@ -300,7 +276,6 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
                         }
                     }
                 }
-            }
           }
         }
     }
@@ -311,7 +286,7 @@ public enum ActivationPrecision: Sendable {
     /// Activations at f32 precision (default). Against weights without packed panels: f32 FMAs, matching a
     /// dequantized f32 reference to rounding. Against Q4_0/Q4_1/Q8_0 weights with packed panels (`Tensor.packedForInt8`,
     /// AVX-512 VNNI CPUs): every block of 32 activations is split into three 8-bit levels (x = Σ q_l·d_l to 1/254³ ≈ 2^-24
-    /// of the block's largest magnitude) whose exact integer products are summed per level in f32, as close to a float64
+    /// of the block's largest magnitude) whose exact integer products are scaled and added per block in f32, as close to a float64
     /// reference as f32 FMAs are (SmolLM2, 66 teacher-forced tokens: mean |Δ log-probability| 2.0e-6 vs 1.1–2.2e-6)
     /// at integer speed; a prefill converts narrow matrices' panels to f32 for the f32 GEMM instead.
     case f32

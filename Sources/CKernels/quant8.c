@@ -417,13 +417,15 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src,
     *m = kind == 1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ds + 32))) : _mm512_setzero_ps();
 }
 
-// NT tokens (a constant after inlining) against one panel: their 16-row outputs stay in registers over all blocks.
+// NT activation rows (a constant after inlining) against one panel, L rows per token (L = 1: 8-bit activations;
+// L = 3: the three levels of f32 precision): each token's 16-row outputs stay in registers over all blocks. A
+// token's levels are scaled and added per block, smallest first, then multiplied by the weight scales once.
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src, size_t nb, size_t k,
                                                    const int8_t *xq, const float *xd, const int32_t *xsum, const int NT,
-                                                   float *y, size_t ys, size_t rows) {
+                                                   const int L, float *y, size_t ys, size_t rows) {
     const int32_t c = kind == 0 ? 8 : kind == 1 ? 0 : 128;
     __m512 acc[8];
-    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int t = 0; t < NT / L; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         __m512i wv[8];
         __m512 d, m;
@@ -431,41 +433,65 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
         // Unrolled, so the accumulators live in registers: left to itself clang kept the 8-token instance's in
         // memory, a load and a store per token and block (half the prefill's samples, perf annotate).
 #pragma clang loop unroll(full)
-        for (int t = 0; t < NT; t++) {
-            const int8_t *x = xq + t * k + b * 32;
-            int32_t xs[8];
-            memcpy(xs, x, 32);
-            size_t tb = t * (k / 32) + b;
-            // The offset of Q4_0's (q - 8) and Q8_0's stored q + 128 starts the integer sum (exact, so the order of
-            // the additions does not matter; one chain instead of two measured the same).
-            __m512i p = kind != 1 ? _mm512_set1_epi32(-c * xsum[tb]) : _mm512_setzero_si512(), q = _mm512_setzero_si512();
-            for (int g = 0; g < 8; g += 2) {
-                p = _mm512_dpbusd_epi32(p, wv[g], _mm512_set1_epi32(xs[g]));
-                q = _mm512_dpbusd_epi32(q, wv[g + 1], _mm512_set1_epi32(xs[g + 1]));
+        for (int t = 0; t < NT / L; t++) {
+            __m512 sum = _mm512_setzero_ps();
+            float msum = 0;
+#pragma clang loop unroll(full)
+            for (int l = L - 1; l >= 0; l--) {
+                const int r = t * L + l;
+                const int8_t *x = xq + r * k + b * 32;
+                int32_t xs[8];
+                memcpy(xs, x, 32);
+                size_t rb = r * (k / 32) + b;
+                // The offset of Q4_0's (q - 8) and Q8_0's stored q + 128 starts the integer sum (exact, so the order
+                // of the additions does not matter; one chain instead of two measured the same).
+                __m512i p = kind != 1 ? _mm512_set1_epi32(-c * xsum[rb]) : _mm512_setzero_si512(), q = _mm512_setzero_si512();
+                for (int g = 0; g < 8; g += 2) {
+                    p = _mm512_dpbusd_epi32(p, wv[g], _mm512_set1_epi32(xs[g]));
+                    q = _mm512_dpbusd_epi32(q, wv[g + 1], _mm512_set1_epi32(xs[g + 1]));
+                }
+                p = _mm512_add_epi32(p, q);
+                if (L == 1) {
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(d, _mm512_set1_ps(xd[rb])), acc[t]);
+                    if (kind == 1) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(xd[rb] * (float)xsum[rb]), acc[t]);
+                } else {
+                    sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(xd[rb]), sum);
+                    if (kind == 1) msum += xd[rb] * (float)xsum[rb];
+                }
             }
-            p = _mm512_add_epi32(p, q);
-            __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(xd[tb]));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[t]);
-            if (kind == 1) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(xd[tb] * (float)xsum[tb]), acc[t]);
+            if (L > 1) {
+                acc[t] = _mm512_fmadd_ps(sum, d, acc[t]);
+                if (kind == 1) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(msum), acc[t]);
+            }
         }
     }
     __mmask16 live = (__mmask16)((1u << rows) - 1);
-    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ys, live, acc[t]);
+    for (int t = 0; t < NT / L; t++) _mm512_mask_storeu_ps(y + t * ys, live, acc[t]);
 }
 
-// All T tokens against one panel, 8 at a time.
+// All T tokens (L rows each) against one panel: 8 rows at a time, or two tokens of three levels.
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_t *src, size_t nb, size_t k,
                                                          const int8_t *xq, const float *xd, const int32_t *xsum,
-                                                         size_t T, float *y, size_t ys, size_t rows) {
+                                                         size_t T, int L, float *y, size_t ys, size_t rows) {
+    if (L == 3) {
+        for (size_t t = 0; t < T; t += 2) {
+            const int8_t *x = xq + 3 * t * k;
+            const float *d = xd + 3 * t * nb;
+            const int32_t *s = xsum + 3 * t * nb;
+            if (T - t >= 2) q8act_tokens(kind, src, nb, k, x, d, s, 6, 3, y + t * ys, ys, rows);
+            else q8act_tokens(kind, src, nb, k, x, d, s, 3, 3, y + t * ys, ys, rows);
+        }
+        return;
+    }
     for (size_t t = 0; t < T; t += 8) {
         size_t n = T - t < 8 ? T - t : 8;
         const int8_t *x = xq + t * k;
         const float *d = xd + t * nb;
         const int32_t *s = xsum + t * nb;
         float *yt = y + t * ys;
-#define CK_Q8ACT_CASE(N) case N: q8act_tokens(kind, src, nb, k, x, d, s, N, yt, ys, rows); break;
+#define CK_Q8ACT_CASE(N) case N: q8act_tokens(kind, src, nb, k, x, d, s, N, 1, yt, ys, rows); break;
         switch (n) { CK_Q8ACT_CASE(1) CK_Q8ACT_CASE(2) CK_Q8ACT_CASE(3) CK_Q8ACT_CASE(4)
-                     CK_Q8ACT_CASE(5) CK_Q8ACT_CASE(6) CK_Q8ACT_CASE(7) default: q8act_tokens(kind, src, nb, k, x, d, s, 8, yt, ys, rows); }
+                     CK_Q8ACT_CASE(5) CK_Q8ACT_CASE(6) CK_Q8ACT_CASE(7) default: q8act_tokens(kind, src, nb, k, x, d, s, 8, 1, yt, ys, rows); }
 #undef CK_Q8ACT_CASE
     }
 }
@@ -475,35 +501,38 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_
 // into `panel`.
 TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, const void *packed, size_t packedRows,
                                                       size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
-                                                      const int32_t *xsum, size_t T, float *y, size_t ys, uint8_t *panel) {
+                                                      const int32_t *xsum, size_t T, int L, float *y, size_t ys, uint8_t *panel) {
     size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind);
     for (size_t r = r0; r < r1;) {
         if (packed && r % 16 == 0 && r + 16 <= r1 && r + 16 <= packedRows) {
-            q8act_panel_tokens(kind, (const uint8_t *)packed + r * rowBytes, nb, k, xq, xd, xsum, T, y + r, ys, 16);
+            q8act_panel_tokens(kind, (const uint8_t *)packed + r * rowBytes, nb, k, xq, xd, xsum, T, L, y + r, ys, 16);
             r += 16;
             continue;
         }
         size_t end = r1 - r < 16 ? r1 : r + 16;
         if (packed && r % 16 != 0 && end > (r / 16 + 1) * 16) end = (r / 16 + 1) * 16;
         q8act_pack_rows(kind, (const uint8_t *)w + r * rowBytes, rowBytes, nb, end - r, panel);
-        q8act_panel_tokens(kind, panel, nb, k, xq, xd, xsum, T, y + r, ys, end - r);
+        q8act_panel_tokens(kind, panel, nb, k, xq, xd, xsum, T, L, y + r, ys, end - r);
         r = end;
     }
 }
 TGT_VNNI static void gemm_q8act_q4_0(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys,
-                                     uint8_t *panel) {
-    gemm_q8act_vnni(0, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, int L, float *y,
+                                     size_t ys, uint8_t *panel) {
+    if (L == 3) gemm_q8act_vnni(0, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 3, y, ys, panel);
+    else gemm_q8act_vnni(0, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys, panel);
 }
 TGT_VNNI static void gemm_q8act_q4_1(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys,
-                                     uint8_t *panel) {
-    gemm_q8act_vnni(1, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, int L, float *y,
+                                     size_t ys, uint8_t *panel) {
+    if (L == 3) gemm_q8act_vnni(1, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 3, y, ys, panel);
+    else gemm_q8act_vnni(1, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys, panel);
 }
 TGT_VNNI static void gemm_q8act_q8_0(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys,
-                                     uint8_t *panel) {
-    gemm_q8act_vnni(2, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, int L, float *y,
+                                     size_t ys, uint8_t *panel) {
+    if (L == 3) gemm_q8act_vnni(2, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 3, y, ys, panel);
+    else gemm_q8act_vnni(2, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys, panel);
 }
 
 #endif
@@ -555,8 +584,13 @@ static void panel_key_create(void) { pthread_key_create(&panel_key, free); }
 
 int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                   const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys) {
+    return ck_gemm_q8act_levels(kind, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys);
+}
+
+int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
+                         const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys) {
 #ifdef CK_X86
-    if (kind < 0 || kind > 2 || k % 32 != 0 || !ck_cpu_has_vnni()) return 0;
+    if (kind < 0 || kind > 2 || k % 32 != 0 || (levels != 1 && levels != 3) || !ck_cpu_has_vnni()) return 0;
     if (r0 >= r1) return 1;
     // One panel per thread, kept and grown (decoding calls this hundreds of times per token); a thread-specific
     // value whose destructor frees it when the thread ends.
@@ -572,13 +606,13 @@ int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows
         buf = nb;
     }
     uint8_t *panel = buf->data;
-    if (kind == 0) gemm_q8act_q4_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
-    else if (kind == 1) gemm_q8act_q4_1(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
-    else gemm_q8act_q8_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, y, ys, panel);
+    if (kind == 0) gemm_q8act_q4_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
+    else if (kind == 1) gemm_q8act_q4_1(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
+    else gemm_q8act_q8_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     return 1;
 #else
     (void)kind; (void)w; (void)packed; (void)packedRows; (void)k; (void)r0; (void)r1; (void)xq; (void)xd; (void)xsum;
-    (void)T; (void)y; (void)ys;
+    (void)T; (void)levels; (void)y; (void)ys;
     return 0;
 #endif
 }

@@ -29,6 +29,12 @@ void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const i
 int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                   const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys);
 
+/// ck_gemm_q8act for T tokens of `levels` rows each (1, or 3 as ck_quantize_x_q8_levels writes them, token t's
+/// levels at rows t·levels ..< t·levels + levels): y[t·ys + r] = Σ_l Σ_k W[r,k]·q_l[k]·d_l, the levels of a block
+/// scaled and added smallest first. Returns 0, doing nothing, where ck_gemm_q8act would, or for other level counts.
+int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
+                         const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys);
+
 /// Repacks panels p0..<p1 (rows 16·p0 ..< 16·p1) of the Q4_0/Q4_1/Q8_0 weight w (rows of k elements) into dst,
 /// which has the same byte size as those rows and the same offsets (panel p at p·16·rowBytes), in the layout
 /// ck_gemm_q8act reads without rebuilding panels. Returns 0, doing nothing, without AVX-512 VNNI; 1 otherwise.
