@@ -62,11 +62,7 @@ func quantizeActivations(_ x: UnsafePointer<Float>, T: Int, K: Int, levels: Int,
                          xd: UnsafeMutablePointer<Float>, xs: UnsafeMutablePointer<Int32>) {
     let nb = K / 32
     for t in 0..<T {
-        if levels == 1 {
-            ck_quantize_x_q8(x + t * K, xq + t * K, xd + t * nb, xs + t * nb, K)
-        } else {
-            ck_quantize_x_q8_levels(x + t * K, levels, xq + t * levels * K, xd + t * levels * nb, xs + t * levels * nb, K)
-        }
+        ck_quantize_x_q8_levels(x + t * K, levels, xq + t * levels * K, xd + t * levels * nb, xs + t * levels * nb, K)
     }
 }
 

@@ -12,19 +12,6 @@ typedef struct { uint16_t d, m; uint8_t qs[16]; } bq4_1;
 typedef struct { uint16_t d; int8_t qs[32]; } bq8_0;
 
 
-static void quantize_x_q8_generic(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n) {
-    for (size_t b = 0; b < n / 32; b++) {
-        const float *xb = x + b * 32;
-        float amax = 0;
-        for (int j = 0; j < 32; j++) { float a = fabsf(xb[j]); if (a > amax) amax = a; }
-        float db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0;
-        int32_t s = 0;
-        for (int j = 0; j < 32; j++) { int v = (int)roundf(xb[j] * id); qs[b * 32 + j] = (int8_t)v; s += v; }
-        d[b] = db;
-        isum[b] = s;
-    }
-}
-
 #ifdef CK_X86
 // roundf (halves away from zero) on 16 lanes: the truncation, plus the sign where the exact remainder is >= 1/2.
 TGT_AVX512 static inline __m512 round_half_away_avx512(__m512 v) {
@@ -34,34 +21,11 @@ TGT_AVX512 static inline __m512 round_half_away_avx512(__m512 v) {
     __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0f)), sign));
     return _mm512_mask_add_ps(t, up, t, one);
 }
-
-// The same values as the portable loop (same scale, same products, roundf's rounding), 32 at a time: decoding
-// quantizes every activation vector that meets a Q4/Q8 weight, and a roundf call per element was 4% of a
-// SmolLM2 batch-8 step.
-TGT_AVX512 static void quantize_x_q8_avx512(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n) {
-    for (size_t b = 0; b < n / 32; b++) {
-        __m512 a = _mm512_loadu_ps(x + b * 32), c = _mm512_loadu_ps(x + b * 32 + 16);
-        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
-        float db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0;
-        __m512 vid = _mm512_set1_ps(id);
-        __m512i qa = _mm512_cvttps_epi32(round_half_away_avx512(_mm512_mul_ps(a, vid)));
-        __m512i qc = _mm512_cvttps_epi32(round_half_away_avx512(_mm512_mul_ps(c, vid)));
-        _mm_storeu_si128((__m128i *)(qs + b * 32), _mm512_cvtepi32_epi8(qa));
-        _mm_storeu_si128((__m128i *)(qs + b * 32 + 16), _mm512_cvtepi32_epi8(qc));
-        d[b] = db;
-        isum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
-    }
-}
 #endif
 
-void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n) {
-#ifdef CK_X86
-    if (ck_cpu_level() >= CK_AVX512) { quantize_x_q8_avx512(x, qs, d, isum, n); return; }
-#endif
-    quantize_x_q8_generic(x, qs, d, isum, n);
-}
-
-// Level l quantizes what levels 0..l-1 left: r_0 = x, q_l = round(r_l / d_l) with d_l = max|r_l| / 127 per block,
+// Level l quantizes what levels 0..l-1 left (level 0: x, as llama.cpp does, d = max|x|/127 and roundf's halves away
+// from zero; the AVX-512 version gives the same values 32 at a time, since a roundf call per element was 4% of a
+// SmolLM2 batch-8 step): r_0 = x, q_l = round(r_l / d_l) with d_l = max|r_l| / 127 per block,
 // r_{l+1} = r_l - q_l·d_l (one fused rounding, of a value already below d_l/2). So x = Σ_l q_l·d_l up to
 // max|x|/254³ (about 2^-24) per block after three levels, and Σ_l dot(w, q_l)·d_l is an integer sum per level.
 static void quantize_x_q8_levels_generic(const float *x, size_t levels, int8_t *qs, float *d, int32_t *isum, size_t n) {
@@ -116,6 +80,11 @@ void ck_quantize_x_q8_levels(const float *x, size_t levels, int8_t *qs, float *d
     if (ck_cpu_level() >= CK_AVX512) { quantize_x_q8_levels_avx512(x, levels, qs, d, isum, n); return; }
 #endif
     quantize_x_q8_levels_generic(x, levels, qs, d, isum, n);
+}
+
+// One level: llama.cpp's quantization (the clamp at ±127 never acts on level 0, whose largest value maps to 127).
+void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n) {
+    ck_quantize_x_q8_levels(x, 1, qs, d, isum, n);
 }
 
 // ---------------------------------------------------------------- portable

@@ -283,7 +283,7 @@ struct Bench: ParsableCommand {
         var presetName = preset
         var dtypeName = dt.rawValue
         if let model {
-            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest), panels: noRepack || train ? .none : int8Activations ? .all : .mapped).model
+            llama = try ModelLoader.load(path: model, maxSeqLen: max(2048, longest), panels: PanelPacking(noRepack: noRepack || train, int8Activations: int8Activations)).model
             presetName = "model"
             dtypeName = llama.weights.layers[0].wq.dtype.rawValue
         } else {

@@ -40,11 +40,18 @@ struct ModelOptions: ParsableArguments {
     var noRepack = false
 
     /// Which matrices these flags repack at load.
-    var panels: PanelPacking { noRepack ? .none : int8Activations ? .all : .mapped }
+    var panels: PanelPacking { PanelPacking(noRepack: noRepack, int8Activations: int8Activations) }
 
     /// The per-session modes these flags select.
     var decoderOptions: DecoderOptions {
         DecoderOptions(compat: compat, activations: int8Activations ? .int8 : .f32)
+    }
+}
+
+extension PanelPacking {
+    /// What `--no-repack` and `--int8-activations` ask for: nothing, everything (heap copies too), or the file's matrices.
+    init(noRepack: Bool, int8Activations: Bool) {
+        self = noRepack ? .none : int8Activations ? .all : .mapped
     }
 }
 
