@@ -97,23 +97,15 @@ public final class RopeTable: @unchecked Sendable {
     deinit { cos.deallocate(); sin.deallocate() }
 }
 
-/// Numerically stable softmax in place over `n` values.
+/// Numerically stable softmax in place over `n` values (the attention kernels' own, `ck_softmax`).
 @inlinable
 public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-    var m = -Float.infinity
-    for i in 0..<n where x[i] > m { m = x[i] }
-    var sum: Float = 0
-    for i in 0..<n { let e = expf(x[i] - m); x[i] = e; sum += e }
-    let inv = 1 / sum
-    for i in 0..<n { x[i] *= inv }
+    ck_softmax(x, n)
 }
 
-/// SwiGLU gate: out = silu(a) * b, elementwise.
+/// SwiGLU gate: out = silu(a) * b, elementwise (`ck_swiglu`: vector e^x, bit for bit the scalar loop's result).
 public func swigluForward(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>, n: Int) {
-    for i in 0..<n {
-        let x = a[i]
-        out[i] = x / (1 + expf(-x)) * b[i]
-    }
+    ck_swiglu(out, a, b, n)
 }
 
 /// Backward of `swigluForward` (out = silu(a)·b, silu(a) = a·σ(a)), n elements:

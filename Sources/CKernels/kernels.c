@@ -228,6 +228,25 @@ CK_ROWS_512(matvec_f16_avx512, uint16_t, CK_LOAD_F16_512, h2f)
 CK_ROWS_512(matvec_bf16_avx512, uint16_t, CK_LOAD_BF16_512, bf16_to_float)
 CK_ROWS_512(matvec_f32_avx512, float, CK_LOAD_F32_512, CK_ID)
 
+// Lane j of the result = _mm512_reduce_add_ps(sp[j]), bit for bit: one transposing tree that pairs lanes as the
+// intrinsic does (v_j + v_j+8, then + 4, + 2, + 1; checked bitwise against it for hd 64 and 128 and in the GEMM
+// test), ~3 shuffles and 1 add per vector instead of 7 narrow dependent steps each.
+TGT_AVX512 static inline __attribute__((always_inline)) __m512 hsum16_avx512(const __m512 sp[16]) {
+    __m512 t[8], u[4], w[2];
+    for (int i = 0; i < 8; i++)
+        t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(sp[i], sp[i + 8], 0x44), _mm512_shuffle_f32x4(sp[i], sp[i + 8], 0xEE));
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[i], t[i + 4], 0x88), _mm512_shuffle_f32x4(t[i], t[i + 4], 0xDD));
+    for (int i = 0; i < 2; i++)
+        w[i] = _mm512_castpd_ps(_mm512_castps_pd(_mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u[i]), _mm512_castps_pd(u[i + 2]))),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u[i]), _mm512_castps_pd(u[i + 2]))))));
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+    // Lane 4L + m holds position [0, 8, 4, 12][L] + [0, 2, 1, 3][m].
+    __m512i idx = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+    return _mm512_permutexvar_ps(idx, r);
+}
+
 // ---------------------------------------------------------------- prefill GEMM (AVX-512)
 // out[t][r] = dot(W[r], x[t]) for a block of 4 weight rows (or 1) and up to 6 tokens: 24 accumulators take
 // 16-wide steps along k, each weight vector is loaded (and converted from f16) once for all tokens, and the
@@ -236,32 +255,47 @@ CK_ROWS_512(matvec_f32_avx512, float, CK_LOAD_F32_512, CK_ID)
 // zero lanes add nothing, so any k works.
 #define CK_LD_F16_M(p, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p)))
 #define CK_LD_F32_M(p, m) _mm512_maskz_loadu_ps((m), (p))
+// Full unrolling keeps the accumulator arrays in registers (otherwise clang zeroed a 1.5 KB stack copy per call).
+#define CK_UNROLL _Pragma("clang loop unroll(full)")
 #define CK_GEMM_UK(NAME, TW, LOAD, LOADM, R, NT)                                                               \
-    TGT_AVX512 static void NAME##_##R##x##NT(const TW *w, size_t ldw, const float *x, size_t ldx, size_t k,     \
+    TGT_AVX512 static void NAME##_##R##x##NT(const TW *w, size_t ldw, const float *x, size_t ldx, size_t k,    \
                                              float *c, size_t ldc) {                                           \
         __m512 a[NT][R];                                                                                       \
-        for (int t = 0; t < NT; t++)                                                                           \
-            for (int r = 0; r < R; r++) a[t][r] = _mm512_setzero_ps();                                         \
+        CK_UNROLL for (int t = 0; t < NT; t++)                                                                 \
+            CK_UNROLL for (int r = 0; r < R; r++) a[t][r] = _mm512_setzero_ps();                               \
         size_t i = 0;                                                                                          \
         for (; i + 16 <= k; i += 16) {                                                                         \
             __m512 v[R];                                                                                       \
-            for (int r = 0; r < R; r++) v[r] = LOAD(w + r * ldw + i);                                          \
-            for (int t = 0; t < NT; t++) {                                                                     \
+            CK_UNROLL for (int r = 0; r < R; r++) v[r] = LOAD(w + r * ldw + i);                                \
+            CK_UNROLL for (int t = 0; t < NT; t++) {                                                           \
                 __m512 xv = _mm512_loadu_ps(x + t * ldx + i);                                                  \
-                for (int r = 0; r < R; r++) a[t][r] = _mm512_fmadd_ps(v[r], xv, a[t][r]);                      \
+                CK_UNROLL for (int r = 0; r < R; r++) a[t][r] = _mm512_fmadd_ps(v[r], xv, a[t][r]);            \
             }                                                                                                  \
         }                                                                                                      \
         if (i < k) {                                                                                           \
             __mmask16 m = (__mmask16)((1u << (k - i)) - 1);                                                    \
             __m512 v[R];                                                                                       \
-            for (int r = 0; r < R; r++) v[r] = LOADM(w + r * ldw + i, m);                                      \
-            for (int t = 0; t < NT; t++) {                                                                     \
+            CK_UNROLL for (int r = 0; r < R; r++) v[r] = LOADM(w + r * ldw + i, m);                            \
+            CK_UNROLL for (int t = 0; t < NT; t++) {                                                           \
                 __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + i);                                         \
-                for (int r = 0; r < R; r++) a[t][r] = _mm512_fmadd_ps(v[r], xv, a[t][r]);                      \
+                CK_UNROLL for (int r = 0; r < R; r++) a[t][r] = _mm512_fmadd_ps(v[r], xv, a[t][r]);            \
             }                                                                                                  \
         }                                                                                                      \
-        for (int t = 0; t < NT; t++)                                                                           \
-            for (int r = 0; r < R; r++) c[t * ldc + r] = _mm512_reduce_add_ps(a[t][r]);                        \
+        if (R == 4) {                                                                                          \
+            /* Four tokens' 4 rows per transposing tree: lanes 4t..4t+3 are token t's, stored by one masked */ \
+            /* store each (the pointer is offset back so the kept lanes land at c[t][0..3]). */                \
+            CK_UNROLL for (int t0 = 0; t0 < NT; t0 += 4) {                                                     \
+                __m512 sp[16];                                                                                 \
+                CK_UNROLL for (int j = 0; j < 16; j++)                                                         \
+                    sp[j] = t0 + j / 4 < NT ? a[(t0 + j / 4) % NT][j % R] : _mm512_setzero_ps();               \
+                __m512 s = hsum16_avx512(sp);                                                                  \
+                CK_UNROLL for (int t = t0; t < NT && t < t0 + 4; t++)                                          \
+                    _mm512_mask_storeu_ps(c + t * ldc - 4 * (t - t0), (__mmask16)(0xFu << (4 * (t - t0))), s); \
+            }                                                                                                  \
+        } else {                                                                                               \
+            CK_UNROLL for (int t = 0; t < NT; t++)                                                             \
+                CK_UNROLL for (int r = 0; r < R; r++) c[t * ldc + r] = _mm512_reduce_add_ps(a[t][r]);          \
+        }                                                                                                      \
     }
 #define CK_GEMM_FAMILY(NAME, TW, LOAD, LOADM)                                                                  \
     CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 1) CK_GEMM_UK(NAME, TW, LOAD, LOADM, 4, 2)                            \
@@ -410,13 +444,128 @@ void ck_axpy_f32(float a, const float *x, float *y, size_t n) {
 
 // ---------------------------------------------------------------- attention
 
-static void softmax_inplace(float *x, size_t n) {
+static void softmax_generic(float *x, size_t n) {
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) if (x[i] > m) m = x[i];
     float sum = 0;
     for (size_t i = 0; i < n; i++) { float e = expf(x[i] - m); x[i] = e; sum += e; }
     float inv = 1.0f / sum;
     for (size_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+#ifdef CK_X86
+// ---------------------------------------------------------------- e^x, 16 lanes
+// glibc's expf as x86-64 runs it wherever AVX-512 exists (its FMA build), lane by lane and bit for bit: checked on
+// every float from log(2^-150) to log(2^128) (2.24e9 inputs, 0 differences) and in ExpKernelTests. In double:
+// k = round(x·32/ln2) by the 1.5·2^52 shift, r = x·32/ln2 − k as one FMA (the contraction GCC makes there; an
+// unfused r differed on 2 inputs), 2^(k/32) from the 32-entry table below with k/32's integer part added to the
+// exponent bits, times a cubic in r (FMAs), rounded once to float. The scalar call was 2-4% of a prefill.
+static const uint64_t ck_exp2_32nd[32] = {  // bits of 2^(i/32) minus i << 47 (so that adding k << 47 scales by 2^(k/32 - i/32))
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
+    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
+    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
+    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
+};
+
+TGT_AVX512 static inline __attribute__((always_inline)) __m256 exp8_core_avx512(__m256 xf) {
+    const __m512d n_ln2 = _mm512_set1_pd(0x1.71547652b82fep+0 * 32), shift = _mm512_set1_pd(0x1.8p+52);
+    // The cubic's coefficients for r in units of 1/32 (ln2/32, (ln2/32)^2/2, ... as fitted for 2^r).
+    const __m512d c3 = _mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32);
+    const __m512d c2 = _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32), c1 = _mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32);
+    const __m512i t0 = _mm512_loadu_si512(ck_exp2_32nd), t1 = _mm512_loadu_si512(ck_exp2_32nd + 8);
+    const __m512i t2 = _mm512_loadu_si512(ck_exp2_32nd + 16), t3 = _mm512_loadu_si512(ck_exp2_32nd + 24);
+    __m512d xd = _mm512_cvtps_pd(xf);
+    __m512d kd = _mm512_add_pd(_mm512_mul_pd(n_ln2, xd), shift);
+    __m512i ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, shift);
+    __m512d r = _mm512_fmsub_pd(n_ln2, xd, kd);
+    __m512i t = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(ki, _mm512_set1_epi64(16)),
+                                        _mm512_permutex2var_epi64(t0, ki, t1), _mm512_permutex2var_epi64(t2, ki, t3));
+    __m512d s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47)));
+    __m512d hi = _mm512_fmadd_pd(c3, r, c2), y = _mm512_fmadd_pd(c1, r, _mm512_set1_pd(1));
+    y = _mm512_fmadd_pd(hi, _mm512_mul_pd(r, r), y);
+    return _mm512_cvtpd_ps(_mm512_mul_pd(y, s));
+}
+
+/// e^x per lane, as glibc's expf: +inf above log(2^128), 0 below log(2^-150) (and for -inf), NaN stays NaN.
+TGT_AVX512 static inline __attribute__((always_inline)) __m512 expf16_avx512(__m512 x) {
+    __m256 lo = exp8_core_avx512(_mm512_castps512_ps256(x));
+    __m256 hi = exp8_core_avx512(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    __m512 e = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+    __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ);
+    __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    e = _mm512_mask_blend_ps(over, e, _mm512_set1_ps(INFINITY));
+    e = _mm512_mask_blend_ps(under, e, _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(nan, e, _mm512_add_ps(x, x));
+}
+
+TGT_AVX512 static void expf_avx512(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, expf16_avx512(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+// The maximum and the exponentials lane-parallel; the sum in 16 lanes, reduced at the end (the scalar loop's one
+// chain of dependent adds cost as much as its expf calls). Same result to an ulp or so of the sum, not the same bits.
+TGT_AVX512 static void softmax_avx512(float *x, size_t n) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i));
+    }
+    __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv)), sum = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, expf16_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mx)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+}
+
+// a / (1 + e^-a) · b in the scalar loop's float operations, so the same bits.
+TGT_AVX512 static void swiglu_avx512(float *out, const float *a, const float *b, size_t n) {
+    const __m512 one = _mm512_set1_ps(1);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(m, a + i);
+        __m512 e = expf16_avx512(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u))));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, b + i)));
+    }
+}
+#endif
+
+static void softmax_inplace(float *x, size_t n) {
+#ifdef CK_X86
+    if (level() >= CK_AVX512) { softmax_avx512(x, n); return; }
+#endif
+    softmax_generic(x, n);
+}
+
+void ck_softmax(float *x, size_t n) { softmax_inplace(x, n); }
+
+void ck_expf(const float *x, float *y, size_t n) {
+#ifdef CK_X86
+    if (level() >= CK_AVX512) { expf_avx512(x, y, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
+void ck_swiglu(float *out, const float *a, const float *b, size_t n) {
+#ifdef CK_X86
+    if (level() >= CK_AVX512) { swiglu_avx512(out, a, b, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) { float x = a[i]; out[i] = x / (1 + expf(-x)) * b[i]; }
 }
 
 #ifdef CK_X86
@@ -447,19 +596,7 @@ TGT_AVX512 static inline __attribute__((always_inline)) void attend_scores16_avx
         for (int c = 0; c < NC; c++) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kp + 16 * c), a);
         sp[p] = a;
     }
-    __m512 t[8], u[4], w[2];
-    for (int i = 0; i < 8; i++)
-        t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(sp[i], sp[i + 8], 0x44), _mm512_shuffle_f32x4(sp[i], sp[i + 8], 0xEE));
-    for (int i = 0; i < 4; i++)
-        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[i], t[i + 4], 0x88), _mm512_shuffle_f32x4(t[i], t[i + 4], 0xDD));
-    for (int i = 0; i < 2; i++)
-        w[i] = _mm512_castpd_ps(_mm512_castps_pd(_mm512_add_ps(
-            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u[i]), _mm512_castps_pd(u[i + 2]))),
-            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u[i]), _mm512_castps_pd(u[i + 2]))))));
-    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
-    // Lane 4L + m holds position [0, 8, 4, 12][L] + [0, 2, 1, 3][m].
-    __m512i idx = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
-    _mm512_storeu_ps(scores + p0, _mm512_mul_ps(_mm512_permutexvar_ps(idx, r), _mm512_set1_ps(scale)));
+    _mm512_storeu_ps(scores + p0, _mm512_mul_ps(hsum16_avx512(sp), _mm512_set1_ps(scale)));
 }
 
 TGT_AVX512 static void attend_head_avx512(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,

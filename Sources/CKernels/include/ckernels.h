@@ -35,6 +35,13 @@ float ck_dot_f32(const float *a, const float *b, size_t n);
 /// y += a * x over n elements.
 void ck_axpy_f32(float a, const float *x, float *y, size_t n);
 
+/// y[i] = e^x[i]; with AVX-512 16 lanes at a time, bit for bit glibc's expf (its FMA build), else expf itself.
+void ck_expf(const float *x, float *y, size_t n);
+/// Softmax of n floats in place (the maximum subtracted first); with AVX-512 the sum runs in 16 lanes.
+void ck_softmax(float *x, size_t n);
+/// out[i] = a[i] / (1 + e^-a[i]) · b[i] (SwiGLU: silu(a)·b), the same float operations as a scalar loop over expf.
+void ck_swiglu(float *out, const float *a, const float *b, size_t n);
+
 /// One attention head over n cached positions: scores[p] = scale * q·K[p], softmax, out = Σ scores[p] V[p].
 /// K and V rows are `stride` floats apart; `scores` needs n floats and holds the probabilities afterwards.
 void ck_attend_head(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,
