@@ -315,6 +315,27 @@ final class Int8ActivationTests: XCTestCase {
     /// ggml rows on every call, for every row count, row range and dtype: 45 rows (a partial last panel read from the
     /// rows), an odd block count (panels not 64-byte aligned), and a two-weight group whose second weight's ranges
     /// start off a panel boundary. With packed panels one row takes the GEMM too, so one row = five = a prefill.
+    /// Unpacking gives back the file's bytes exactly: whole panels (the vector transpose), ranges that start or end
+    /// inside a panel (the scalar loop), for each kind, including Q8_0's +128 flip and Q4_1's mins.
+    func testUnpackedPanelsAreTheOriginalRows() throws {
+        guard ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 else {
+            throw XCTSkip("no AVX-512 VNNI: no packed panels")
+        }
+        var rng = QuantKernelTests.LCG(s: 41)
+        for (kind, dtype) in [(Int32(0), DType.q4_0), (1, .q4_1), (2, .q8_0)] {
+            let rows = 48, k = 96, rowBytes = dtype.byteCount(elements: k)
+            let (bytes, _) = QuantKernelTests.makeRows(dtype, rows: rows, k: k, rng: &rng)
+            var packed = [UInt8](repeating: 0, count: bytes.count)
+            XCTAssertEqual(ck_q8act_pack(kind, bytes, k, 0, rows / 16, &packed), 1)
+            XCTAssertNotEqual(packed, bytes)
+            for (r0, r1) in [(0, 48), (16, 32), (3, 40), (17, 18), (0, 20)] {
+                var out = [UInt8](repeating: 0xAA, count: (r1 - r0) * rowBytes)
+                ck_q8act_unpack(kind, packed, k, r0, r1, &out)
+                XCTAssertEqual(out, Array(bytes[(r0 * rowBytes)..<(r1 * rowBytes)]), "\(dtype) rows \(r0)..<\(r1)")
+            }
+        }
+    }
+
     func testPackedPanelsGiveTheBitsOfRowPanelsAndMakeOneRowBatchInvariant() throws {
         guard ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, nil, 0, nil, 0) != 0 else {
             throw XCTSkip("no AVX-512 VNNI: no packed panels")
