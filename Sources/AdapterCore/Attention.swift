@@ -73,9 +73,9 @@ public struct AttentionRecord {
 /// `normalize: false` skips the main softmax (the official plain forward's one-token bug, `--compat
 /// official`). With `record`, the probabilities are saved; the arithmetic is the same either way, so a
 /// training forward computes exactly what inference does.
-/// Work: T ≥ 16 runs per head as two GEMMs (S = QKᵀ, O = SV) with a thread per band of heads; shorter
-/// chunks (decoding) run per (position, head) pair with fused SIMD dot products. The prompt part always
-/// runs per pair (it is at most a few dozen keys). `scratch` gives each thread `scratchStride` floats
+/// Work: T ≥ 16 runs as two GEMMs (S = QKᵀ, O = SV) per head and block of 32 queries, over the keys the block
+/// sees; shorter chunks (decoding) run per (position, head) pair with fused SIMD dot products. The prompt part
+/// always runs per pair (it is at most a few dozen keys). `scratch` gives each thread `scratchStride` floats
 /// (≥ keyCount + promptLength + headDim) for the per-pair path; without it the call allocates.
 public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int,
                              q: UnsafePointer<Float>, qStride: Int,
@@ -97,21 +97,26 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int,
     }
     let gemm = T >= 16
     if gemm {
-        let own = record == nil ? UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * T * keyCount) : nil
+        // Query rows in blocks of 32 per head, each block against the keys its last row sees: under a causal mask
+        // that skips most of the masked triangle (a 512-token prefill computes 53% of the square), and the
+        // (head, block) jobs keep both threads busy where whole heads split 5/4.
+        let block = 32, blocks = (T + block - 1) / block
+        let own = record == nil ? UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * block * keyCount) : nil
         defer { own?.deallocate() }
-        pool.run { ti, tn in
-            for h in (nHeads * ti / tn)..<(nHeads * (ti + 1) / tn) {
-                let sm = record.map { $0.probs + h * T * keyCount } ?? own! + ti * T * keyCount
-                let kvh = h / group
-                BLAS.gemmABt(m: T, n: keyCount, k: hd, a: q + h * hd, lda: qStride, b: keys + kvh * hd, ldb: kvStride,
-                             c: sm, ldc: keyCount, alpha: scale)
-                for t in 0..<T {
-                    let row = sm + t * keyCount, n = visible(t)
+        pool.parallelForDynamic(nHeads * blocks, chunk: 1) { jobs, thread in
+            for job in jobs {
+                let h = job / blocks, t0 = job % blocks * block, t1 = min(T, t0 + block)
+                let sm = record.map { $0.probs + (h * T + t0) * keyCount } ?? own! + thread * block * keyCount
+                let kvh = h / group, seen = visible(t1 - 1)
+                BLAS.gemmABt(m: t1 - t0, n: seen, k: hd, a: q + t0 * qStride + h * hd, lda: qStride, b: keys + kvh * hd,
+                             ldb: kvStride, c: sm, ldc: keyCount, alpha: scale)
+                for t in t0..<t1 {
+                    let row = sm + (t - t0) * keyCount, n = visible(t)
                     if normalize { softmaxInPlace(row, n) }
                     (row + n).update(repeating: 0, count: keyCount - n)
                 }
-                BLAS.gemmAB(m: T, n: hd, k: keyCount, a: sm, lda: keyCount, b: values + kvh * hd, ldb: kvStride,
-                            c: out + h * hd, ldc: outStride)
+                BLAS.gemmAB(m: t1 - t0, n: hd, k: seen, a: sm, lda: keyCount, b: values + kvh * hd, ldb: kvStride,
+                            c: out + t0 * outStride + h * hd, ldc: outStride)
             }
         }
         if prompt == nil { return }
