@@ -57,7 +57,8 @@ func int8Gemm(kind: Int32, weight w: Tensor, r0: Int, r1: Int, xq: UnsafePointer
                              K, r0, r1, xq, xd, xs, T, levels, out, N)
 }
 
-/// Quantizes T rows of K floats into `levels` int8 rows each (row t·levels + l), with their block scales and sums.
+/// Quantizes T rows of K floats into `levels` int8 levels each (token t at t·levels·K, a block's levels side by
+/// side), with their block scales and sums.
 func quantizeActivations(_ x: UnsafePointer<Float>, T: Int, K: Int, levels: Int, xq: UnsafeMutablePointer<Int8>,
                          xd: UnsafeMutablePointer<Float>, xs: UnsafeMutablePointer<Int32>) {
     let nb = K / 32

@@ -440,17 +440,18 @@ final class LevelActivationTests: XCTestCase {
         ck_quantize_x_q8_levels(x, 3, &q, &d, &s, n)
         var q1 = [Int8](repeating: 0, count: n), d1 = [Float](repeating: 0, count: nb), s1 = [Int32](repeating: 0, count: nb)
         ck_quantize_x_q8(x, &q1, &d1, &s1, n)
-        XCTAssertEqual(Array(q[0..<n]), q1, "level 0 = the 8-bit activations")
-        XCTAssertEqual(Array(d[0..<nb]), d1)
-        XCTAssertEqual(Array(s[0..<nb]), s1)
+        // A block's three levels side by side: level l of block b at q[(3b + l)·32 ..], d[3b + l], s[3b + l].
+        XCTAssertEqual((0..<nb).flatMap { q[(96 * $0)..<(96 * $0 + 32)] }, q1, "level 0 = the 8-bit activations")
+        XCTAssertEqual((0..<nb).map { d[3 * $0] }, d1)
+        XCTAssertEqual((0..<nb).map { s[3 * $0] }, s1)
         for b in 0..<nb {
             let amax = Double(x[(b * 32)..<(b * 32 + 32)].map { abs($0) }.max()!)
             for l in 0..<3 {
-                XCTAssertEqual(s[l * nb + b], (0..<32).reduce(Int32(0)) { $0 + Int32(q[l * n + b * 32 + $1]) }, "block \(b) level \(l) sum")
+                XCTAssertEqual(s[3 * b + l], (0..<32).reduce(Int32(0)) { $0 + Int32(q[(3 * b + l) * 32 + $1]) }, "block \(b) level \(l) sum")
             }
             for j in 0..<32 {
                 let i = b * 32 + j
-                let back = (0..<3).reduce(0.0) { $0 + Double(q[$1 * n + i]) * Double(d[$1 * nb + b]) }
+                let back = (0..<3).reduce(0.0) { $0 + Double(q[(3 * b + $1) * 32 + j]) * Double(d[3 * b + $1]) }
                 XCTAssertLessThanOrEqual(abs(back - Double(x[i])), amax / (254 * 254 * 254) * 1.001, "element \(i) = \(x[i])")
             }
         }

@@ -9,7 +9,8 @@
 /// Quantizes n floats (a multiple of 32) to int8 blocks: qs[n], per-block scale d[n/32] and sum of q isum[n/32].
 void ck_quantize_x_q8(const float *x, int8_t *qs, float *d, int32_t *isum, size_t n);
 
-/// x as `levels` int8 rows (level l at qs + l·n, d + l·n/32, isum + l·n/32): level 0 is ck_quantize_x_q8's
+/// x as `levels` int8 levels, a block's side by side (level l of block b at qs + (b·levels + l)·32, d and isum
+/// [b·levels + l]; one level is ck_quantize_x_q8's layout): level 0 is ck_quantize_x_q8's
 /// quantization (up to the clamp at ±127), each next level quantizes the remainder the previous ones left, so that
 /// x = Σ_l q_l·d_l to max|x|/254³ (about 2^-24) per block of 32 after three levels.
 void ck_quantize_x_q8_levels(const float *x, size_t levels, int8_t *qs, float *d, int32_t *isum, size_t n);
@@ -29,8 +30,8 @@ void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const i
 int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                   const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys);
 
-/// ck_gemm_q8act for T tokens of `levels` rows each (1, or 3 as ck_quantize_x_q8_levels writes them, token t's
-/// levels at rows t·levels ..< t·levels + levels): y[t·ys + r] = Σ_l Σ_k W[r,k]·q_l[k]·d_l, the levels of a block
+/// ck_gemm_q8act for T tokens of `levels` levels each (1, or 3 as ck_quantize_x_q8_levels writes them, token t's
+/// at xq + t·levels·k, xd and xsum + t·levels·k/32): y[t·ys + r] = Σ_l Σ_k W[r,k]·q_l[k]·d_l, the levels of a block
 /// scaled and added smallest first. Returns 0, doing nothing, where ck_gemm_q8act would, or for other level counts.
 int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                          const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys);
