@@ -543,7 +543,24 @@ TGT_AVX512 static void swiglu_avx512(float *out, const float *a, const float *b,
         _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, b + i)));
     }
 }
+
+// x / (1 + e^(-1.702·x)) in place, the scalar loop's float operations (CLIP's QuickGELU), so the same bits.
+TGT_AVX512 static void quick_gelu_avx512(float *x, size_t n) {
+    const __m512 one = _mm512_set1_ps(1), c = _mm512_set1_ps(-1.702f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_div_ps(v, _mm512_add_ps(one, expf16_avx512(_mm512_mul_ps(c, v)))));
+    }
+}
 #endif
+
+void ck_quick_gelu(float *x, size_t n) {
+#ifdef CK_X86
+    if (level() >= CK_AVX512) { quick_gelu_avx512(x, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) { float v = x[i]; x[i] = v / (1 + expf(-1.702f * v)); }
+}
 
 static void softmax_inplace(float *x, size_t n) {
 #ifdef CK_X86

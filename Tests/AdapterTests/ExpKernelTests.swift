@@ -53,6 +53,24 @@ final class ExpKernelTests: XCTestCase {
         }
     }
 
+    /// QuickGELU through the vector kernel gives the scalar formula's bits (on Linux), any length.
+    func testQuickGELUKernelMatchesTheScalarFormula() {
+        var rng = SystemRandomNumberGenerator()
+        for n in [1, 15, 16, 17, 4096] {
+            let x = (0..<n).map { _ in Float.random(in: -60...60, using: &rng) }
+            var y = x
+            ck_quick_gelu(&y, n)
+            for i in 0..<n {
+                let v = x[i], ref = v / (1 + expf(-1.702 * v))
+                #if os(Linux)
+                XCTAssertEqual(y[i].bitPattern, ref.bitPattern, "n=\(n) i=\(i): \(y[i]) vs \(ref)")
+                #else
+                XCTAssertEqual(y[i], ref, accuracy: 2 * ref.ulp)
+                #endif
+            }
+        }
+    }
+
     /// Softmax against float64, with masked (-inf) entries and lengths that leave partial vectors.
     func testSoftmaxMatchesFloat64() {
         var rng = SystemRandomNumberGenerator()

@@ -41,6 +41,8 @@ void ck_expf(const float *x, float *y, size_t n);
 void ck_softmax(float *x, size_t n);
 /// out[i] = a[i] / (1 + e^-a[i]) · b[i] (SwiGLU: silu(a)·b), the same float operations as a scalar loop over expf.
 void ck_swiglu(float *out, const float *a, const float *b, size_t n);
+/// x[i] = x[i] / (1 + e^(-1.702·x[i])) in place (CLIP's QuickGELU), the same float operations as a scalar loop.
+void ck_quick_gelu(float *x, size_t n);
 
 /// One attention head over n cached positions: scores[p] = scale * q·K[p], softmax, out = Σ scores[p] V[p].
 /// K and V rows are `stride` floats apart; `scores` needs n floats and holds the probabilities afterwards.
