@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .customLong("adapter-bias"), help: "Also decode with a synthetic BIAS adapter (10-token prompts in all but the first layer) and report the ratio.")
     var adapterBias = false
 
-    @Option(help: "Repetitions for timings (the best run is reported).")
+    @Option(help: "Repetitions of image encodes (--preset clip-l14), training steps (--train) and allreduces (the best run is reported); prefill and decode take --rounds.")
     var repeats: Int = 1
 
     @Flag(name: .customLong("int8-activations"), help: "Use 8-bit activations with Q4_0/Q4_1/Q8_0 weights (weights repacked at load for the integer GEMM on AVX-512 VNNI).")
@@ -269,6 +269,10 @@ struct Bench: ParsableCommand {
         }
         if preset == "clip-l14" && model == nil { return try runImageBench(pool: pool, dtype: dt) }
         guard rounds >= 1, rounds <= 100 else { throw AdapterError.invalidArgument("--rounds must be between 1 and 100") }
+        // Silently timing one cold round where the user asked for several would report a first-touch figure.
+        if repeats > 1 && !train {
+            throw AdapterError.invalidArgument("--repeats times image encodes, training steps and allreduces; prefill and decode take --rounds N (medians)")
+        }
         var llamaBench: String?
         if let path = compareLlamacpp {
             guard let model, model.hasSuffix(".gguf") else {

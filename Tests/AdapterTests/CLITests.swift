@@ -134,6 +134,15 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(obj["decode_tokens_per_s"] as? Double ?? 0, 0)
         XCTAssertGreaterThan(obj["read_bandwidth_gb_s"] as? Double ?? 0, 0)
     }
+
+    /// `--repeats` on a prefill/decode run is refused in one line that names `--rounds` (it used to be ignored, so
+    /// one cold round was reported where several were asked for).
+    func testBenchRepeatsOnPrefillAndDecodeIsOneErrorLineNamingRounds() throws {
+        let r = try run(["bench", "--preset", "tiny", "--repeats", "3"])
+        XCTAssertEqual(r.status, 1, r.stdout)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("--rounds"), r.stderr)
+    }
 }
 
 /// `bench --compare-llamacpp`: the rounds alternate with llama-bench, whose JSON output (the format of llama.cpp's
