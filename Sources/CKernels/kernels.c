@@ -229,8 +229,9 @@ CK_ROWS_512(matvec_bf16_avx512, uint16_t, CK_LOAD_BF16_512, bf16_to_float)
 CK_ROWS_512(matvec_f32_avx512, float, CK_LOAD_F32_512, CK_ID)
 
 // Lane j of the result = _mm512_reduce_add_ps(sp[j]), bit for bit: one transposing tree that pairs lanes as the
-// intrinsic does (v_j + v_j+8, then + 4, + 2, + 1; checked bitwise against it for hd 64 and 128 and in the GEMM
-// test), ~3 shuffles and 1 add per vector instead of 7 narrow dependent steps each.
+// intrinsic does (v_j + v_j+8, then + 4, + 2, + 1; the attention scores and the f32/f16 GEMMs built on it were
+// checked byte for byte against the per-vector reductions in a C harness), ~3 shuffles and 1 add per vector
+// instead of 7 narrow dependent steps each.
 TGT_AVX512 static inline __attribute__((always_inline)) __m512 hsum16_avx512(const __m512 sp[16]) {
     __m512 t[8], u[4], w[2];
     for (int i = 0; i < 8; i++)
@@ -471,6 +472,9 @@ static const uint64_t ck_exp2_32nd[32] = {  // bits of 2^(i/32) minus i << 47 (s
     0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
 };
 
+// The lanes of a 16-wide step that hold data when `left` elements remain.
+static inline __mmask16 tail16(size_t left) { return left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1); }
+
 TGT_AVX512 static inline __attribute__((always_inline)) __m256 exp8_core_avx512(__m256 xf) {
     const __m512d n_ln2 = _mm512_set1_pd(0x1.71547652b82fep+0 * 32), shift = _mm512_set1_pd(0x1.8p+52);
     // The cubic's coefficients for r in units of 1/32 (ln2/32, (ln2/32)^2/2, ... as fitted for 2^r).
@@ -506,7 +510,7 @@ TGT_AVX512 static inline __attribute__((always_inline)) __m512 expf16_avx512(__m
 
 TGT_AVX512 static void expf_avx512(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         _mm512_mask_storeu_ps(y + i, m, expf16_avx512(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
@@ -516,19 +520,19 @@ TGT_AVX512 static void expf_avx512(const float *x, float *y, size_t n) {
 TGT_AVX512 static void softmax_avx512(float *x, size_t n) {
     __m512 mv = _mm512_set1_ps(-INFINITY);
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i));
     }
     __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv)), sum = _mm512_setzero_ps();
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         __m512 e = _mm512_maskz_mov_ps(m, expf16_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mx)));
         _mm512_mask_storeu_ps(x + i, m, e);
         sum = _mm512_add_ps(sum, e);
     }
     __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
     }
 }
@@ -537,7 +541,7 @@ TGT_AVX512 static void softmax_avx512(float *x, size_t n) {
 TGT_AVX512 static void swiglu_avx512(float *out, const float *a, const float *b, size_t n) {
     const __m512 one = _mm512_set1_ps(1);
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         __m512 x = _mm512_maskz_loadu_ps(m, a + i);
         __m512 e = expf16_avx512(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u))));
         _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, b + i)));
@@ -548,7 +552,7 @@ TGT_AVX512 static void swiglu_avx512(float *out, const float *a, const float *b,
 TGT_AVX512 static void quick_gelu_avx512(float *x, size_t n) {
     const __m512 one = _mm512_set1_ps(1), c = _mm512_set1_ps(-1.702f);
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i);
         _mm512_mask_storeu_ps(x + i, m, _mm512_div_ps(v, _mm512_add_ps(one, expf16_avx512(_mm512_mul_ps(c, v)))));
     }
@@ -562,14 +566,12 @@ void ck_quick_gelu(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) { float v = x[i]; x[i] = v / (1 + expf(-1.702f * v)); }
 }
 
-static void softmax_inplace(float *x, size_t n) {
+void ck_softmax(float *x, size_t n) {
 #ifdef CK_X86
     if (level() >= CK_AVX512) { softmax_avx512(x, n); return; }
 #endif
     softmax_generic(x, n);
 }
-
-void ck_softmax(float *x, size_t n) { softmax_inplace(x, n); }
 
 void ck_expf(const float *x, float *y, size_t n) {
 #ifdef CK_X86
@@ -627,7 +629,7 @@ TGT_AVX512 static void attend_head_avx512(const float *q, const float *k, const 
         for (size_t i = 0; i < hd; i += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(kp + i), s);
         scores[p] = _mm512_reduce_add_ps(s) * scale;
     }
-    softmax_inplace(scores, n);
+    ck_softmax(scores, n);
     // Positions outer, the head's 16-lane chunks inner: one FMA chain per chunk as before (the same sums in the
     // same order, so the same bits), but the chunks' chains now run side by side instead of one after the other
     // (a chunk-outer loop waited 4 cycles per position and chunk: 20% of a SmolLM2 batch-8 step at 272 positions).
@@ -649,7 +651,7 @@ void ck_attend_head(const float *q, const float *k, const float *v, size_t n, si
     // One dispatch per head instead of two calls per cached position (decode at 300+ positions was
     // spending 11% of its time in call overhead of tiny dot/axpy calls).
     for (size_t p = 0; p < n; p++) scores[p] = ck_dot_f32(q, k + p * stride, hd) * scale;
-    softmax_inplace(scores, n);
+    ck_softmax(scores, n);
     memset(out, 0, hd * sizeof(float));
     for (size_t p = 0; p < n; p++) ck_axpy_f32(scores[p], v + p * stride, out, hd);
 }

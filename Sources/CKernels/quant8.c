@@ -487,24 +487,18 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, 
         r = end;
     }
 }
-TGT_VNNI static void gemm_q8act_q4_0(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, int L, float *y,
-                                     size_t ys, uint8_t *panel) {
-    if (L == 3) gemm_q8act_vnni(0, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 3, y, ys, panel);
-    else gemm_q8act_vnni(0, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys, panel);
-}
-TGT_VNNI static void gemm_q8act_q4_1(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, int L, float *y,
-                                     size_t ys, uint8_t *panel) {
-    if (L == 3) gemm_q8act_vnni(1, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 3, y, ys, panel);
-    else gemm_q8act_vnni(1, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys, panel);
-}
-TGT_VNNI static void gemm_q8act_q8_0(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                                     const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, int L, float *y,
-                                     size_t ys, uint8_t *panel) {
-    if (L == 3) gemm_q8act_vnni(2, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 3, y, ys, panel);
-    else gemm_q8act_vnni(2, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys, panel);
-}
+// One function per kind with the level count a constant (1 or 3), so the inlined kernels specialise on both.
+#define CK_Q8ACT_KIND(NAME, KIND)                                                                              \
+    TGT_VNNI static void NAME(const void *w, const void *packed, size_t packedRows, size_t k, size_t r0,       \
+                              size_t r1, const int8_t *xq, const float *xd, const int32_t *xsum, size_t T,     \
+                              int L, float *y, size_t ys, uint8_t *panel) {                                    \
+        if (L == 3) gemm_q8act_vnni(KIND, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 3, y, ys, panel); \
+        else gemm_q8act_vnni(KIND, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys, panel);        \
+    }
+CK_Q8ACT_KIND(gemm_q8act_q4_0, 0)
+CK_Q8ACT_KIND(gemm_q8act_q4_1, 1)
+CK_Q8ACT_KIND(gemm_q8act_q8_0, 2)
+#undef CK_Q8ACT_KIND
 
 #endif
 
@@ -521,8 +515,6 @@ int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void 
 #endif
 }
 
-// The inverse of ck_q8act_pack for rows r0..<r1: in a panel, block b holds dword g of row j's quants at 64·g + 4·j
-// (Q8_0: q + 128) and row j's f16 scale at qb + 2·j (Q4_1's min at qb + 32 + 2·j).
 #ifdef CK_X86
 // One block of a whole panel back into its 16 rows' ggml blocks: the quants' dwords [g][row] transposed to
 // [row][g] in registers (unpack 32- then 64-bit pairs inside 128-bit lanes: lane L of u[i] is row 4L + i), four
@@ -557,6 +549,8 @@ TGT_VNNI static void q8act_unpack_panel(int kind, const uint8_t *panel, size_t n
 #undef CK_UNPACK_STORE
 #endif
 
+// The inverse of ck_q8act_pack for rows r0..<r1: in a panel, block b holds dword g of row j's quants at 64·g + 4·j
+// (Q8_0: q + 128) and row j's f16 scale at qb + 2·j (Q4_1's min at qb + 32 + 2·j).
 void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r1, void *dst) {
     size_t nb = k / 32, bsz = kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0);
     size_t rowBytes = nb * bsz, stride = 16 * bsz, qb = kind == 2 ? 512 : 256, qoff = kind == 1 ? 4 : 2;
