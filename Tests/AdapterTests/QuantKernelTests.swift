@@ -25,7 +25,6 @@ final class QuantKernelTests: XCTestCase {
         return f
     }
 
-    /// Random blocks and the values they stand for, decoded by the ggml rules.
     /// A [rows, k] weight of `dtype` holding `bytes` (as `makeRows` writes them).
     static func tensor(_ bytes: [UInt8], _ dtype: DType, rows: Int, k: Int) throws -> Tensor {
         let storage = Storage(zeroedBytes: bytes.count)
@@ -33,6 +32,7 @@ final class QuantKernelTests: XCTestCase {
         return try Tensor(shape: [rows, k], dtype: dtype, storage: storage)
     }
 
+    /// Random blocks and the values they stand for, decoded by the ggml rules.
     static func makeRows(_ dtype: DType, rows: Int, k: Int, rng: inout LCG) -> (bytes: [UInt8], values: [Float]) {
         var bytes: [UInt8] = []
         var values: [Float] = []
