@@ -197,13 +197,48 @@ TGT_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n)
 }
 
 
+// Full unrolling keeps the accumulator arrays in registers (otherwise clang zeroed a 1.5 KB stack copy per call).
+#define CK_UNROLL _Pragma("clang loop unroll(full)")
+
 // One row at a time with four accumulators over 64-wide steps (then 16-wide steps into the first, and a scalar
 // tail): on Zen 4 this streams 7B f16 rows at the measured read bandwidth (47.6 of 48 GB/s, 2 threads), where
 // four rows of one accumulator each reached 38.5 and the old one-row ymm loop 75%. A row's value depends only on
-// the row, never on which rows share a call.
+// the row, never on which rows share a call: the wide-input path below gives every row the same accumulators, the
+// same order of additions and the same tail (`NAME##_finish`) as the one-row loop.
+// Wide inputs (x beyond ~24 KB of floats, e.g. 7B's down projection, K = 11008: 44 KB against a 32 KB L1) take six
+// rows per pass, so each x line comes from L2 once per six rows instead of once per row: in a C harness over the 7B
+// f16 file's pages (2 threads, 12 GB per pass) K = 11008 streamed at 24-25 GB/s one row at a time, whatever the
+// machine's bandwidth mode, and at 35 (low mode, = a plain read) / 42-44 GB/s (high mode, read 51-53) six at a time
+// (four: 34 / 40, three: 35 / 35). At K = 4096 the one-row loop stays (x fits in L1).
+#define CK_ROWS_WIDE_K 6144
 #define CK_ROWS_512(NAME, T, LOAD, SCALAR)                                                                         \
+    TGT_AVX512 static inline __attribute__((always_inline)) float NAME##_finish(const T *row, const float *x,     \
+            size_t i, size_t k, __m512 s0, __m512 s1, __m512 s2, __m512 s3) {                                     \
+        for (; i + 16 <= k; i += 16) s0 = _mm512_fmadd_ps(LOAD(row + i), _mm512_loadu_ps(x + i), s0);           \
+        float acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));           \
+        for (; i < k; i++) acc = fmaf(SCALAR(row[i]), x[i], acc);                                                 \
+        return acc;                                                                                               \
+    }                                                                                                             \
     TGT_AVX512 static void NAME(const T *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {           \
-        for (size_t r = r0; r < r1; r++) {                                                                        \
+        size_t r = r0;                                                                                            \
+        if (k >= CK_ROWS_WIDE_K) {                                                                                \
+            for (; r + 6 <= r1; r += 6) {                                                                         \
+                const T *a = w + r * k;                                                                           \
+                __m512 s[6][4];                                                                                   \
+                CK_UNROLL for (int q = 0; q < 6; q++)                                                             \
+                    CK_UNROLL for (int u = 0; u < 4; u++) s[q][u] = _mm512_setzero_ps();                          \
+                size_t i = 0;                                                                                     \
+                for (; i + 64 <= k; i += 64) {                                                                    \
+                    CK_UNROLL for (int u = 0; u < 4; u++) {                                                       \
+                        __m512 xv = _mm512_loadu_ps(x + i + 16 * u);                                              \
+                        CK_UNROLL for (int q = 0; q < 6; q++)                                                     \
+                            s[q][u] = _mm512_fmadd_ps(LOAD(a + q * k + i + 16 * u), xv, s[q][u]);                 \
+                    }                                                                                             \
+                }                                                                                                 \
+                for (int q = 0; q < 6; q++) y[r + q] = NAME##_finish(a + q * k, x, i, k, s[q][0], s[q][1], s[q][2], s[q][3]); \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (; r < r1; r++) {                                                                                     \
             const T *row = w + r * k;                                                                             \
             __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps(); \
             size_t i = 0;                                                                                         \
@@ -213,10 +248,7 @@ TGT_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n)
                 s2 = _mm512_fmadd_ps(LOAD(row + i + 32), _mm512_loadu_ps(x + i + 32), s2);                        \
                 s3 = _mm512_fmadd_ps(LOAD(row + i + 48), _mm512_loadu_ps(x + i + 48), s3);                        \
             }                                                                                                     \
-            for (; i + 16 <= k; i += 16) s0 = _mm512_fmadd_ps(LOAD(row + i), _mm512_loadu_ps(x + i), s0);       \
-            float acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));       \
-            for (; i < k; i++) acc = fmaf(SCALAR(row[i]), x[i], acc);                                             \
-            y[r] = acc;                                                                                           \
+            y[r] = NAME##_finish(row, x, i, k, s0, s1, s2, s3);                                                   \
         }                                                                                                         \
     }
 
@@ -256,8 +288,6 @@ TGT_AVX512 static inline __attribute__((always_inline)) __m512 hsum16_avx512(con
 // zero lanes add nothing, so any k works.
 #define CK_LD_F16_M(p, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p)))
 #define CK_LD_F32_M(p, m) _mm512_maskz_loadu_ps((m), (p))
-// Full unrolling keeps the accumulator arrays in registers (otherwise clang zeroed a 1.5 KB stack copy per call).
-#define CK_UNROLL _Pragma("clang loop unroll(full)")
 #define CK_GEMM_UK(NAME, TW, LOAD, LOADM, R, NT)                                                               \
     TGT_AVX512 static void NAME##_##R##x##NT(const TW *w, size_t ldw, const float *x, size_t ldx, size_t k,    \
                                              float *c, size_t ldc) {                                           \

@@ -176,6 +176,48 @@ final class QuantKernelTests: XCTestCase {
             for i in a.indices { XCTAssertEqual(a[i], b[i], accuracy: 2e-3, "T=\(T) \(i)") }
         }
     }
+
+    /// Wide inputs (K ≥ 6144) take six rows per pass: each row must get the bits it gets alone (one row per call
+    /// takes the one-row loop) whatever rows share the call, and the float64 dot product of its values, for f32,
+    /// f16 and bf16 weights and K with no tail, a 16-wide tail and a scalar tail.
+    func testWideInputMatvecGivesEachRowItsLoneRowBitsAndTheFloat64Product() {
+        var rng = LCG(s: 11)
+        let rows = 23
+        for k in [6144, 6160, 6150, 11008] {
+            let vals = (0..<(rows * k)).map { _ in rng.unit() - 0.5 }
+            let x = (0..<k).map { _ in rng.unit() - 0.5 }
+            var half = [UInt16](repeating: 0, count: vals.count)
+            vals.withUnsafeBufferPointer { convertToHalf(src: $0.baseAddress!, dst: &half, count: vals.count) }
+            // bf16: the top half of each float's bits (truncation, so the values are exact to rebuild).
+            let bf = vals.map { UInt16($0.bitPattern >> 16) }
+            let decoded: [(String, [Double])] = [
+                ("f32", vals.map(Double.init)),
+                ("f16", half.map { h in var h = h, f: Float = 0; convertToFloat(dtype: .f16, src: &h, dst: &f, count: 1); return Double(f) }),
+                ("bf16", bf.map { Double(Float(bitPattern: UInt32($0) << 16)) }),
+            ]
+            for (name, w64) in decoded {
+                func run(_ r0: Int, _ r1: Int, _ y: inout [Float]) {
+                    switch name {
+                    case "f32": ck_matvec_f32(vals, x, &y, k, r0, r1)
+                    case "f16": ck_matvec_f16(half, x, &y, k, r0, r1)
+                    default: ck_matvec_bf16(bf, x, &y, k, r0, r1)
+                    }
+                }
+                var alone = [Float](repeating: 0, count: rows)
+                for r in 0..<rows { run(r, r + 1, &alone) }
+                for (r0, r1) in [(0, rows), (1, rows), (5, 18)] {
+                    var y = [Float](repeating: 0, count: rows)
+                    run(r0, r1, &y)
+                    for r in r0..<r1 { XCTAssertEqual(y[r].bitPattern, alone[r].bitPattern, "\(name) k=\(k) rows \(r0)..<\(r1): row \(r)") }
+                }
+                for r in 0..<rows {
+                    var ref = 0.0
+                    for i in 0..<k { ref += w64[r * k + i] * Double(x[i]) }
+                    XCTAssertEqual(Double(alone[r]), ref, accuracy: 1e-4, "\(name) k=\(k) row \(r)")
+                }
+            }
+        }
+    }
 }
 
 /// `--quantize` on load: re-encoded weights keep the model's answers close to the f16 original.
