@@ -213,7 +213,7 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
     for w in weights { starts.append(starts.last! + w.shape[0]) }
     let total = starts.last!
     let legacyQuant = weights.contains { [.q4_0, .q4_1, .q8_0].contains($0.dtype) }
-    let int8 = activations == .int8 && legacyQuant && K % 32 == 0
+    let int8 = activations == .int8 && weights.contains(where: hasInt8Rows) && K % 32 == 0
     // Integer rows per input row: one 8-bit level (--int8-activations), or three (f32 precision, see `ActivationPrecision`).
     let levels = activations == .int8 ? 1 : 3
     // Which weights take the integer GEMM: with 8-bit activations, those of several rows (sequences decoding together,
@@ -278,7 +278,8 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
     }
 }
 
-/// Precision of the activation vector in mat-vecs against Q4_0/Q4_1/Q8_0 weights.
+/// Precision of the activation vector in mat-vecs against quantized weights (Q4_0/Q4_1/Q8_0; with `.int8`, also the
+/// K-quants' decode rows on AVX-512 VNNI CPUs).
 public enum ActivationPrecision: Sendable {
     /// Activations at f32 precision (default). Against weights without packed panels: f32 FMAs, matching a
     /// dequantized f32 reference to rounding. Against Q4_0/Q4_1/Q8_0 weights with packed panels (`Tensor.packedForInt8`,
@@ -299,7 +300,7 @@ struct Int8Activations {
     let sums: UnsafePointer<Int32>
 }
 
-/// Integer rows for Q4_0/Q4_1/Q8_0; false for other dtypes (the caller falls back to f32).
+/// Integer rows for Q4_0/Q4_1/Q8_0, and Q4_K/Q5_K/Q6_K with AVX-512 VNNI; false otherwise (the caller falls back to f32).
 @inline(__always)
 func matvecRowsInt8(out y: UnsafeMutablePointer<Float>, x: Int8Activations, weight: Tensor, rows: Range<Int>) -> Bool {
     let K = weight.shape[1], w = weight.data, a = rows.lowerBound, b = rows.upperBound
@@ -307,9 +308,22 @@ func matvecRowsInt8(out y: UnsafeMutablePointer<Float>, x: Int8Activations, weig
     case .q4_0: ck_matvec_q4_0_q8(w, x.qs, x.d, x.sums, y, K, a, b)
     case .q4_1: ck_matvec_q4_1_q8(w, x.qs, x.d, x.sums, y, K, a, b)
     case .q8_0: ck_matvec_q8_0_q8(w, x.qs, x.d, x.sums, y, K, a, b)
+    case .q4_K: return ck_matvec_q4_K_q8(w, x.qs, x.d, x.sums, y, K, a, b) != 0
+    case .q5_K: return ck_matvec_q5_K_q8(w, x.qs, x.d, x.sums, y, K, a, b) != 0
+    case .q6_K: return ck_matvec_q6_K_q8(w, x.qs, x.d, y, K, a, b) != 0
     default: return false
     }
     return true
+}
+
+/// Whether `matvecRowsInt8` has integer rows for this weight on this CPU (Q4_0/Q4_1/Q8_0 everywhere; the
+/// K-quants with AVX-512 VNNI).
+func hasInt8Rows(_ w: Tensor) -> Bool {
+    switch w.dtype {
+    case .q4_0, .q4_1, .q8_0: return true
+    case .q4_K, .q5_K, .q6_K: return int8GemmAvailable
+    default: return false
+    }
 }
 
 /// Rows `rows` of y[t] = W · x[t] for T vectors with kernels that expand each weight block once for all of

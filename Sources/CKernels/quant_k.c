@@ -634,3 +634,154 @@ void ck_dequant_q6_K(const void *src, float *dst, size_t n) { KQ_DISPATCH(dequan
 void ck_matvec_q4_K(const void *w, const float *x, float *y, size_t k, size_t r0, size_t r1) { KQ_DISPATCH(matvec_q4_K, w, x, y, k, r0, r1); }
 void ck_matvec_q5_K(const void *w, const float *x, float *y, size_t k, size_t r0, size_t r1) { KQ_DISPATCH(matvec_q5_K, w, x, y, k, r0, r1); }
 void ck_matvec_q6_K(const void *w, const float *x, float *y, size_t k, size_t r0, size_t r1) { KQ_DISPATCH(matvec_q6_K, w, x, y, k, r0, r1); }
+
+// ---------------------------------------------------------------- 8-bit activations (AVX-512 VNNI)
+// The opt-in `--int8-activations` path for K-quant rows (llama.cpp quantizes x to 8 bits against K-quants too, as
+// Q8_K blocks of 256; here x comes as ck_quantize_x_q8's blocks of 32, a scale each, which is finer). The weights'
+// small unsigned integers multiply the activation bytes in dpbusd; per 32 weights one dpbusd, one conversion and one
+// FMA by (weight scale · activation scale), where the f32 kernels above spend eight 16-lane operations.
+// Q4_K/Q5_K: sub-block s of super-block i covers x block 8i + s exactly, so
+//   dot = Σ_s (d·sc_s)·xd_b·Σ q·x̂  −  Σ_s (dmin·m_s)·xd_b·Σ x̂   (q in 0..15, or 0..31 with Q5_K's fifth bit).
+// Q6_K: q in 0..63 stands for q − 32 with a scale per 16 weights; the −32 starts each dpbusd lane as −32 times
+// the sum of the four activation bytes the lane multiplies (computed once per call), and the lanes of one x block
+// take the block's two scales (lanes 0-3 and 4-7).
+#ifdef CK_X86
+TGT_VNNI static inline float hsum8_vnni(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+TGT_VNNI static inline __attribute__((always_inline)) void matvec_q45_K_q8_vnni(
+    const uint8_t *w, size_t bytes, size_t qhoff, size_t qsoff, int five,
+    const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
+    size_t nb = k / QK_K;
+    const __m256i m15 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    for (size_t r = r0; r < r1; r++) {
+        const uint8_t *row = w + r * nb * bytes;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
+        for (size_t i = 0; i < nb; i++) {
+            const uint8_t *blk = row + i * bytes, *qs = blk + qsoff;
+            uint16_t dh, mh;
+            memcpy(&dh, blk, 2);
+            memcpy(&mh, blk + 2, 2);
+            uint8_t sm[16];
+            k4_unpack_le(blk + 4, sm);
+            // (d·sc_s)·xd_b for the 8 sub-blocks, and the mins' term (dmin·m_s)·xd_b·Σx̂_b summed as a vector.
+            __m256 xdv = _mm256_loadu_ps(xd + 8 * i);
+            __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(CK_H2F(dh)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sm))));
+            __m256 dmn = _mm256_mul_ps(_mm256_set1_ps(CK_H2F(mh)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)))));
+            macc = _mm256_fmadd_ps(dmn, _mm256_mul_ps(xdv, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(xsum + 8 * i)))), macc);
+            float s[8];
+            _mm256_storeu_ps(s, _mm256_mul_ps(dsc, xdv));
+            __m256i h = five ? _mm256_loadu_si256((const __m256i *)(blk + qhoff)) : _mm256_setzero_si256();
+            const int8_t *xb = xq + (size_t)i * QK_K;
+            for (int c = 0; c < 4; c++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+                __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+                if (five) {
+                    // Bit 2c (low nibbles) and 2c+1 (high) of each qh byte become the fifth bit (16).
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * c)), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * c + 1)), one), 4));
+                }
+                __m256i p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)(xb + 64 * c)));
+                __m256i p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi, _mm256_loadu_si256((const __m256i *)(xb + 64 * c + 32)));
+                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(s[2 * c]), _mm256_cvtepi32_ps(p0), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_set1_ps(s[2 * c + 1]), _mm256_cvtepi32_ps(p1), acc1);
+            }
+        }
+        y[r] = hsum8_vnni(_mm256_add_ps(acc0, acc1)) - hsum8_vnni(macc);
+    }
+}
+
+TGT_VNNI static void matvec_q4_K_q8_vnni(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y,
+                                         size_t k, size_t r0, size_t r1) {
+    matvec_q45_K_q8_vnni(w, sizeof(block_q4_K), 0, offsetof(block_q4_K, qs), 0, xq, xd, xsum, y, k, r0, r1);
+}
+
+TGT_VNNI static void matvec_q5_K_q8_vnni(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y,
+                                         size_t k, size_t r0, size_t r1) {
+    matvec_q45_K_q8_vnni(w, sizeof(block_q5_K), offsetof(block_q5_K, qh), offsetof(block_q5_K, qs), 1, xq, xd, xsum, y, k, r0, r1);
+}
+
+TGT_VNNI static void matvec_q6_K_q8_vnni(const void *w, const int8_t *xq, const float *xd, float *y, size_t k,
+                                         size_t r0, size_t r1) {
+    size_t nb = k / QK_K;
+    // −32 · (sum of each group of 4 activation bytes): the start of every dpbusd lane.
+    int32_t stackbuf[4096];
+    int32_t *off = k / 4 <= 4096 ? stackbuf : malloc(k / 4 * sizeof(int32_t));
+    if (!off) abort();
+    for (size_t b = 0; b < k / 32; b++) {
+        __m256i sum4 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)(xq + 32 * b)));
+        _mm256_storeu_si256((__m256i *)(off + 8 * b), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum4, 5)));
+    }
+    const __m256i lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    for (size_t r = r0; r < r1; r++) {
+        const block_q6_K *b = (const block_q6_K *)w + r * nb;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (size_t i = 0; i < nb; i++) {
+            __m128 dv = _mm_set1_ps(CK_H2F(b[i].d));
+            const int8_t *xb = xq + i * QK_K;
+            const int32_t *ob = off + i * (QK_K / 4);
+            for (int hf = 0; hf < 2; hf++) {
+                const uint8_t *ql = b[i].ql + 64 * hf, *qh = b[i].qh + 32 * hf;
+                const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x30);
+                __m256i a = _mm256_loadu_si256((const __m256i *)ql), c = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m3));
+                q[1] = _mm256_or_si256(_mm256_and_si256(c, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m3));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(h, m3));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m3));
+                // The 8 scales of this half (two per 32 weights) times d.
+                __m256 sc8 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].scales + 8 * hf))));
+                sc8 = _mm256_mul_ps(_mm256_set_m128(dv, dv), sc8);
+                for (int n = 0; n < 4; n++) {
+                    size_t xbk = 4 * hf + n;  // x block within the super-block
+                    __m256i p = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(ob + 8 * xbk)), q[n],
+                                                    _mm256_loadu_si256((const __m256i *)(xb + 32 * xbk)));
+                    __m256 sv = _mm256_permutevar8x32_ps(sc8, _mm256_add_epi32(lanes, _mm256_set1_epi32(2 * n)));
+                    sv = _mm256_mul_ps(sv, _mm256_set1_ps(xd[i * 8 + xbk]));
+                    if (n & 1) acc1 = _mm256_fmadd_ps(sv, _mm256_cvtepi32_ps(p), acc1);
+                    else acc0 = _mm256_fmadd_ps(sv, _mm256_cvtepi32_ps(p), acc0);
+                }
+            }
+        }
+        y[r] = hsum8_vnni(_mm256_add_ps(acc0, acc1));
+    }
+    if (off != stackbuf) free(off);
+}
+#endif
+
+int ck_matvec_q4_K_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    if (ck_cpu_has_vnni()) {
+        matvec_q4_K_q8_vnni(w, xq, xd, xsum, y, k, r0, r1);
+        return 1;
+    }
+#endif
+    (void)w; (void)xq; (void)xd; (void)xsum; (void)y; (void)k; (void)r0; (void)r1;
+    return 0;
+}
+
+int ck_matvec_q5_K_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    if (ck_cpu_has_vnni()) {
+        matvec_q5_K_q8_vnni(w, xq, xd, xsum, y, k, r0, r1);
+        return 1;
+    }
+#endif
+    (void)w; (void)xq; (void)xd; (void)xsum; (void)y; (void)k; (void)r0; (void)r1;
+    return 0;
+}
+
+int ck_matvec_q6_K_q8(const void *w, const int8_t *xq, const float *xd, float *y, size_t k, size_t r0, size_t r1) {
+#ifdef CK_X86
+    if (ck_cpu_has_vnni()) {
+        matvec_q6_K_q8_vnni(w, xq, xd, y, k, r0, r1);
+        return 1;
+    }
+#endif
+    (void)w; (void)xq; (void)xd; (void)y; (void)k; (void)r0; (void)r1;
+    return 0;
+}

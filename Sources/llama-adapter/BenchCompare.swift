@@ -23,6 +23,9 @@ struct LlamaCppComparison: Encodable {
         var llamacpp_median: Double
         /// ours_median / llamacpp_median.
         var ratio: Double
+        /// Median of the rounds' own ratios (each round runs both programs back to back, so this pairing cancels
+        /// the machine's drift between rounds, e.g. its memory bandwidth switching between ~36 and ~60 GB/s).
+        var ratio_median: Double
         /// Smallest and largest ratio of one round's two runs.
         var ratio_min: Double
         var ratio_max: Double
@@ -86,7 +89,7 @@ func makeComparison(binary: String, commit: String?, number: Int?, ours: [[Strin
         guard !a.isEmpty, a.count == b.count else { continue }
         let ratios = zip(a, b).map { $0 / $1 }
         tests.append(.init(test: name, ours_tokens_per_s: a, llamacpp_tokens_per_s: b, ours_median: median(a), llamacpp_median: median(b),
-                           ratio: median(a) / median(b), ratio_min: ratios.min()!, ratio_max: ratios.max()!))
+                           ratio: median(a) / median(b), ratio_median: median(ratios), ratio_min: ratios.min()!, ratio_max: ratios.max()!))
     }
     return LlamaCppComparison(binary: binary, build_commit: commit, build_number: number, rounds: ours.count, tests: tests)
 }

@@ -191,4 +191,62 @@ final class KQuantKernelTests: XCTestCase {
             }
         }
     }
+
+    /// `--int8-activations` against K-quant rows (AVX-512 VNNI): each row is the float64 sum of the reference's
+    /// dequantized weights times the quantized activations (q̂·d per block of 32), to f32 rounding of the kernel's
+    /// two terms per sub-block (scale and min, which can nearly cancel: the tolerance grows with the sub-block's
+    /// range); through `linearForward` too, where a row's bits do not depend on how many sequences share the step.
+    func testInt8ActivationRowsMatchFloat64SumOverQuantizedActivations() throws {
+        var rng = LCG(s: 31)
+        for dtype in Self.kTypes {
+            for k in [256, 768, 4096] {
+                let rows = 13, T = 3, nb = k / 32
+                let bytes = randomBlocks(dtype, blocks: rows * k / 256, rng: &rng)
+                let w = try tensor(bytes, dtype, rows: rows, k: k)
+                let wf = bytes.withUnsafeBytes { reference(dtype, $0.baseAddress!, count: rows * k) }
+                let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
+                var xq = [Int8](repeating: 0, count: T * k), xd = [Float](repeating: 0, count: T * nb)
+                var xs = [Int32](repeating: 0, count: T * nb)
+                for t in 0..<T {
+                    x.withUnsafeBufferPointer { xp in xq.withUnsafeMutableBufferPointer { q in xd.withUnsafeMutableBufferPointer { d in
+                        xs.withUnsafeMutableBufferPointer { s in
+                            ck_quantize_x_q8(xp.baseAddress! + t * k, q.baseAddress! + t * k, d.baseAddress! + t * nb, s.baseAddress! + t * nb, k)
+                        } } } }
+                }
+                var y = [Float](repeating: .nan, count: rows)
+                let done: Int32 = bytes.withUnsafeBytes { wp in
+                    switch dtype {
+                    case .q4_K: return ck_matvec_q4_K_q8(wp.baseAddress!, xq, xd, xs, &y, k, 0, rows)
+                    case .q5_K: return ck_matvec_q5_K_q8(wp.baseAddress!, xq, xd, xs, &y, k, 0, rows)
+                    default: return ck_matvec_q6_K_q8(wp.baseAddress!, xq, xd, &y, k, 0, rows)
+                    }
+                }
+                guard done != 0 else { throw XCTSkip("the integer K-quant rows need AVX-512 VNNI") }
+                let levels = dtype == .q6_K ? 0.0 : dtype == .q5_K ? 32.0 : 16.0
+                for r in 0..<rows {
+                    var ref = 0.0, tol = 0.0
+                    for s in 0..<nb {
+                        let ws = (0..<32).map { Double(wf[r * k + s * 32 + $0]) }
+                        let range = ws.max()! - ws.min()!, top = ws.map(abs).max()!
+                        for j in 0..<32 {
+                            let xv = Double(xq[s * 32 + j]) * Double(xd[s])
+                            ref += ws[j] * xv
+                            tol += (abs(ws[j]) + levels * range + 2 * top) * abs(xv)
+                        }
+                    }
+                    XCTAssertEqual(Double(y[r]), ref, accuracy: 1e-6 * tol + 1e-30, "\(dtype) k \(k) row \(r)")
+                }
+                // The same rows through linearForward, one sequence at a time and three together.
+                var alone = [Float](repeating: .nan, count: T * rows), together = alone
+                x.withUnsafeBufferPointer { xp in
+                    for t in 0..<T {
+                        alone.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t * rows, inp: xp.baseAddress! + t * k, weight: w, T: 1, activations: .int8) }
+                    }
+                    together.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: w, T: T, activations: .int8) }
+                }
+                XCTAssertEqual(Array(alone[0..<rows]).map(\.bitPattern), y.map(\.bitPattern), "\(dtype) k \(k): linearForward takes the integer rows")
+                XCTAssertEqual(alone.map(\.bitPattern), together.map(\.bitPattern), "\(dtype) k \(k): one sequence vs three")
+            }
+        }
+    }
 }
