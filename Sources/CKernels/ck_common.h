@@ -30,6 +30,11 @@ int ck_cpu_level(void);
 /// True when AVX-512 VNNI with VL is available (integer dot products of the 8-bit activation path).
 int ck_cpu_has_vnni(void);
 
+/// Bytes of one 32-column block of a 16-row Q4_K panel (quant_k.c's ck_q4_K_panel, quant8.c's GEMM kind 3).
+#define CK_Q4K_PANEL_BLOCK 384
+/// Rows [0, rows) of a 16-row Q4_K panel (k = 32·nb columns, rows rowBytes apart) into dst (see quant_k.c).
+void ck_q4_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst);
+
 // IEEE half to f32 (subnormals normalised, inf/NaN kept).
 static inline float h2f(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;

@@ -282,7 +282,10 @@ Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 #ifdef CK_X86
 #define CK_ALWAYS_INLINE8 __attribute__((always_inline)) inline
 
-static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0); }
+// Bytes of one 32-column block of a ggml row (kind 3, Q4_K: a 144-byte super-block per 256 columns).
+static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : kind == 2 ? sizeof(bq8_0) : 18; }
+// Bytes per row of one 32-column block of a panel: the ggml block's for kinds 0-2, 24 for Q4_K (f32 scale and min).
+static inline size_t q8act_panel_row_bytes(int kind) { return kind == 3 ? CK_Q4K_PANEL_BLOCK / 16 : q8act_block_bytes(kind); }
 
 // The 16 bytes at p + j·stride, rows j = 0..15, four rows per register (row 4i + L in 128-bit lane L of a[i]).
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_load16x4(const uint8_t *p, size_t stride, __m512i a[4]) {
@@ -339,6 +342,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_put(int kind, __m512i dm, const __m
 // a matrix whose row count is not a multiple of 16, or a range off a panel boundary) through masked gathers, which
 // never read past the live rows, its other lanes zero.
 TGT_VNNI static void q8act_pack_rows(int kind, const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
+    if (kind == 3) { ck_q4_K_panel(w, rowBytes, nb, rows, dst); return; }
     size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2, stride = 16 * bsz;
     __m512i q[8];
     if (rows == 16) {
@@ -367,7 +371,7 @@ TGT_VNNI static void q8act_pack_rows(int kind, const uint8_t *w, size_t rowBytes
 
 // Block b's 8 weight registers, 16 scales d and (Q4_1) 16 mins m, from the panel at src.
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src, size_t b, __m512i wv[8], __m512 *d, __m512 *m) {
-    size_t qb = q8act_packed_quant_bytes(kind), stride = 16 * q8act_block_bytes(kind);
+    size_t qb = q8act_packed_quant_bytes(kind), stride = 16 * q8act_panel_row_bytes(kind);
     const uint8_t *q = src + b * stride, *ds = q + qb;
     // One token reads each panel once, at memory speed: ask 4 KB ahead (into the next panel at the end). The
     // hardware prefetcher stops at 4 KB pages and starts late in each chunk; 7B Q4_0 decode, 2 threads, tok/s:
@@ -383,6 +387,11 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src,
             wv[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m15);
         }
     }
+    if (kind == 3) {
+        *d = _mm512_loadu_ps(ds);
+        *m = _mm512_loadu_ps(ds + 64);
+        return;
+    }
     *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ds));
     *m = kind == 1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ds + 32))) : _mm512_setzero_ps();
 }
@@ -395,7 +404,8 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src,
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src, size_t nb, size_t k,
                                                    const int8_t *xq, const float *xd, const int32_t *xsum, const int NT,
                                                    const int L, float *y, size_t ys, size_t rows) {
-    const int32_t c = kind == 0 ? 8 : kind == 1 ? 0 : 128;
+    const int32_t c = kind == 0 ? 8 : kind == 2 ? 128 : 0;
+    const int hasMin = kind == 1 || kind == 3;
     __m512 acc[8];
     for (int t = 0; t < NT / L; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
@@ -416,7 +426,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
                 memcpy(xs, x, 32);
                 // The offset of Q4_0's (q - 8) and Q8_0's stored q + 128 starts the integer sum (exact, so the order
                 // of the additions does not matter; one chain instead of two measured the same).
-                __m512i p = kind != 1 ? _mm512_set1_epi32(-c * xsum[rb]) : _mm512_setzero_si512(), q = _mm512_setzero_si512();
+                __m512i p = c != 0 ? _mm512_set1_epi32(-c * xsum[rb]) : _mm512_setzero_si512(), q = _mm512_setzero_si512();
                 for (int g = 0; g < 8; g += 2) {
                     p = _mm512_dpbusd_epi32(p, wv[g], _mm512_set1_epi32(xs[g]));
                     q = _mm512_dpbusd_epi32(q, wv[g + 1], _mm512_set1_epi32(xs[g + 1]));
@@ -424,15 +434,15 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
                 p = _mm512_add_epi32(p, q);
                 if (L == 1) {
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(d, _mm512_set1_ps(xd[rb])), acc[t]);
-                    if (kind == 1) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(xd[rb] * (float)xsum[rb]), acc[t]);
+                    if (hasMin) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(xd[rb] * (float)xsum[rb]), acc[t]);
                 } else {
                     sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(xd[rb]), sum);
-                    if (kind == 1) msum += xd[rb] * (float)xsum[rb];
+                    if (hasMin) msum += xd[rb] * (float)xsum[rb];
                 }
             }
             if (L > 1) {
                 acc[t] = _mm512_fmadd_ps(sum, d, acc[t]);
-                if (kind == 1) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(msum), acc[t]);
+                if (hasMin) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(msum), acc[t]);
             }
         }
     }
@@ -473,10 +483,10 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_
 TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, const void *packed, size_t packedRows,
                                                       size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
                                                       const int32_t *xsum, size_t T, int L, float *y, size_t ys, uint8_t *panel) {
-    size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind);
+    size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind), panelRowBytes = nb * q8act_panel_row_bytes(kind);
     for (size_t r = r0; r < r1;) {
         if (packed && r % 16 == 0 && r + 16 <= r1 && r + 16 <= packedRows) {
-            q8act_panel_tokens(kind, (const uint8_t *)packed + r * rowBytes, nb, k, xq, xd, xsum, T, L, y + r, ys, 16);
+            q8act_panel_tokens(kind, (const uint8_t *)packed + r * panelRowBytes, nb, k, xq, xd, xsum, T, L, y + r, ys, 16);
             r += 16;
             continue;
         }
@@ -498,16 +508,17 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, 
 CK_Q8ACT_KIND(gemm_q8act_q4_0, 0)
 CK_Q8ACT_KIND(gemm_q8act_q4_1, 1)
 CK_Q8ACT_KIND(gemm_q8act_q8_0, 2)
+CK_Q8ACT_KIND(gemm_q8act_q4_K, 3)
 #undef CK_Q8ACT_KIND
 
 #endif
 
 int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst) {
 #ifdef CK_X86
-    if (kind < 0 || kind > 2 || k % 32 != 0 || !ck_cpu_has_vnni()) return 0;
-    size_t nb = k / 32, panelBytes = 16 * nb * q8act_block_bytes(kind);
+    if (kind < 0 || kind > 3 || k % (kind == 3 ? 256 : 32) != 0 || !ck_cpu_has_vnni()) return 0;
+    size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind), panelBytes = 16 * nb * q8act_panel_row_bytes(kind);
     for (size_t p = p0; p < p1; p++)
-        q8act_pack_rows(kind, (const uint8_t *)w + p * panelBytes, panelBytes / 16, nb, 16, (uint8_t *)dst + p * panelBytes);
+        q8act_pack_rows(kind, (const uint8_t *)w + p * 16 * rowBytes, rowBytes, nb, 16, (uint8_t *)dst + p * panelBytes);
     return 1;
 #else
     (void)kind; (void)w; (void)k; (void)p0; (void)p1; (void)dst;
@@ -552,6 +563,9 @@ TGT_VNNI static void q8act_unpack_panel(int kind, const uint8_t *panel, size_t n
 // The inverse of ck_q8act_pack for rows r0..<r1: in a panel, block b holds dword g of row j's quants at 64·g + 4·j
 // (Q8_0: q + 128) and row j's f16 scale at qb + 2·j (Q4_1's min at qb + 32 + 2·j).
 void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r1, void *dst) {
+    // Q4_K panels keep products d·sc and dmin·m, not the ggml fields: only wide rows are packed (see ckquant8.h),
+    // and those are never unpacked.
+    if (kind == 3) return;
     size_t nb = k / 32, bsz = kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0);
     size_t rowBytes = nb * bsz, stride = 16 * bsz, qb = kind == 2 ? 512 : 256, qoff = kind == 1 ? 4 : 2;
     int dwords = kind == 2 ? 8 : 4;
@@ -596,13 +610,13 @@ int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows
 int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                          const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys) {
 #ifdef CK_X86
-    if (kind < 0 || kind > 2 || k % 32 != 0 || (levels != 1 && levels != 3) || !ck_cpu_has_vnni()) return 0;
+    if (kind < 0 || kind > 3 || k % (kind == 3 ? 256 : 32) != 0 || (levels != 1 && levels != 3) || !ck_cpu_has_vnni()) return 0;
     if (r0 >= r1) return 1;
     // One panel per thread, kept and grown (decoding calls this hundreds of times per token); a thread-specific
     // value whose destructor frees it when the thread ends.
     pthread_once(&panel_once, panel_key_create);
     struct q8act_panel_buf *buf = pthread_getspecific(panel_key);
-    size_t need = 16 * (k / 32) * q8act_block_bytes(kind);
+    size_t need = 16 * (k / 32) * q8act_panel_row_bytes(kind);
     if (!buf || need > buf->capacity) {
         struct q8act_panel_buf *nb = aligned_alloc(64, (sizeof(struct q8act_panel_buf) + need + 63) / 64 * 64);
         if (!nb) return 0;
@@ -614,7 +628,8 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
     uint8_t *panel = buf->data;
     if (kind == 0) gemm_q8act_q4_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     else if (kind == 1) gemm_q8act_q4_1(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
-    else gemm_q8act_q8_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
+    else if (kind == 2) gemm_q8act_q8_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
+    else gemm_q8act_q4_K(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     return 1;
 #else
     (void)kind; (void)w; (void)packed; (void)packedRows; (void)k; (void)r0; (void)r1; (void)xq; (void)xd; (void)xsum;

@@ -635,6 +635,35 @@ void ck_matvec_q4_K(const void *w, const float *x, float *y, size_t k, size_t r0
 void ck_matvec_q5_K(const void *w, const float *x, float *y, size_t k, size_t r0, size_t r1) { KQ_DISPATCH(matvec_q5_K, w, x, y, k, r0, r1); }
 void ck_matvec_q6_K(const void *w, const float *x, float *y, size_t k, size_t r0, size_t r1) { KQ_DISPATCH(matvec_q6_K, w, x, y, k, r0, r1); }
 
+// ---------------------------------------------------------------- Q4_K panels for the integer GEMM
+// Rows [0, rows) of a 16-row panel of Q4_K rows (k = 32·nb, rows rowBytes apart; rows..15 zero) in the layout of
+// quant8.c's panels, kind 3: per block of 32 (one sub-block), 256 bytes of nibbles (row j's dword g at 64·g + 4·j,
+// low nibbles elements 0-15, high 16-31, as Q4_0), then row j's scale d·sc (f32, ggml's product) at 256 + 4·j and
+// its negated min −dmin·m at 320 + 4·j. The GEMM then treats a sub-block as a Q4_1 block with f32 scales.
+void ck_q4_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
+    memset(dst, 0, nb * CK_Q4K_PANEL_BLOCK);
+    for (size_t j = 0; j < rows; j++) {
+        for (size_t i = 0; i < nb / 8; i++) {
+            const block_q4_K *b = (const block_q4_K *)(w + j * rowBytes) + i;
+            uint8_t sm[16];
+            k4_unpack(b->scales, sm);
+            const float d = h2f(b->d), dmin = h2f(b->dmin);
+            for (int s = 0; s < 8; s++) {
+                const uint8_t *q = b->qs + 32 * (s / 2);
+                int shift = 4 * (s & 1);
+                uint8_t *out = dst + (8 * i + s) * CK_Q4K_PANEL_BLOCK;
+                uint8_t packed[16];
+                for (int t = 0; t < 16; t++)
+                    packed[t] = (uint8_t)(((q[t] >> shift) & 15) | (((q[t + 16] >> shift) & 15) << 4));
+                for (int g = 0; g < 4; g++) memcpy(out + 64 * g + 4 * j, packed + 4 * g, 4);
+                const float d1 = d * sm[s], m1 = -(dmin * sm[8 + s]);
+                memcpy(out + 256 + 4 * j, &d1, 4);
+                memcpy(out + 320 + 4 * j, &m1, 4);
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- 8-bit activations (AVX-512 VNNI)
 // The opt-in `--int8-activations` path for K-quant rows (llama.cpp quantizes x to 8 bits against K-quants too, as
 // Q8_K blocks of 256; here x comes as ck_quantize_x_q8's blocks of 32, a scale each, which is finer). The weights'

@@ -199,7 +199,8 @@ final class KQuantKernelTests: XCTestCase {
     func testInt8ActivationRowsMatchFloat64SumOverQuantizedActivations() throws {
         var rng = LCG(s: 31)
         for dtype in Self.kTypes {
-            for k in [256, 768, 4096] {
+            // Narrow rows (K < 2048): wide Q4_K takes the panels' GEMM instead (the next test).
+            for k in [256, 768, 1792] {
                 let rows = 13, T = 3, nb = k / 32
                 let bytes = randomBlocks(dtype, blocks: rows * k / 256, rng: &rng)
                 let w = try tensor(bytes, dtype, rows: rows, k: k)
@@ -246,6 +247,60 @@ final class KQuantKernelTests: XCTestCase {
                 }
                 XCTAssertEqual(Array(alone[0..<rows]).map(\.bitPattern), y.map(\.bitPattern), "\(dtype) k \(k): linearForward takes the integer rows")
                 XCTAssertEqual(alone.map(\.bitPattern), together.map(\.bitPattern), "\(dtype) k \(k): one sequence vs three")
+            }
+        }
+    }
+
+    /// Wide Q4_K weights repacked into panels (`packedForInt8`, AVX-512 VNNI): at f32 precision (the default, three
+    /// 8-bit levels) each output is the float64 product of the reference's dequantized weights and x, to f32
+    /// rounding of the kernel's scale and min terms; with `--int8-activations`, the float64 product over the
+    /// quantized activations. Whole panels and a partial one (40 rows), one sequence, a batch and a prefill (GEMM)
+    /// give the same bits per row.
+    func testPackedQ4_KPanelsMatchFloat64AndAreBatchInvariant() throws {
+        var rng = LCG(s: 41)
+        let rows = 40, k = 2048, nb = k / 32, T = 20
+        let bytes = randomBlocks(.q4_K, blocks: rows * k / 256, rng: &rng)
+        let w = try tensor(bytes, .q4_K, rows: rows, k: k)
+        let pw = w.packedForInt8()
+        guard pw.int8Panels != nil else { throw XCTSkip("Q4_K panels need AVX-512 VNNI") }
+        XCTAssertEqual(pw.int8PanelBytes, 32 * nb * 24)
+        let wf = bytes.withUnsafeBytes { reference(.q4_K, $0.baseAddress!, count: rows * k) }
+        let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
+        /// Float64 product of row r with `xv` (k values) and the tolerance of the kernel's two terms per sub-block.
+        func expect(_ r: Int, _ xv: [Double]) -> (Double, Double) {
+            var ref = 0.0, tol = 0.0
+            for s in 0..<nb {
+                let ws = (0..<32).map { Double(wf[r * k + s * 32 + $0]) }
+                let range = ws.max()! - ws.min()!, top = ws.map(abs).max()!
+                for j in 0..<32 {
+                    ref += ws[j] * xv[s * 32 + j]
+                    tol += (abs(ws[j]) + 16 * range + 2 * top) * abs(xv[s * 32 + j])
+                }
+            }
+            return (ref, 1e-6 * tol + 1e-30)
+        }
+        for activations in [ActivationPrecision.f32, .int8] {
+            var alone = [Float](repeating: .nan, count: T * rows), batch = alone, prefill = alone
+            x.withUnsafeBufferPointer { xp in
+                for t in 0..<T {
+                    alone.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress! + t * rows, inp: xp.baseAddress! + t * k, weight: pw, T: 1, activations: activations) }
+                }
+                batch.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: pw, T: 5, activations: activations) }
+                prefill.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: pw, T: T, activations: activations, oneSequence: true) }
+            }
+            XCTAssertEqual(Array(alone[0..<(5 * rows)]).map(\.bitPattern), Array(batch[0..<(5 * rows)]).map(\.bitPattern), "\(activations): one vs a batch of 5")
+            XCTAssertEqual(alone.map(\.bitPattern), prefill.map(\.bitPattern), "\(activations): one vs a prefill")
+            for t in [0, 7, T - 1] {
+                var xv = (0..<k).map { Double(x[t * k + $0]) }
+                if activations == .int8 {
+                    var q = [Int8](repeating: 0, count: k), d = [Float](repeating: 0, count: nb), s = [Int32](repeating: 0, count: nb)
+                    x.withUnsafeBufferPointer { ck_quantize_x_q8($0.baseAddress! + t * k, &q, &d, &s, k) }
+                    xv = (0..<k).map { Double(q[$0]) * Double(d[$0 / 32]) }
+                }
+                for r in 0..<rows {
+                    let (ref, tol) = expect(r, xv)
+                    XCTAssertEqual(Double(alone[t * rows + r]), ref, accuracy: tol, "\(activations) token \(t) row \(r)")
+                }
             }
         }
     }

@@ -24,7 +24,8 @@ void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const i
 
 /// Prefill with 8-bit activations: y[t·ys + r] = Σ_k W[r,k]·x̂[t,k] for rows r in [r0, r1) and T tokens, x̂ given as
 /// ck_quantize_x_q8 writes it for each token (rows k apart: xq[T·k], xd and xsum [T·k/32]). kind 0: Q4_0, 1: Q4_1,
-/// 2: Q8_0. packed (may be NULL): the weight's first packedRows rows (a multiple of 16) as ck_q8act_pack wrote them;
+/// 2: Q8_0, 3: Q4_K (k a multiple of 256; its panels are 24 bytes per row and 32 columns, a third more than the
+/// rows). packed (may be NULL): the weight's first packedRows rows (a multiple of 16) as ck_q8act_pack wrote them;
 /// whole panels inside it are read from there, every other row from w. The result does not depend on which.
 /// Returns 0, doing nothing, when the CPU lacks AVX-512 VNNI or for another kind (the caller falls back); 1 otherwise.
 int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
@@ -38,11 +39,13 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
 
 /// Repacks panels p0..<p1 (rows 16·p0 ..< 16·p1) of the Q4_0/Q4_1/Q8_0 weight w (rows of k elements) into dst,
 /// which has the same byte size as those rows and the same offsets (panel p at p·16·rowBytes), in the layout
-/// ck_gemm_q8act reads without rebuilding panels. Returns 0, doing nothing, without AVX-512 VNNI; 1 otherwise.
+/// ck_gemm_q8act reads without rebuilding panels. Q4_K (kind 3): panel p at p·16·(k/32)·24 bytes, each 32 columns
+/// of a panel 256 bytes of nibbles then 16 f32 products d·sc and 16 f32 −dmin·m. Returns 0, doing nothing, without AVX-512 VNNI; 1 otherwise.
 int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst);
 
 /// The inverse of ck_q8act_pack: rows r0..<r1 (inside whole panels) of the packed weight as ggml rows, row r at
-/// dst + (r - r0)·rowBytes. Portable; for paths that need the rows once the file's pages were given back.
+/// dst + (r - r0)·rowBytes. Portable; for paths that need the rows once the file's pages were given back. Does
+/// nothing for Q4_K (kind 3), whose panels keep products of the ggml fields.
 void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r1, void *dst);
 
 #endif
