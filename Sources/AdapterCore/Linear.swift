@@ -28,9 +28,10 @@ public func prefersGemm(_ weight: Tensor, T: Int) -> Bool {
     T > 1 && [.f16, .bf16, .f32].contains(weight.dtype) && ck_gemm_available() != 0
 }
 
-/// The kind `ck_gemm_q8act` takes for this weight (0: Q4_0, 1: Q4_1, 2: Q8_0, 3: Q4_K), when this CPU runs it; nil
-/// otherwise. Q4_K only for wide rows (K ≥ 2048, as 7B's): its panels hold the products d·sc and dmin·m, which cannot
-/// be turned back into ggml rows for the f32 GEMM that narrow matrices' prefill takes.
+/// The kind `ck_gemm_q8act` takes for this weight (0: Q4_0, 1: Q4_1, 2: Q8_0, 3: Q4_K, 4: Q6_K), when this CPU runs
+/// it; nil otherwise. The K-quants only for wide rows (K ≥ 2048, as 7B's): their panels hold products of the ggml
+/// fields (d·sc, dmin·m), which cannot be turned back into ggml rows for the f32 GEMM that narrow matrices' prefill
+/// takes.
 func int8GemmKind(_ weight: Tensor) -> Int32? {
     let kind: Int32
     let K = weight.shape[1]
@@ -39,6 +40,7 @@ func int8GemmKind(_ weight: Tensor) -> Int32? {
     case .q4_1: kind = 1
     case .q8_0: kind = 2
     case .q4_K where K >= 2048 && K % 256 == 0: kind = 3
+    case .q6_K where K >= 2048 && K % 256 == 0: kind = 4
     default: return nil
     }
     guard K % 32 == 0, int8GemmAvailable else { return nil }
@@ -83,15 +85,17 @@ public struct Int8Panels: @unchecked Sendable {
 
 extension Tensor {
     /// Bytes `packedForInt8` writes for this weight: its whole 16-row panels, the same size as those rows (Q4_K: a
-    /// third more); 0 when it is not packed (not Q4_0/Q4_1/Q8_0/wide Q4_K, fewer than 16 rows, or no AVX-512 VNNI).
+    /// third more, Q6_K: 1.68 times); 0 when it is not packed (not Q4_0/Q4_1/Q8_0/wide Q4_K or Q6_K, fewer than 16
+    /// rows, or no AVX-512 VNNI).
     public var int8PanelBytes: Int {
         guard shape.count == 2, let kind = int8GemmKind(self) else { return 0 }
-        // Q4_K: 24 bytes per row and 32 columns (16 of nibbles, an f32 scale and min), against the file's 18.
-        let rowBytes = kind == 3 ? shape[1] / 32 * 24 : dtype.byteCount(elements: shape[1])
+        // Per row and 32 columns, Q4_K: 24 bytes (16 of nibbles, an f32 scale and min), against the file's 18; Q6_K:
+        // 44 (32 signed bytes, two f32 scales and an offset term), against 26.25.
+        let rowBytes = kind == 3 ? shape[1] / 32 * 24 : kind == 4 ? shape[1] / 32 * 44 : dtype.byteCount(elements: shape[1])
         return shape[0] / 16 * 16 * rowBytes
     }
 
-    /// This Q4_0/Q4_1/Q8_0 (or wide Q4_K) weight with its whole 16-row panels repacked for the `--int8-activations` integer GEMM,
+    /// This Q4_0/Q4_1/Q8_0 (or wide Q4_K/Q6_K) weight with its whole 16-row panels repacked for the `--int8-activations` integer GEMM,
     /// which then reads each panel as it is instead of rebuilding it from the ggml rows on every call (so one
     /// decoding token also takes the GEMM: it multiplies 16 rows per instruction where the per-row kernel takes one).
     /// The panels go to `arena` at `offset` (`int8PanelBytes` bytes; nil: storage of their own). The rows of a
@@ -403,9 +407,9 @@ public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
         }
         let threads = pool.activeThreadCount
         // Weights repacked for the integer GEMM (their file pages given back) are read from their panels, whole
-        // panels at a time, through the ggml rows they hold (Q4_K panels cannot give them back: its rows are read
-        // from the file again).
-        let panels = weight.int8Panels.flatMap { p in int8GemmKind(weight).flatMap { $0 == 3 ? nil : (p, $0) } }
+        // panels at a time, through the ggml rows they hold (K-quant panels cannot give them back: their rows are
+        // read from the file again).
+        let panels = weight.int8Panels.flatMap { p in int8GemmKind(weight).flatMap { $0 >= 3 ? nil : (p, $0) } }
         let packedRows = panels == nil ? 0 : N / 16 * 16
         let chunk = panels == nil ? panel : max(16, panel / 16 * 16)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * chunk * K)

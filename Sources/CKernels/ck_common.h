@@ -34,6 +34,10 @@ int ck_cpu_has_vnni(void);
 #define CK_Q4K_PANEL_BLOCK 384
 /// Rows [0, rows) of a 16-row Q4_K panel (k = 32·nb columns, rows rowBytes apart) into dst (see quant_k.c).
 void ck_q4_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst);
+/// Bytes of one 32-column block of a 16-row Q6_K panel (quant_k.c's ck_q6_K_panel, quant8.c's GEMM kind 4).
+#define CK_Q6K_PANEL_BLOCK 704
+/// Rows [0, rows) of a 16-row Q6_K panel (k = 32·nb columns, rows rowBytes apart) into dst (see quant_k.c).
+void ck_q6_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst);
 
 // IEEE half to f32 (subnormals normalised, inf/NaN kept).
 static inline float h2f(uint16_t h) {

@@ -282,10 +282,15 @@ Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 #ifdef CK_X86
 #define CK_ALWAYS_INLINE8 __attribute__((always_inline)) inline
 
-// Bytes of one 32-column block of a ggml row (kind 3, Q4_K: a 144-byte super-block per 256 columns).
-static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : kind == 2 ? sizeof(bq8_0) : 18; }
-// Bytes per row of one 32-column block of a panel: the ggml block's for kinds 0-2, 24 for Q4_K (f32 scale and min).
-static inline size_t q8act_panel_row_bytes(int kind) { return kind == 3 ? CK_Q4K_PANEL_BLOCK / 16 : q8act_block_bytes(kind); }
+// Bytes of one 32-column block of a ggml row, for kinds 0-2 (the K-quants' super-blocks span 256 columns).
+static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0); }
+// Bytes of a ggml row of nb blocks of 32 (Q4_K: 144 per 256 columns, Q6_K: 210).
+static inline size_t q8act_row_bytes(int kind, size_t nb) { return kind == 3 ? nb / 8 * 144 : kind == 4 ? nb / 8 * 210 : nb * q8act_block_bytes(kind); }
+// Bytes per row of one 32-column block of a panel: the ggml block's for kinds 0-2, 24 for Q4_K (f32 scale and min),
+// 44 for Q6_K (32 weight bytes, two f32 half-block scales and the offset term).
+static inline size_t q8act_panel_row_bytes(int kind) {
+    return kind == 3 ? CK_Q4K_PANEL_BLOCK / 16 : kind == 4 ? CK_Q6K_PANEL_BLOCK / 16 : q8act_block_bytes(kind);
+}
 
 // The 16 bytes at p + j·stride, rows j = 0..15, four rows per register (row 4i + L in 128-bit lane L of a[i]).
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_load16x4(const uint8_t *p, size_t stride, __m512i a[4]) {
@@ -322,7 +327,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 __m512i q8act_first_dwords(const uint8_t *p, s
     return _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpacklo_epi32(a[2], a[3])));
 }
 
-static inline size_t q8act_packed_quant_bytes(int kind) { return kind == 2 ? 512 : 256; }
+static inline size_t q8act_packed_quant_bytes(int kind) { return kind == 2 || kind == 4 ? 512 : 256; }
 
 // Block b of a panel from its raw dwords, one row per lane: dm, the block's first dword (d in its low half, Q4_1's m
 // in its high half), and q, the block's weight dwords (Q4: the 4 dwords of packed nibbles; Q8_0: 8 dwords).
@@ -343,6 +348,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_put(int kind, __m512i dm, const __m
 // never read past the live rows, its other lanes zero.
 TGT_VNNI static void q8act_pack_rows(int kind, const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
     if (kind == 3) { ck_q4_K_panel(w, rowBytes, nb, rows, dst); return; }
+    if (kind == 4) { ck_q6_K_panel(w, rowBytes, nb, rows, dst); return; }
     size_t bsz = q8act_block_bytes(kind), qoff = kind == 1 ? 4 : 2, stride = 16 * bsz;
     __m512i q[8];
     if (rows == 16) {
@@ -369,15 +375,17 @@ TGT_VNNI static void q8act_pack_rows(int kind, const uint8_t *w, size_t rowBytes
     }
 }
 
-// Block b's 8 weight registers, 16 scales d and (Q4_1) 16 mins m, from the panel at src.
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src, size_t b, __m512i wv[8], __m512 *d, __m512 *m) {
+// Block b's 8 weight registers, 16 scales d and (Q4_1, Q4_K) 16 mins m, from the panel at src. Q6_K: d and m are the
+// scales of the block's two 16-column halves, e its offset term.
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src, size_t b, __m512i wv[8], __m512 *d, __m512 *m,
+                                                  __m512 *e) {
     size_t qb = q8act_packed_quant_bytes(kind), stride = 16 * q8act_panel_row_bytes(kind);
     const uint8_t *q = src + b * stride, *ds = q + qb;
     // One token reads each panel once, at memory speed: ask 4 KB ahead (into the next panel at the end). The
     // hardware prefetcher stops at 4 KB pages and starts late in each chunk; 7B Q4_0 decode, 2 threads, tok/s:
     // 8.1-8.2 at 1-2 KB ahead, 8.3-8.6 at 4 KB, 8.2-8.5 at 8 KB (same sitting).
     for (size_t o = 0; o < stride; o += 64) _mm_prefetch((const char *)(q + 4096 + o), _MM_HINT_T0);
-    if (kind == 2) {
+    if (kind == 2 || kind == 4) {
         for (int g = 0; g < 8; g++) wv[g] = _mm512_loadu_si512(q + 64 * g);
     } else {
         __m512i m15 = _mm512_set1_epi8(15);
@@ -387,9 +395,10 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src,
             wv[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m15);
         }
     }
-    if (kind == 3) {
+    if (kind == 3 || kind == 4) {
         *d = _mm512_loadu_ps(ds);
         *m = _mm512_loadu_ps(ds + 64);
+        if (kind == 4) *e = _mm512_loadu_ps(ds + 128);
         return;
     }
     *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ds));
@@ -410,13 +419,13 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
     for (int t = 0; t < NT / L; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         __m512i wv[8];
-        __m512 d, m;
-        q8act_block(kind, src, b, wv, &d, &m);
+        __m512 d, m, e = _mm512_setzero_ps();
+        q8act_block(kind, src, b, wv, &d, &m, &e);
         // Unrolled, so the accumulators live in registers: left to itself clang kept the 8-token instance's in
         // memory, a load and a store per token and block (half the prefill's samples, perf annotate).
 #pragma clang loop unroll(full)
         for (int t = 0; t < NT / L; t++) {
-            __m512 sum = _mm512_setzero_ps();
+            __m512 sum = _mm512_setzero_ps(), sum2 = _mm512_setzero_ps();
             float msum = 0;
 #pragma clang loop unroll(full)
             for (int l = L - 1; l >= 0; l--) {
@@ -424,6 +433,27 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
                 const int8_t *x = xq + rb * 32;
                 int32_t xs[8];
                 memcpy(xs, x, 32);
+                if (kind == 4) {
+                    // Q6_K: the halves (columns 0-15, 16-31) have scales of their own, so two sums; the weights are
+                    // the signed q - 32 and x comes as the unsigned x + 128 (ck_gemm_q8act_levels flips the sign bits
+                    // once per call, so the broadcasts stay loads; the panel's e takes the 128s back).
+                    __m512i pa = _mm512_setzero_si512(), pb = _mm512_setzero_si512();
+                    for (int g = 0; g < 4; g++) {
+                        pa = _mm512_dpbusd_epi32(pa, _mm512_set1_epi32(xs[g]), wv[g]);
+                        pb = _mm512_dpbusd_epi32(pb, _mm512_set1_epi32(xs[g + 4]), wv[g + 4]);
+                    }
+                    if (L == 1) {
+                        __m512 s = _mm512_set1_ps(xd[rb]);
+                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pa), _mm512_mul_ps(d, s), acc[t]);
+                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pb), _mm512_mul_ps(m, s), acc[t]);
+                        acc[t] = _mm512_fmadd_ps(e, s, acc[t]);
+                    } else {
+                        sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pa), _mm512_set1_ps(xd[rb]), sum);
+                        sum2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pb), _mm512_set1_ps(xd[rb]), sum2);
+                        msum += xd[rb];
+                    }
+                    continue;
+                }
                 // The offset of Q4_0's (q - 8) and Q8_0's stored q + 128 starts the integer sum (exact, so the order
                 // of the additions does not matter; one chain instead of two measured the same).
                 __m512i p = c != 0 ? _mm512_set1_epi32(-c * xsum[rb]) : _mm512_setzero_si512(), q = _mm512_setzero_si512();
@@ -440,7 +470,11 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
                     if (hasMin) msum += xd[rb] * (float)xsum[rb];
                 }
             }
-            if (L > 1) {
+            if (L > 1 && kind == 4) {
+                acc[t] = _mm512_fmadd_ps(sum, d, acc[t]);
+                acc[t] = _mm512_fmadd_ps(sum2, m, acc[t]);
+                acc[t] = _mm512_fmadd_ps(e, _mm512_set1_ps(msum), acc[t]);
+            } else if (L > 1) {
                 acc[t] = _mm512_fmadd_ps(sum, d, acc[t]);
                 if (hasMin) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(msum), acc[t]);
             }
@@ -483,7 +517,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_
 TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, const void *packed, size_t packedRows,
                                                       size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
                                                       const int32_t *xsum, size_t T, int L, float *y, size_t ys, uint8_t *panel) {
-    size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind), panelRowBytes = nb * q8act_panel_row_bytes(kind);
+    size_t nb = k / 32, rowBytes = q8act_row_bytes(kind, nb), panelRowBytes = nb * q8act_panel_row_bytes(kind);
     for (size_t r = r0; r < r1;) {
         if (packed && r % 16 == 0 && r + 16 <= r1 && r + 16 <= packedRows) {
             q8act_panel_tokens(kind, (const uint8_t *)packed + r * panelRowBytes, nb, k, xq, xd, xsum, T, L, y + r, ys, 16);
@@ -509,14 +543,15 @@ CK_Q8ACT_KIND(gemm_q8act_q4_0, 0)
 CK_Q8ACT_KIND(gemm_q8act_q4_1, 1)
 CK_Q8ACT_KIND(gemm_q8act_q8_0, 2)
 CK_Q8ACT_KIND(gemm_q8act_q4_K, 3)
+CK_Q8ACT_KIND(gemm_q8act_q6_K, 4)
 #undef CK_Q8ACT_KIND
 
 #endif
 
 int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst) {
 #ifdef CK_X86
-    if (kind < 0 || kind > 3 || k % (kind == 3 ? 256 : 32) != 0 || !ck_cpu_has_vnni()) return 0;
-    size_t nb = k / 32, rowBytes = nb * q8act_block_bytes(kind), panelBytes = 16 * nb * q8act_panel_row_bytes(kind);
+    if (kind < 0 || kind > 4 || k % (kind >= 3 ? 256 : 32) != 0 || !ck_cpu_has_vnni()) return 0;
+    size_t nb = k / 32, rowBytes = q8act_row_bytes(kind, nb), panelBytes = 16 * nb * q8act_panel_row_bytes(kind);
     for (size_t p = p0; p < p1; p++)
         q8act_pack_rows(kind, (const uint8_t *)w + p * 16 * rowBytes, rowBytes, nb, 16, (uint8_t *)dst + p * panelBytes);
     return 1;
@@ -565,7 +600,7 @@ TGT_VNNI static void q8act_unpack_panel(int kind, const uint8_t *panel, size_t n
 void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r1, void *dst) {
     // Q4_K panels keep products d·sc and dmin·m, not the ggml fields: only wide rows are packed (see ckquant8.h),
     // and those are never unpacked.
-    if (kind == 3) return;
+    if (kind >= 3) return;
     size_t nb = k / 32, bsz = kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0);
     size_t rowBytes = nb * bsz, stride = 16 * bsz, qb = kind == 2 ? 512 : 256, qoff = kind == 1 ? 4 : 2;
     int dwords = kind == 2 ? 8 : 4;
@@ -596,6 +631,12 @@ void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r
 }
 
 #ifdef CK_X86
+// dst = src with each byte's sign bit flipped (x + 128 as unsigned bytes), n a multiple of 64.
+TGT_VNNI static void q8act_flip(const int8_t *src, int8_t *dst, size_t n) {
+    __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (size_t i = 0; i < n; i += 64) _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
+}
+
 struct q8act_panel_buf { size_t capacity; size_t pad[7]; uint8_t data[]; };
 static pthread_key_t panel_key;
 static pthread_once_t panel_once = PTHREAD_ONCE_INIT;
@@ -610,13 +651,16 @@ int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows
 int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                          const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys) {
 #ifdef CK_X86
-    if (kind < 0 || kind > 3 || k % (kind == 3 ? 256 : 32) != 0 || (levels != 1 && levels != 3) || !ck_cpu_has_vnni()) return 0;
+    if (kind < 0 || kind > 4 || k % (kind >= 3 ? 256 : 32) != 0 || (levels != 1 && levels != 3) || !ck_cpu_has_vnni()) return 0;
     if (r0 >= r1) return 1;
     // One panel per thread, kept and grown (decoding calls this hundreds of times per token); a thread-specific
     // value whose destructor frees it when the thread ends.
     pthread_once(&panel_once, panel_key_create);
     struct q8act_panel_buf *buf = pthread_getspecific(panel_key);
     size_t need = 16 * (k / 32) * q8act_panel_row_bytes(kind);
+    // Q6_K also takes x as x + 128 (its sign bits flipped), after the panel.
+    size_t flipped = kind == 4 ? (T * levels * k + 63) / 64 * 64 : 0;
+    need = (need + 63) / 64 * 64 + flipped;
     if (!buf || need > buf->capacity) {
         struct q8act_panel_buf *nb = aligned_alloc(64, (sizeof(struct q8act_panel_buf) + need + 63) / 64 * 64);
         if (!nb) return 0;
@@ -626,10 +670,17 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
         buf = nb;
     }
     uint8_t *panel = buf->data;
+    if (kind == 4) {
+        int8_t *xu = (int8_t *)(buf->data + need - flipped);
+        size_t n = T * levels * k;
+        q8act_flip(xq, xu, n);
+        xq = xu;
+    }
     if (kind == 0) gemm_q8act_q4_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     else if (kind == 1) gemm_q8act_q4_1(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     else if (kind == 2) gemm_q8act_q8_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
-    else gemm_q8act_q4_K(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
+    else if (kind == 3) gemm_q8act_q4_K(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
+    else gemm_q8act_q6_K(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     return 1;
 #else
     (void)kind; (void)w; (void)packed; (void)packedRows; (void)k; (void)r0; (void)r1; (void)xq; (void)xd; (void)xsum;

@@ -664,6 +664,40 @@ void ck_q4_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, ui
     }
 }
 
+// Rows [0, rows) of a 16-row panel of Q6_K rows (k = 32·nb, rows rowBytes apart; rows..15 zero) in the layout of
+// quant8.c's panels, kind 4: per block of 32 columns, 512 bytes of signed weights q - 32 (row j's dword g, columns
+// 4g..4g+3, at 64·g + 4·j, as Q8_0), then per row j the f32 scales d·sc of the block's halves (columns 0-15, 16-31;
+// ggml's exact products) at 512 + 4·j and 576 + 4·j, and at 640 + 4·j the offset term -128·(d·sc_a·S_a + d·sc_b·S_b)
+// (S: the sum of a half's q - 32), which takes back the 128 the GEMM adds to each activation byte to make it unsigned.
+void ck_q6_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
+    memset(dst, 0, nb * CK_Q6K_PANEL_BLOCK);
+    for (size_t j = 0; j < rows; j++) {
+        for (size_t i = 0; i < nb / 8; i++) {
+            const block_q6_K *b = (const block_q6_K *)(w + j * rowBytes) + i;
+            int8_t q[QK_K];
+            for (int e = 0; e < QK_K; e++) {
+                int hf = e / 128, n = (e % 128) / 32, l = e % 32;
+                uint8_t lo = b->ql[64 * hf + l + 32 * (n & 1)] >> (4 * (n >> 1)) & 0xF;
+                uint8_t hi = (b->qh[32 * hf + l] >> (2 * n)) & 3;
+                q[e] = (int8_t)((lo | hi << 4) - 32);
+            }
+            const float d = h2f(b->d);
+            for (int s = 0; s < 8; s++) {
+                uint8_t *out = dst + (8 * i + s) * CK_Q6K_PANEL_BLOCK;
+                const int8_t *qs = q + 32 * s;
+                for (int g = 0; g < 8; g++) memcpy(out + 64 * g + 4 * j, qs + 4 * g, 4);
+                const float da = d * b->scales[2 * s], db = d * b->scales[2 * s + 1];
+                int sa = 0, sb = 0;
+                for (int c = 0; c < 16; c++) { sa += qs[c]; sb += qs[16 + c]; }
+                const float e = (float)(-128.0 * ((double)da * sa + (double)db * sb));
+                memcpy(out + 512 + 4 * j, &da, 4);
+                memcpy(out + 576 + 4 * j, &db, 4);
+                memcpy(out + 640 + 4 * j, &e, 4);
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- 8-bit activations (AVX-512 VNNI)
 // The opt-in `--int8-activations` path for K-quant rows (llama.cpp quantizes x to 8 bits against K-quants too, as
 // Q8_K blocks of 256; here x comes as ck_quantize_x_q8's blocks of 32, a scale each, which is finer). The weights'

@@ -18,7 +18,7 @@ struct Bench: ParsableCommand {
 
     @Flag(name: .customLong("int8-activations"), help: "Use 8-bit activations with Q4_0/Q4_1/Q8_0 weights (weights repacked at load for the integer GEMM on AVX-512 VNNI).")
     var int8Activations = false
-    @Flag(name: .customLong("no-repack"), help: "Keep Q4_0/Q4_1/Q8_0 weights in the file's layout (f32 FMAs instead of the default mode's integer products at f32 precision). Presets re-encode on the heap, where repacked weights are held twice.")
+    @Flag(name: .customLong("no-repack"), help: "Keep Q4_0/Q4_1/Q8_0 weights (and wide Q4_K/Q6_K ones) in the file's layout (f32 FMAs instead of the default mode's integer products at f32 precision). Presets re-encode on the heap, where repacked weights are held twice.")
     var noRepack = false
 
     @Option(help: "Benchmark a real model (official folder, Hugging Face folder or .gguf) instead of a preset.")

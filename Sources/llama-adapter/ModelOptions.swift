@@ -32,11 +32,11 @@ struct ModelOptions: ParsableArguments {
     var compat: Compatibility = .standard
 
     @Flag(name: .customLong("int8-activations"),
-          help: "Multiply Q4_0/Q4_1/Q8_0 weights with 8-bit activations, as llama.cpp: faster (one integer product per weight instead of the default's three), but no longer at f32 precision. On CPUs with AVX-512 VNNI the weights are repacked at load for an integer GEMM (prefill and decode; same memory).")
+          help: "Multiply Q4_0/Q4_1/Q8_0 weights (and Q4_K/Q5_K/Q6_K with AVX-512 VNNI) with 8-bit activations, as llama.cpp: faster (one integer product per weight instead of the default's three), but no longer at f32 precision. On CPUs with AVX-512 VNNI the weights are repacked at load for an integer GEMM (prefill and decode; same memory, more for wide Q4_K/Q6_K).")
     var int8Activations = false
 
     @Flag(name: .customLong("no-repack"),
-          help: "Keep Q4_0/Q4_1/Q8_0 weights in the file's layout: no repacking at load, f32 FMAs instead of the integer products of the default f32-precision mode (same results to f32 rounding; slower on AVX-512 VNNI CPUs).")
+          help: "Keep Q4_0/Q4_1/Q8_0 weights (and wide Q4_K/Q6_K ones) in the file's layout: no repacking at load, f32 FMAs instead of the integer products of the default f32-precision mode (same results to f32 rounding; slower on AVX-512 VNNI CPUs).")
     var noRepack = false
 
     /// Which matrices these flags repack at load.

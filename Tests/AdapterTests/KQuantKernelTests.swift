@@ -251,20 +251,21 @@ final class KQuantKernelTests: XCTestCase {
         }
     }
 
-    /// Wide Q4_K weights repacked into panels (`packedForInt8`, AVX-512 VNNI): at f32 precision (the default, three
-    /// 8-bit levels) each output is the float64 product of the reference's dequantized weights and x, to f32
-    /// rounding of the kernel's scale and min terms; with `--int8-activations`, the float64 product over the
-    /// quantized activations. Whole panels and a partial one (40 rows), one sequence, a batch and a prefill (GEMM)
-    /// give the same bits per row.
-    func testPackedQ4_KPanelsMatchFloat64AndAreBatchInvariant() throws {
+    /// Wide Q4_K and Q6_K weights repacked into panels (`packedForInt8`, AVX-512 VNNI): at f32 precision (the
+    /// default, three 8-bit levels) each output is the float64 product of the reference's dequantized weights and
+    /// x, to f32 rounding of the kernel's scale, min and offset terms; with `--int8-activations`, the float64
+    /// product over the quantized activations. Whole panels and a partial one (40 rows), one sequence, a batch and a
+    /// prefill (GEMM) give the same bits per row.
+    func testPackedKQuantPanelsMatchFloat64AndAreBatchInvariant() throws {
+      for (dtype, panelRowBytes) in [(DType.q4_K, 24), (.q6_K, 44)] {
         var rng = LCG(s: 41)
         let rows = 40, k = 2048, nb = k / 32, T = 20
-        let bytes = randomBlocks(.q4_K, blocks: rows * k / 256, rng: &rng)
-        let w = try tensor(bytes, .q4_K, rows: rows, k: k)
+        let bytes = randomBlocks(dtype, blocks: rows * k / 256, rng: &rng)
+        let w = try tensor(bytes, dtype, rows: rows, k: k)
         let pw = w.packedForInt8()
-        guard pw.int8Panels != nil else { throw XCTSkip("Q4_K panels need AVX-512 VNNI") }
-        XCTAssertEqual(pw.int8PanelBytes, 32 * nb * 24)
-        let wf = bytes.withUnsafeBytes { reference(.q4_K, $0.baseAddress!, count: rows * k) }
+        guard pw.int8Panels != nil else { throw XCTSkip("K-quant panels need AVX-512 VNNI") }
+        XCTAssertEqual(pw.int8PanelBytes, 32 * nb * panelRowBytes)
+        let wf = bytes.withUnsafeBytes { reference(dtype, $0.baseAddress!, count: rows * k) }
         let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
         /// Float64 product of row r with `xv` (k values) and the tolerance of the kernel's two terms per sub-block.
         func expect(_ r: Int, _ xv: [Double]) -> (Double, Double) {
@@ -288,8 +289,8 @@ final class KQuantKernelTests: XCTestCase {
                 batch.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: pw, T: 5, activations: activations) }
                 prefill.withUnsafeMutableBufferPointer { linearForward(out: $0.baseAddress!, inp: xp.baseAddress!, weight: pw, T: T, activations: activations, oneSequence: true) }
             }
-            XCTAssertEqual(Array(alone[0..<(5 * rows)]).map(\.bitPattern), Array(batch[0..<(5 * rows)]).map(\.bitPattern), "\(activations): one vs a batch of 5")
-            XCTAssertEqual(alone.map(\.bitPattern), prefill.map(\.bitPattern), "\(activations): one vs a prefill")
+            XCTAssertEqual(Array(alone[0..<(5 * rows)]).map(\.bitPattern), Array(batch[0..<(5 * rows)]).map(\.bitPattern), "\(dtype) \(activations): one vs a batch of 5")
+            XCTAssertEqual(alone.map(\.bitPattern), prefill.map(\.bitPattern), "\(dtype) \(activations): one vs a prefill")
             for t in [0, 7, T - 1] {
                 var xv = (0..<k).map { Double(x[t * k + $0]) }
                 if activations == .int8 {
@@ -299,9 +300,10 @@ final class KQuantKernelTests: XCTestCase {
                 }
                 for r in 0..<rows {
                     let (ref, tol) = expect(r, xv)
-                    XCTAssertEqual(Double(alone[t * rows + r]), ref, accuracy: tol, "\(activations) token \(t) row \(r)")
+                    XCTAssertEqual(Double(alone[t * rows + r]), ref, accuracy: tol, "\(dtype) \(activations) token \(t) row \(r)")
                 }
             }
         }
+      }
     }
 }
