@@ -48,7 +48,10 @@ public final class ThreadPool: @unchecked Sendable {
         activeThreads = threadCount
         for index in 1..<threadCount {
             let t = Thread { [unowned self] in self.workerLoop(index: index) }
-            t.stackSize = 1 << 20
+            // 8 MB, as the main thread's: unoptimised builds (`swift test`'s debug, the sanitizers) keep every
+            // inlined instance of the integer GEMM's kernels in one frame (777 KB debug, 979 KB under
+            // AddressSanitizer, which overflowed 1 MB); only the pages a thread touches are committed.
+            t.stackSize = 8 << 20
             t.start()
             workers.append(t)
         }

@@ -816,27 +816,26 @@ TGT_VNNI static void matvec_q6_K_q8_vnni(const void *w, const int8_t *xq, const 
 }
 #endif
 
-int ck_matvec_q4_K_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
+// The exported Q4_K/Q5_K entries: the VNNI kernel where the CPU has it, 0 (the caller falls back) elsewhere.
 #ifdef CK_X86
-    if (ck_cpu_has_vnni()) {
-        matvec_q4_K_q8_vnni(w, xq, xd, xsum, y, k, r0, r1);
-        return 1;
+#define KQ8_ENTRY(NAME)                                                                                     \
+    int ck_##NAME(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, \
+                  size_t r0, size_t r1) {                                                                   \
+        if (!ck_cpu_has_vnni()) return 0;                                                                   \
+        NAME##_vnni(w, xq, xd, xsum, y, k, r0, r1);                                                         \
+        return 1;                                                                                           \
+    }
+#else
+#define KQ8_ENTRY(NAME)                                                                                     \
+    int ck_##NAME(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, \
+                  size_t r0, size_t r1) {                                                                   \
+        (void)w; (void)xq; (void)xd; (void)xsum; (void)y; (void)k; (void)r0; (void)r1;                      \
+        return 0;                                                                                           \
     }
 #endif
-    (void)w; (void)xq; (void)xd; (void)xsum; (void)y; (void)k; (void)r0; (void)r1;
-    return 0;
-}
-
-int ck_matvec_q5_K_q8(const void *w, const int8_t *xq, const float *xd, const int32_t *xsum, float *y, size_t k, size_t r0, size_t r1) {
-#ifdef CK_X86
-    if (ck_cpu_has_vnni()) {
-        matvec_q5_K_q8_vnni(w, xq, xd, xsum, y, k, r0, r1);
-        return 1;
-    }
-#endif
-    (void)w; (void)xq; (void)xd; (void)xsum; (void)y; (void)k; (void)r0; (void)r1;
-    return 0;
-}
+KQ8_ENTRY(matvec_q4_K_q8)
+KQ8_ENTRY(matvec_q5_K_q8)
+#undef KQ8_ENTRY
 
 int ck_matvec_q6_K_q8(const void *w, const int8_t *xq, const float *xd, float *y, size_t k, size_t r0, size_t r1) {
 #ifdef CK_X86
