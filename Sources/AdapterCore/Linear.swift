@@ -134,8 +134,10 @@ func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weigh
         quantizeActivations(inp + r.lowerBound * K, T: r.count, K: K, levels: levels, xq: xq + r.lowerBound * levels * K,
                             xd: xd + r.lowerBound * levels * nb, xs: xs + r.lowerBound * levels * nb)
     }
-    // Chunks of 64 rows (four panels), claimed by whichever thread is free.
-    pool.parallelForDynamic(N, chunk: 64) { r, _ in
+    // Chunks of 64 rows (four panels), claimed by whichever thread is free. Q6_K: four chunks per thread, as each
+    // call first flips the sign bits of all T tokens' activations (17 MB at 512 tokens of the down projection).
+    let chunk = kind == 4 ? max(64, N / (4 * pool.activeThreadCount) / 16 * 16) : 64
+    pool.parallelForDynamic(N, chunk: chunk) { r, _ in
         int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: T, levels: levels, out: out)
     }
     return true
