@@ -343,17 +343,23 @@ TGT_AVX512 static void dequant_q5_K_avx512(const void *src, float *dst, size_t n
     dequant_q45_K_avx512(src, sizeof(block_q5_K), offsetof(block_q5_K, qh), offsetof(block_q5_K, qs), 1, dst, n);
 }
 
-// The 128 six-bit values of one Q6_K half-block as signed bytes q-32, in output order: out[n] holds
+// The 128 six-bit values of one Q6_K half-block as unsigned bytes q (0..63), in output order: out[n] holds
 // elements 32n..32n+31 (ql low nibbles, ql+32 low, ql high, ql+32 high; qh bit pairs 0-1, 2-3, 4-5, 6-7).
 // 16-bit shifts leak bits across bytes, but only into positions the masks clear.
-TGT_AVX2 static inline void q6_half_bytes(const uint8_t *ql, const uint8_t *qh, __m256i out[4]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x30), o32 = _mm256_set1_epi8(32);
+TGT_AVX2 static inline void q6_half_u8(const uint8_t *ql, const uint8_t *qh, __m256i out[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x30);
     __m256i a = _mm256_loadu_si256((const __m256i *)ql), b = _mm256_loadu_si256((const __m256i *)(ql + 32));
     __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-    out[0] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m3)), o32);
-    out[1] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(b, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m3)), o32);
-    out[2] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(h, m3)), o32);
-    out[3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m3)), o32);
+    out[0] = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m3));
+    out[1] = _mm256_or_si256(_mm256_and_si256(b, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m3));
+    out[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(h, m3));
+    out[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m3));
+}
+
+// As q6_half_u8, as signed bytes q-32.
+TGT_AVX2 static inline void q6_half_bytes(const uint8_t *ql, const uint8_t *qh, __m256i out[4]) {
+    q6_half_u8(ql, qh, out);
+    for (int n = 0; n < 4; n++) out[n] = _mm256_sub_epi8(out[n], _mm256_set1_epi8(32));
 }
 
 // The 16 per-16 scales of a Q6_K block times d, as ggml's `d * sc[is]`.
@@ -787,15 +793,8 @@ TGT_VNNI static void matvec_q6_K_q8_vnni(const void *w, const int8_t *xq, const 
             const int8_t *xb = xq + i * QK_K;
             const int32_t *ob = off + i * (QK_K / 4);
             for (int hf = 0; hf < 2; hf++) {
-                const uint8_t *ql = b[i].ql + 64 * hf, *qh = b[i].qh + 32 * hf;
-                const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x30);
-                __m256i a = _mm256_loadu_si256((const __m256i *)ql), c = _mm256_loadu_si256((const __m256i *)(ql + 32));
-                __m256i h = _mm256_loadu_si256((const __m256i *)qh);
                 __m256i q[4];
-                q[0] = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m3));
-                q[1] = _mm256_or_si256(_mm256_and_si256(c, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m3));
-                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(h, m3));
-                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m3));
+                q6_half_u8(b[i].ql + 64 * hf, b[i].qh + 32 * hf, q);
                 // The 8 scales of this half (two per 32 weights) times d.
                 __m256 sc8 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].scales + 8 * hf))));
                 sc8 = _mm256_mul_ps(_mm256_set_m128(dv, dv), sc8);
