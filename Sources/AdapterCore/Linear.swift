@@ -84,15 +84,12 @@ public struct Int8Panels: @unchecked Sendable {
 }
 
 extension Tensor {
-    /// Bytes `packedForInt8` writes for this weight: its whole 16-row panels, the same size as those rows (Q4_K: a
-    /// third more, Q6_K: 1.68 times); 0 when it is not packed (not Q4_0/Q4_1/Q8_0/wide Q4_K or Q6_K, fewer than 16
-    /// rows, or no AVX-512 VNNI).
+    /// Bytes `packedForInt8` writes for this weight: its whole 16-row panels, the same size as those rows (Q4_K:
+    /// 148 bytes per row and 256 columns against 144, Q6_K: 212 against 210); 0 when it is not packed (not
+    /// Q4_0/Q4_1/Q8_0/wide Q4_K or Q6_K, fewer than 16 rows, or no AVX-512 VNNI).
     public var int8PanelBytes: Int {
         guard shape.count == 2, let kind = int8GemmKind(self) else { return 0 }
-        // Per row and 32 columns, Q4_K: 24 bytes (16 of nibbles, an f32 scale and min), against the file's 18; Q6_K:
-        // 44 (32 signed bytes, two f32 scales and an offset term), against 26.25.
-        let rowBytes = kind == 3 ? shape[1] / 32 * 24 : kind == 4 ? shape[1] / 32 * 44 : dtype.byteCount(elements: shape[1])
-        return shape[0] / 16 * 16 * rowBytes
+        return shape[0] / 16 * ck_q8act_panel_bytes(kind, shape[1])
     }
 
     /// This Q4_0/Q4_1/Q8_0 (or wide Q4_K/Q6_K) weight with its whole 16-row panels repacked for the `--int8-activations` integer GEMM,
@@ -135,7 +132,7 @@ func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weigh
                             xd: xd + r.lowerBound * levels * nb, xs: xs + r.lowerBound * levels * nb)
     }
     // Chunks of 64 rows (four panels), claimed by whichever thread is free. Q6_K: four chunks per thread, as each
-    // call first flips the sign bits of all T tokens' activations (17 MB at 512 tokens of the down projection).
+    // call first sums all T tokens' activations per 16 columns (reading 17 MB at 512 tokens of the down projection).
     let chunk = kind == 4 ? max(64, N / (4 * pool.activeThreadCount) / 16 * 16) : 64
     pool.parallelForDynamic(N, chunk: chunk) { r, _ in
         int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: T, levels: levels, out: out)

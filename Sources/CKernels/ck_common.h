@@ -30,12 +30,14 @@ int ck_cpu_level(void);
 /// True when AVX-512 VNNI with VL is available (integer dot products of the 8-bit activation path).
 int ck_cpu_has_vnni(void);
 
-/// Bytes of one 32-column block of a 16-row Q4_K panel (quant_k.c's ck_q4_K_panel, quant8.c's GEMM kind 3).
-#define CK_Q4K_PANEL_BLOCK 384
+/// Bytes of one 256-column super-block of a 16-row Q4_K panel (quant_k.c's ck_q4_K_panel, quant8.c's GEMM kind 3):
+/// 148 per row, the file's 144 and the 4 of its two f16 scales' products kept apart as bytes.
+#define CK_Q4K_PANEL_SUPER 2368
 /// Rows [0, rows) of a 16-row Q4_K panel (k = 32·nb columns, rows rowBytes apart) into dst (see quant_k.c).
 void ck_q4_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst);
-/// Bytes of one 32-column block of a 16-row Q6_K panel (quant_k.c's ck_q6_K_panel, quant8.c's GEMM kind 4).
-#define CK_Q6K_PANEL_BLOCK 704
+/// Bytes of one 256-column super-block of a 16-row Q6_K panel (quant_k.c's ck_q6_K_panel, quant8.c's GEMM kind 4):
+/// 212 per row, the file's 210 and padding that keeps the super-blocks on cache lines.
+#define CK_Q6K_PANEL_SUPER 3392
 /// Rows [0, rows) of a 16-row Q6_K panel (k = 32·nb columns, rows rowBytes apart) into dst (see quant_k.c).
 void ck_q6_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst);
 

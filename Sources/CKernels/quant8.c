@@ -286,10 +286,10 @@ Q8_LOOP(q8_0_vnni, TGT_VNNI, udot_vnni)
 static inline size_t q8act_block_bytes(int kind) { return kind == 0 ? sizeof(bq4_0) : kind == 1 ? sizeof(bq4_1) : sizeof(bq8_0); }
 // Bytes of a ggml row of nb blocks of 32 (Q4_K: 144 per 256 columns, Q6_K: 210).
 static inline size_t q8act_row_bytes(int kind, size_t nb) { return kind == 3 ? nb / 8 * 144 : kind == 4 ? nb / 8 * 210 : nb * q8act_block_bytes(kind); }
-// Bytes per row of one 32-column block of a panel: the ggml block's for kinds 0-2, 24 for Q4_K (f32 scale and min),
-// 44 for Q6_K (32 weight bytes, two f32 half-block scales and the offset term).
-static inline size_t q8act_panel_row_bytes(int kind) {
-    return kind == 3 ? CK_Q4K_PANEL_BLOCK / 16 : kind == 4 ? CK_Q6K_PANEL_BLOCK / 16 : q8act_block_bytes(kind);
+// Bytes of a 16-row panel of nb blocks of 32 columns: the 16 ggml rows' for kinds 0-2 and Q6_K, 148 per row and 256
+// columns for Q4_K (the file's 144 and 4).
+static inline size_t q8act_panel_bytes(int kind, size_t nb) {
+    return kind == 3 ? nb / 8 * CK_Q4K_PANEL_SUPER : kind == 4 ? nb / 8 * CK_Q6K_PANEL_SUPER : 16 * nb * q8act_block_bytes(kind);
 }
 
 // The 16 bytes at p + j·stride, rows j = 0..15, four rows per register (row 4i + L in 128-bit lane L of a[i]).
@@ -327,7 +327,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 __m512i q8act_first_dwords(const uint8_t *p, s
     return _mm512_permutexvar_epi32(idx, _mm512_unpacklo_epi64(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpacklo_epi32(a[2], a[3])));
 }
 
-static inline size_t q8act_packed_quant_bytes(int kind) { return kind == 2 || kind == 4 ? 512 : 256; }
+static inline size_t q8act_packed_quant_bytes(int kind) { return kind == 2 ? 512 : 256; }
 
 // Block b of a panel from its raw dwords, one row per lane: dm, the block's first dword (d in its low half, Q4_1's m
 // in its high half), and q, the block's weight dwords (Q4: the 4 dwords of packed nibbles; Q8_0: 8 dwords).
@@ -375,17 +375,84 @@ TGT_VNNI static void q8act_pack_rows(int kind, const uint8_t *w, size_t rowBytes
     }
 }
 
+// Block s's f32 scales d·sc and −dmin·m of the 16 rows of a Q4_K panel's super-block at sb (ggml's products, exact
+// operands; flipping the sign bit of dmin first gives the bits of the negated product).
+TGT_VNNI static CK_ALWAYS_INLINE8 void q4k_panel_scales(const uint8_t *sb, size_t s, __m512 *d, __m512 *m) {
+    __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 16 * s))));
+    __m512 mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 128 + 16 * s))));
+    __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sb + 288)));
+    *d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sb + 256))), sc);
+    *m = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(dmin), _mm512_set1_epi32(INT32_MIN))), mn);
+}
+
+// Block s's f32 scales d·sc of its two 16-column halves for the 16 rows of a Q6_K panel's super-block at sb (ggml's
+// products `d * sc`, exact operands).
+TGT_VNNI static CK_ALWAYS_INLINE8 void q6k_panel_scales(const uint8_t *sb, size_t s, __m512 *da, __m512 *db) {
+    const uint8_t *sc = sb + 3072;
+    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 256)));
+    *da = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(sc + 32 * s)))));
+    *db = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(sc + 32 * s + 16)))));
+}
+
 // Block b's 8 weight registers, 16 scales d and (Q4_1, Q4_K) 16 mins m, from the panel at src. Q6_K: d and m are the
-// scales of the block's two 16-column halves, e its offset term.
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src, size_t b, __m512i wv[8], __m512 *d, __m512 *m,
-                                                  __m512 *e) {
-    size_t qb = q8act_packed_quant_bytes(kind), stride = 16 * q8act_panel_row_bytes(kind);
+// scales of the block's two 16-column halves and its weights the unsigned q (0..63). K-quants: the scales from ks (32
+// floats per block) when given, else built from the panel's bytes.
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src, const float *ks, size_t b, __m512i wv[8],
+                                                  __m512 *d, __m512 *m) {
+    if (kind == 4) {
+        // Q6_K: the nibbles as Q4's, each register's top bits from plane G / 4 shifted into bits 4-5 of its bytes.
+        const uint8_t *sb = src + b / 8 * CK_Q6K_PANEL_SUPER;
+        size_t s = b % 8;
+        const uint8_t *q = sb + 384 * s;
+        for (size_t o = 0; o < CK_Q6K_PANEL_SUPER / 8; o += 64)
+            _mm_prefetch((const char *)(sb + CK_Q6K_PANEL_SUPER / 8 * s + 4096 + o), _MM_HINT_T0);
+        const __m512i m15 = _mm512_set1_epi8(15), m48 = _mm512_set1_epi8(48);
+        const __m512i h0 = _mm512_loadu_si512(q + 256), h1 = _mm512_loadu_si512(q + 320);
+#pragma clang loop unroll(full)
+        for (int g = 0; g < 4; g++) {
+            __m512i v = _mm512_loadu_si512(q + 64 * g);
+            __m512i a = g == 0 ? _mm512_slli_epi32(h0, 4) : g == 1 ? _mm512_slli_epi32(h0, 2) : g == 2 ? h0 : _mm512_srli_epi32(h0, 2);
+            __m512i c = g == 0 ? _mm512_slli_epi32(h1, 4) : g == 1 ? _mm512_slli_epi32(h1, 2) : g == 2 ? h1 : _mm512_srli_epi32(h1, 2);
+            wv[g] = _mm512_or_si512(_mm512_and_si512(v, m15), _mm512_and_si512(a, m48));
+            wv[g + 4] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m15), _mm512_and_si512(c, m48));
+        }
+        if (ks) {
+            *d = _mm512_loadu_ps(ks + 32 * b);
+            *m = _mm512_loadu_ps(ks + 32 * b + 16);
+        } else {
+            q6k_panel_scales(sb, s, d, m);
+        }
+        return;
+    }
+    if (kind == 3) {
+        // Q4_K: super-block b / 8 holds the 16 rows' u8 scales sc and mins m per block (16 bytes each), their f16 d
+        // and dmin, then the blocks' nibbles. d·sc and dmin·m come out as ggml's f32 products (exact operands).
+        const uint8_t *sb = src + b / 8 * CK_Q4K_PANEL_SUPER;
+        size_t s = b % 8;
+        const uint8_t *q = sb + 320 + 256 * s;
+        for (size_t o = 0; o < CK_Q4K_PANEL_SUPER / 8; o += 64)
+            _mm_prefetch((const char *)(sb + CK_Q4K_PANEL_SUPER / 8 * s + 4096 + o), _MM_HINT_T0);
+        __m512i m15 = _mm512_set1_epi8(15);
+        for (int g = 0; g < 4; g++) {
+            __m512i v = _mm512_loadu_si512(q + 64 * g);
+            wv[g] = _mm512_and_si512(v, m15);
+            wv[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m15);
+        }
+        if (ks) {
+            *d = _mm512_loadu_ps(ks + 32 * b);
+            *m = _mm512_loadu_ps(ks + 32 * b + 16);
+        } else {
+            q4k_panel_scales(sb, s, d, m);
+        }
+        return;
+    }
+    size_t qb = q8act_packed_quant_bytes(kind), stride = 16 * q8act_block_bytes(kind);
     const uint8_t *q = src + b * stride, *ds = q + qb;
     // One token reads each panel once, at memory speed: ask 4 KB ahead (into the next panel at the end). The
     // hardware prefetcher stops at 4 KB pages and starts late in each chunk; 7B Q4_0 decode, 2 threads, tok/s:
     // 8.1-8.2 at 1-2 KB ahead, 8.3-8.6 at 4 KB, 8.2-8.5 at 8 KB (same sitting).
     for (size_t o = 0; o < stride; o += 64) _mm_prefetch((const char *)(q + 4096 + o), _MM_HINT_T0);
-    if (kind == 2 || kind == 4) {
+    if (kind == 2) {
         for (int g = 0; g < 8; g++) wv[g] = _mm512_loadu_si512(q + 64 * g);
     } else {
         __m512i m15 = _mm512_set1_epi8(15);
@@ -394,12 +461,6 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src,
             wv[g] = _mm512_and_si512(v, m15);
             wv[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m15);
         }
-    }
-    if (kind == 3 || kind == 4) {
-        *d = _mm512_loadu_ps(ds);
-        *m = _mm512_loadu_ps(ds + 64);
-        if (kind == 4) *e = _mm512_loadu_ps(ds + 128);
-        return;
     }
     *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ds));
     *m = kind == 1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ds + 32))) : _mm512_setzero_ps();
@@ -410,7 +471,7 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_block(int kind, const uint8_t *src,
 // token's 16-row outputs stay in registers over all blocks. A token's levels are scaled and added per block,
 // smallest first, then multiplied by the weight scales once. Zen 4 runs this at ~0.76 dpbusd per cycle (7B
 // prefill); one dpbusd chain per level instead of two was slower (latency), three tokens per pass the same.
-TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src, size_t nb, size_t k,
+TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src, const float *ks, size_t nb, size_t k,
                                                    const int8_t *xq, const float *xd, const int32_t *xsum, const int NT,
                                                    const int L, float *y, size_t ys, size_t rows) {
     const int32_t c = kind == 0 ? 8 : kind == 2 ? 128 : 0;
@@ -419,8 +480,8 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
     for (int t = 0; t < NT / L; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         __m512i wv[8];
-        __m512 d, m, e = _mm512_setzero_ps();
-        q8act_block(kind, src, b, wv, &d, &m, &e);
+        __m512 d, m;
+        q8act_block(kind, src, ks, b, wv, &d, &m);
         // Unrolled, so the accumulators live in registers: left to itself clang kept the 8-token instance's in
         // memory, a load and a store per token and block (half the prefill's samples, perf annotate).
 #pragma clang loop unroll(full)
@@ -434,23 +495,21 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
                 int32_t xs[8];
                 memcpy(xs, x, 32);
                 if (kind == 4) {
-                    // Q6_K: the halves (columns 0-15, 16-31) have scales of their own, so two sums; the weights are
-                    // the signed q - 32 and x comes as the unsigned x + 128 (ck_gemm_q8act_levels flips the sign bits
-                    // once per call, so the broadcasts stay loads; the panel's e takes the 128s back).
-                    __m512i pa = _mm512_setzero_si512(), pb = _mm512_setzero_si512();
+                    // Q6_K: the halves (columns 0-15, 16-31) have scales of their own, so two sums of the unsigned q
+                    // times x, each started at -32 times its half's sum of x (xsum holds two per block), which
+                    // makes them the exact sums of (q - 32)·x.
+                    __m512i pa = _mm512_set1_epi32(-32 * xsum[2 * rb]), pb = _mm512_set1_epi32(-32 * xsum[2 * rb + 1]);
                     for (int g = 0; g < 4; g++) {
-                        pa = _mm512_dpbusd_epi32(pa, _mm512_set1_epi32(xs[g]), wv[g]);
-                        pb = _mm512_dpbusd_epi32(pb, _mm512_set1_epi32(xs[g + 4]), wv[g + 4]);
+                        pa = _mm512_dpbusd_epi32(pa, wv[g], _mm512_set1_epi32(xs[g]));
+                        pb = _mm512_dpbusd_epi32(pb, wv[g + 4], _mm512_set1_epi32(xs[g + 4]));
                     }
                     if (L == 1) {
                         __m512 s = _mm512_set1_ps(xd[rb]);
                         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pa), _mm512_mul_ps(d, s), acc[t]);
                         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pb), _mm512_mul_ps(m, s), acc[t]);
-                        acc[t] = _mm512_fmadd_ps(e, s, acc[t]);
                     } else {
                         sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pa), _mm512_set1_ps(xd[rb]), sum);
                         sum2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pb), _mm512_set1_ps(xd[rb]), sum2);
-                        msum += xd[rb];
                     }
                     continue;
                 }
@@ -473,7 +532,6 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
             if (L > 1 && kind == 4) {
                 acc[t] = _mm512_fmadd_ps(sum, d, acc[t]);
                 acc[t] = _mm512_fmadd_ps(sum2, m, acc[t]);
-                acc[t] = _mm512_fmadd_ps(e, _mm512_set1_ps(msum), acc[t]);
             } else if (L > 1) {
                 acc[t] = _mm512_fmadd_ps(sum, d, acc[t]);
                 if (hasMin) acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(msum), acc[t]);
@@ -487,14 +545,29 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_tokens(int kind, const uint8_t *src
 // All T tokens (L rows each) against one panel: 8 rows at a time, or two tokens of three levels.
 TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_t *src, size_t nb, size_t k,
                                                          const int8_t *xq, const float *xd, const int32_t *xsum,
-                                                         size_t T, int L, float *y, size_t ys, size_t rows) {
+                                                         size_t T, int L, float *y, size_t ys, size_t rows,
+                                                         float *scratch) {
+    // The K-quant panels keep bytes where the scales are f32 products: with more than one pass over the panel, build
+    // them once into scratch (32 floats per block) instead of once per pass (Q4_K: a tenth more work per pass of two
+    // tokens).
+    const float *ks = NULL;
+    if (kind >= 3 && T > (L == 3 ? 2u : 8u)) {
+        for (size_t b = 0; b < nb; b++) {
+            __m512 d, m;
+            if (kind == 3) q4k_panel_scales(src + b / 8 * CK_Q4K_PANEL_SUPER, b % 8, &d, &m);
+            else q6k_panel_scales(src + b / 8 * CK_Q6K_PANEL_SUPER, b % 8, &d, &m);
+            _mm512_storeu_ps(scratch + 32 * b, d);
+            _mm512_storeu_ps(scratch + 32 * b + 16, m);
+        }
+        ks = scratch;
+    }
     if (L == 3) {
         for (size_t t = 0; t < T; t += 2) {
             const int8_t *x = xq + 3 * t * k;
             const float *d = xd + 3 * t * nb;
-            const int32_t *s = xsum + 3 * t * nb;
-            if (T - t >= 2) q8act_tokens(kind, src, nb, k, x, d, s, 6, 3, y + t * ys, ys, rows);
-            else q8act_tokens(kind, src, nb, k, x, d, s, 3, 3, y + t * ys, ys, rows);
+            const int32_t *s = xsum + (kind == 4 ? 2 : 1) * 3 * t * nb;
+            if (T - t >= 2) q8act_tokens(kind, src, ks, nb, k, x, d, s, 6, 3, y + t * ys, ys, rows);
+            else q8act_tokens(kind, src, ks, nb, k, x, d, s, 3, 3, y + t * ys, ys, rows);
         }
         return;
     }
@@ -502,11 +575,11 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_
         size_t n = T - t < 8 ? T - t : 8;
         const int8_t *x = xq + t * k;
         const float *d = xd + t * nb;
-        const int32_t *s = xsum + t * nb;
+        const int32_t *s = xsum + (kind == 4 ? 2 : 1) * t * nb;
         float *yt = y + t * ys;
-#define CK_Q8ACT_CASE(N) case N: q8act_tokens(kind, src, nb, k, x, d, s, N, 1, yt, ys, rows); break;
+#define CK_Q8ACT_CASE(N) case N: q8act_tokens(kind, src, ks, nb, k, x, d, s, N, 1, yt, ys, rows); break;
         switch (n) { CK_Q8ACT_CASE(1) CK_Q8ACT_CASE(2) CK_Q8ACT_CASE(3) CK_Q8ACT_CASE(4)
-                     CK_Q8ACT_CASE(5) CK_Q8ACT_CASE(6) CK_Q8ACT_CASE(7) default: q8act_tokens(kind, src, nb, k, x, d, s, 8, 1, yt, ys, rows); }
+                     CK_Q8ACT_CASE(5) CK_Q8ACT_CASE(6) CK_Q8ACT_CASE(7) default: q8act_tokens(kind, src, ks, nb, k, x, d, s, 8, 1, yt, ys, rows); }
 #undef CK_Q8ACT_CASE
     }
 }
@@ -517,17 +590,19 @@ TGT_VNNI static CK_ALWAYS_INLINE8 void q8act_panel_tokens(int kind, const uint8_
 TGT_VNNI static CK_ALWAYS_INLINE8 void gemm_q8act_vnni(int kind, const void *w, const void *packed, size_t packedRows,
                                                       size_t k, size_t r0, size_t r1, const int8_t *xq, const float *xd,
                                                       const int32_t *xsum, size_t T, int L, float *y, size_t ys, uint8_t *panel) {
-    size_t nb = k / 32, rowBytes = q8act_row_bytes(kind, nb), panelRowBytes = nb * q8act_panel_row_bytes(kind);
+    size_t nb = k / 32, rowBytes = q8act_row_bytes(kind, nb), panelBytes = q8act_panel_bytes(kind, nb);
+    float *scratch = (float *)(panel + panelBytes);  // Q4_K's scales (ck_gemm_q8act_levels sizes the buffer)
     for (size_t r = r0; r < r1;) {
         if (packed && r % 16 == 0 && r + 16 <= r1 && r + 16 <= packedRows) {
-            q8act_panel_tokens(kind, (const uint8_t *)packed + r * panelRowBytes, nb, k, xq, xd, xsum, T, L, y + r, ys, 16);
+            q8act_panel_tokens(kind, (const uint8_t *)packed + r / 16 * panelBytes, nb, k, xq, xd, xsum, T, L, y + r, ys, 16,
+                               scratch);
             r += 16;
             continue;
         }
         size_t end = r1 - r < 16 ? r1 : r + 16;
         if (packed && r % 16 != 0 && end > (r / 16 + 1) * 16) end = (r / 16 + 1) * 16;
         q8act_pack_rows(kind, (const uint8_t *)w + r * rowBytes, rowBytes, nb, end - r, panel);
-        q8act_panel_tokens(kind, panel, nb, k, xq, xd, xsum, T, L, y + r, ys, end - r);
+        q8act_panel_tokens(kind, panel, nb, k, xq, xd, xsum, T, L, y + r, ys, end - r, scratch);
         r = end;
     }
 }
@@ -548,10 +623,18 @@ CK_Q8ACT_KIND(gemm_q8act_q6_K, 4)
 
 #endif
 
+size_t ck_q8act_panel_bytes(int kind, size_t k) {
+#ifdef CK_X86
+    if (kind >= 0 && kind <= 4) return q8act_panel_bytes(kind, k / 32);
+#endif
+    (void)kind; (void)k;
+    return 0;
+}
+
 int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst) {
 #ifdef CK_X86
     if (kind < 0 || kind > 4 || k % (kind >= 3 ? 256 : 32) != 0 || !ck_cpu_has_vnni()) return 0;
-    size_t nb = k / 32, rowBytes = q8act_row_bytes(kind, nb), panelBytes = 16 * nb * q8act_panel_row_bytes(kind);
+    size_t nb = k / 32, rowBytes = q8act_row_bytes(kind, nb), panelBytes = q8act_panel_bytes(kind, nb);
     for (size_t p = p0; p < p1; p++)
         q8act_pack_rows(kind, (const uint8_t *)w + p * 16 * rowBytes, rowBytes, nb, 16, (uint8_t *)dst + p * panelBytes);
     return 1;
@@ -631,10 +714,15 @@ void ck_q8act_unpack(int kind, const void *packed, size_t k, size_t r0, size_t r
 }
 
 #ifdef CK_X86
-// dst = src with each byte's sign bit flipped (x + 128 as unsigned bytes), n a multiple of 64.
-TGT_VNNI static void q8act_flip(const int8_t *src, int8_t *dst, size_t n) {
-    __m512i flip = _mm512_set1_epi8((char)0x80);
-    for (size_t i = 0; i < n; i += 64) _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
+// dst[i] = the sum of the n signed bytes x[16·i ..< 16·i + 16] (the Q6_K GEMM's half-block sums), n a multiple of
+// 64: as unsigned bytes x + 128 (sign bits flipped) summed 8 at a time by vpsadbw, less the 16·128.
+TGT_VNNI static void q8act_half_sums(const int8_t *x, int32_t *dst, size_t n) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (size_t i = 0; i < n; i += 64) {
+        int64_t s8[8];
+        _mm512_storeu_si512(s8, _mm512_sad_epu8(_mm512_xor_si512(_mm512_loadu_si512(x + i), flip), _mm512_setzero_si512()));
+        for (int h = 0; h < 4; h++) dst[i / 16 + h] = (int32_t)(s8[2 * h] + s8[2 * h + 1]) - 16 * 128;
+    }
 }
 
 struct q8act_panel_buf { size_t capacity; size_t pad[7]; uint8_t data[]; };
@@ -657,10 +745,10 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
     // value whose destructor frees it when the thread ends.
     pthread_once(&panel_once, panel_key_create);
     struct q8act_panel_buf *buf = pthread_getspecific(panel_key);
-    size_t need = 16 * (k / 32) * q8act_panel_row_bytes(kind);
-    // Q6_K also takes x as x + 128 (its sign bits flipped), after the panel.
-    size_t flipped = kind == 4 ? (T * levels * k + 63) / 64 * 64 : 0;
-    need = (need + 63) / 64 * 64 + flipped;
+    // The panel, then (K-quants) its f32 scales, 32 per block, then (Q6_K) the sums of x per 16 columns.
+    size_t need = q8act_panel_bytes(kind, k / 32) + (kind >= 3 ? k / 32 * 128 : 0);
+    size_t halves = kind == 4 ? (T * levels * k / 16 * 4 + 63) / 64 * 64 : 0;
+    need = (need + 63) / 64 * 64 + halves;
     if (!buf || need > buf->capacity) {
         struct q8act_panel_buf *nb = aligned_alloc(64, (sizeof(struct q8act_panel_buf) + need + 63) / 64 * 64);
         if (!nb) return 0;
@@ -671,10 +759,9 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
     }
     uint8_t *panel = buf->data;
     if (kind == 4) {
-        int8_t *xu = (int8_t *)(buf->data + need - flipped);
-        size_t n = T * levels * k;
-        q8act_flip(xq, xu, n);
-        xq = xu;
+        int32_t *hs = (int32_t *)(buf->data + need - halves);
+        q8act_half_sums(xq, hs, T * levels * k);
+        xsum = hs;
     }
     if (kind == 0) gemm_q8act_q4_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     else if (kind == 1) gemm_q8act_q4_1(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);

@@ -643,66 +643,70 @@ void ck_matvec_q6_K(const void *w, const float *x, float *y, size_t k, size_t r0
 
 // ---------------------------------------------------------------- Q4_K panels for the integer GEMM
 // Rows [0, rows) of a 16-row panel of Q4_K rows (k = 32·nb, rows rowBytes apart; rows..15 zero) in the layout of
-// quant8.c's panels, kind 3: per block of 32 (one sub-block), 256 bytes of nibbles (row j's dword g at 64·g + 4·j,
-// low nibbles elements 0-15, high 16-31, as Q4_0), then row j's scale d·sc (f32, ggml's product) at 256 + 4·j and
-// its negated min −dmin·m at 320 + 4·j. The GEMM then treats a sub-block as a Q4_1 block with f32 scales.
+// quant8.c's panels, kind 3: per super-block of 256 columns (CK_Q4K_PANEL_SUPER bytes), the 6-bit scales sc of its 8
+// blocks as bytes, block s's 16 rows at 16·s, the mins m likewise at 128 + 16·s, the rows' f16 d at 256 + 2·j and
+// dmin at 288 + 2·j, then per block s at 320 + 256·s the nibbles in Q4_0's panel order (row j's dword g at
+// 64·g + 4·j, low nibble element 4g + i, high nibble element 16 + 4g + i). The file's 144 bytes per row and
+// super-block become 148, where f32 products d·sc and dmin·m per block took 192.
 void ck_q4_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
-    memset(dst, 0, nb * CK_Q4K_PANEL_BLOCK);
+    memset(dst, 0, nb / 8 * CK_Q4K_PANEL_SUPER);
     for (size_t j = 0; j < rows; j++) {
         for (size_t i = 0; i < nb / 8; i++) {
             const block_q4_K *b = (const block_q4_K *)(w + j * rowBytes) + i;
-            uint8_t sm[16];
+            uint8_t sm[16], *sup = dst + i * CK_Q4K_PANEL_SUPER;
             k4_unpack(b->scales, sm);
-            const float d = h2f(b->d), dmin = h2f(b->dmin);
+            memcpy(sup + 256 + 2 * j, &b->d, 2);
+            memcpy(sup + 288 + 2 * j, &b->dmin, 2);
             for (int s = 0; s < 8; s++) {
                 const uint8_t *q = b->qs + 32 * (s / 2);
                 int shift = 4 * (s & 1);
-                uint8_t *out = dst + (8 * i + s) * CK_Q4K_PANEL_BLOCK;
+                uint8_t *out = sup + 320 + 256 * s;
                 uint8_t packed[16];
                 for (int t = 0; t < 16; t++)
                     packed[t] = (uint8_t)(((q[t] >> shift) & 15) | (((q[t + 16] >> shift) & 15) << 4));
                 for (int g = 0; g < 4; g++) memcpy(out + 64 * g + 4 * j, packed + 4 * g, 4);
-                const float d1 = d * sm[s], m1 = -(dmin * sm[8 + s]);
-                memcpy(out + 256 + 4 * j, &d1, 4);
-                memcpy(out + 320 + 4 * j, &m1, 4);
+                sup[16 * s + j] = sm[s];
+                sup[128 + 16 * s + j] = sm[8 + s];
             }
         }
     }
 }
 
 // Rows [0, rows) of a 16-row panel of Q6_K rows (k = 32·nb, rows rowBytes apart; rows..15 zero) in the layout of
-// quant8.c's panels, kind 4: per block of 32 columns, 512 bytes of signed weights q - 32 (row j's dword g, columns
-// 4g..4g+3, at 64·g + 4·j, as Q8_0), then per row j the f32 scales d·sc of the block's halves (columns 0-15, 16-31;
-// ggml's exact products) at 512 + 4·j and 576 + 4·j, and at 640 + 4·j the offset term -128·(d·sc_a·S_a + d·sc_b·S_b)
-// (S: the sum of a half's q - 32), which takes back the 128 the GEMM adds to each activation byte to make it unsigned.
-void ck_q6_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
-    memset(dst, 0, nb * CK_Q6K_PANEL_BLOCK);
+// quant8.c's panels, kind 4: per super-block of 256 columns (CK_Q6K_PANEL_SUPER bytes, 212 per row against the
+// file's 210, so that every 64-byte load stays inside a cache line), per block s of 32 columns at 384·s the low 4
+// bits of q (0..63) as Q4_0's panel nibbles (row j's dword g at 64·g + 4·j: low nibbles elements 4g + i, high
+// nibbles 16 + 4g + i) and at +256 its top 2 bits (for the weight register G = 0..7, elements 4G..4G+3, dword j of
+// plane G / 4 holds element 4G + i's pair at bits 2·(G % 4) of byte i); then at 3072 + 16·h the int8 scales of the
+// super-block's 16 halves of 16 columns (row j at + j), at 3328 + 2·j the rows' f16 d, and 32 bytes of padding.
+#ifdef CK_X86
+TGT_AVX2 void ck_q6_K_panel(const uint8_t *w, size_t rowBytes, size_t nb, size_t rows, uint8_t *dst) {
+    memset(dst, 0, nb / 8 * CK_Q6K_PANEL_SUPER);
     for (size_t j = 0; j < rows; j++) {
         for (size_t i = 0; i < nb / 8; i++) {
             const block_q6_K *b = (const block_q6_K *)(w + j * rowBytes) + i;
-            int8_t q[QK_K];
-            for (int e = 0; e < QK_K; e++) {
-                int hf = e / 128, n = (e % 128) / 32, l = e % 32;
-                uint8_t lo = b->ql[64 * hf + l + 32 * (n & 1)] >> (4 * (n >> 1)) & 0xF;
-                uint8_t hi = (b->qh[32 * hf + l] >> (2 * n)) & 3;
-                q[e] = (int8_t)((lo | hi << 4) - 32);
+            uint8_t q[QK_K], *sup = dst + i * CK_Q6K_PANEL_SUPER;
+            for (int hf = 0; hf < 2; hf++) {
+                __m256i h[4];
+                q6_half_u8(b->ql + 64 * hf, b->qh + 32 * hf, h);
+                for (int n = 0; n < 4; n++) _mm256_storeu_si256((__m256i *)(q + 128 * hf + 32 * n), h[n]);
             }
-            const float d = h2f(b->d);
+            for (int h = 0; h < 16; h++) sup[3072 + 16 * h + j] = (uint8_t)b->scales[h];
+            memcpy(sup + 3328 + 2 * j, &b->d, 2);
             for (int s = 0; s < 8; s++) {
-                uint8_t *out = dst + (8 * i + s) * CK_Q6K_PANEL_BLOCK;
-                const int8_t *qs = q + 32 * s;
-                for (int g = 0; g < 8; g++) memcpy(out + 64 * g + 4 * j, qs + 4 * g, 4);
-                const float da = d * b->scales[2 * s], db = d * b->scales[2 * s + 1];
-                int sa = 0, sb = 0;
-                for (int c = 0; c < 16; c++) { sa += qs[c]; sb += qs[16 + c]; }
-                const float e = (float)(-128.0 * ((double)da * sa + (double)db * sb));
-                memcpy(out + 512 + 4 * j, &da, 4);
-                memcpy(out + 576 + 4 * j, &db, 4);
-                memcpy(out + 640 + 4 * j, &e, 4);
+                const uint8_t *qs = q + 32 * s;
+                uint8_t *out = sup + 384 * s, lo[16], hi[8] = {0};
+                for (int t = 0; t < 16; t++) lo[t] = (uint8_t)((qs[t] & 15) | (qs[t + 16] & 15) << 4);
+                for (int G = 0; G < 8; G++)
+                    for (int e = 0; e < 4; e++) hi[4 * (G / 4) + e] |= (uint8_t)((qs[4 * G + e] >> 4) << (2 * (G % 4)));
+                for (int g = 0; g < 4; g++) memcpy(out + 64 * g + 4 * j, lo + 4 * g, 4);
+                memcpy(out + 256 + 4 * j, hi, 4);
+                memcpy(out + 320 + 4 * j, hi + 4, 4);
             }
         }
     }
 }
+#endif
 
 // ---------------------------------------------------------------- 8-bit activations (AVX-512 VNNI)
 // The opt-in `--int8-activations` path for K-quant rows (llama.cpp quantizes x to 8 bits against K-quants too, as

@@ -32,7 +32,7 @@ struct ModelOptions: ParsableArguments {
     var compat: Compatibility = .standard
 
     @Flag(name: .customLong("int8-activations"),
-          help: "Multiply Q4_0/Q4_1/Q8_0 weights (and Q4_K/Q5_K/Q6_K with AVX-512 VNNI) with 8-bit activations, as llama.cpp: faster (one integer product per weight instead of the default's three), but no longer at f32 precision. On CPUs with AVX-512 VNNI the weights are repacked at load for an integer GEMM (prefill and decode; same memory, more for wide Q4_K/Q6_K).")
+          help: "Multiply Q4_0/Q4_1/Q8_0 weights (and Q4_K/Q5_K/Q6_K with AVX-512 VNNI) with 8-bit activations, as llama.cpp: faster (one integer product per weight instead of the default's three), but no longer at f32 precision. On CPUs with AVX-512 VNNI the weights are repacked at load for an integer GEMM (prefill and decode; same memory, 3% more for wide Q4_K, 1% for wide Q6_K).")
     var int8Activations = false
 
     @Flag(name: .customLong("no-repack"),

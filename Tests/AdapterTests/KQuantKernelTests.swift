@@ -257,14 +257,14 @@ final class KQuantKernelTests: XCTestCase {
     /// product over the quantized activations. Whole panels and a partial one (40 rows), one sequence, a batch and a
     /// prefill (GEMM) give the same bits per row.
     func testPackedKQuantPanelsMatchFloat64AndAreBatchInvariant() throws {
-      for (dtype, panelRowBytes) in [(DType.q4_K, 24), (.q6_K, 44)] {
+      for (dtype, superBlockPanelBytes) in [(DType.q4_K, 16 * 148), (.q6_K, 16 * 212)] {
         var rng = LCG(s: 41)
         let rows = 40, k = 2048, nb = k / 32, T = 20
         let bytes = randomBlocks(dtype, blocks: rows * k / 256, rng: &rng)
         let w = try tensor(bytes, dtype, rows: rows, k: k)
         let pw = w.packedForInt8()
         guard pw.int8Panels != nil else { throw XCTSkip("K-quant panels need AVX-512 VNNI") }
-        XCTAssertEqual(pw.int8PanelBytes, 32 * nb * panelRowBytes)
+        XCTAssertEqual(pw.int8PanelBytes, 2 * (k / 256) * superBlockPanelBytes)
         let wf = bytes.withUnsafeBytes { reference(dtype, $0.baseAddress!, count: rows * k) }
         let x = (0..<(T * k)).map { _ in rng.unit() * 2 - 1 }
         /// Float64 product of row r with `xv` (k values) and the tolerance of the kernel's two terms per sub-block.

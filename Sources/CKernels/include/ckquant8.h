@@ -24,9 +24,9 @@ void ck_matvec_q8_0_q8(const void *w, const int8_t *xq, const float *xd, const i
 
 /// Prefill with 8-bit activations: y[t·ys + r] = Σ_k W[r,k]·x̂[t,k] for rows r in [r0, r1) and T tokens, x̂ given as
 /// ck_quantize_x_q8 writes it for each token (rows k apart: xq[T·k], xd and xsum [T·k/32]). kind 0: Q4_0, 1: Q4_1,
-/// 2: Q8_0, 3: Q4_K (k a multiple of 256; its panels are 24 bytes per row and 32 columns, a third more than the
-/// rows). packed (may be NULL): the weight's first packedRows rows (a multiple of 16) as ck_q8act_pack wrote them;
-/// whole panels inside it are read from there, every other row from w. The result does not depend on which.
+/// 2: Q8_0, 3: Q4_K, 4: Q6_K (k a multiple of 256; their panels are ck_q8act_panel_bytes long: Q4_K's 148 bytes
+/// per row and 256 columns against the file's 144, Q6_K's 212 against 210). packed (may be NULL): the weight's
+/// first packedRows rows (a multiple of 16) as ck_q8act_pack wrote them; whole panels inside it are read from there, every other row from w. The result does not depend on which.
 /// Returns 0, doing nothing, when the CPU lacks AVX-512 VNNI or for another kind (the caller falls back); 1 otherwise.
 int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                   const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys);
@@ -37,10 +37,14 @@ int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows
 int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                          const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys);
 
+/// Bytes of one 16-row panel of a kind-`kind` weight (see ck_gemm_q8act) with rows of k elements, as ck_q8act_pack
+/// writes it (Q4_0/Q4_1/Q8_0: the 16 rows' bytes).
+size_t ck_q8act_panel_bytes(int kind, size_t k);
+
 /// Repacks panels p0..<p1 (rows 16·p0 ..< 16·p1) of the Q4_0/Q4_1/Q8_0 weight w (rows of k elements) into dst,
 /// which has the same byte size as those rows and the same offsets (panel p at p·16·rowBytes), in the layout
-/// ck_gemm_q8act reads without rebuilding panels. Q4_K (kind 3): panel p at p·16·(k/32)·24 bytes, each 32 columns
-/// of a panel 256 bytes of nibbles then 16 f32 products d·sc and 16 f32 −dmin·m. Returns 0, doing nothing, without AVX-512 VNNI; 1 otherwise.
+/// ck_gemm_q8act reads without rebuilding panels. Q4_K and Q6_K (kinds 3, 4): panel p at p·ck_q8act_panel_bytes(kind, k)
+/// (layouts in quant_k.c). Returns 0, doing nothing, without AVX-512 VNNI; 1 otherwise.
 int ck_q8act_pack(int kind, const void *w, size_t k, size_t p0, size_t p1, void *dst);
 
 /// The inverse of ck_q8act_pack: rows r0..<r1 (inside whole panels) of the packed weight as ggml rows, row r at
