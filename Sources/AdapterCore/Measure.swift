@@ -21,6 +21,19 @@ public enum Measure {
         #endif
     }
 
+    /// Resets the peak resident size to the current one (Linux: `5` written to /proc/self/clear_refs), so a
+    /// measurement's own buffers, once freed, stop counting in the peak. False where the system has no such reset.
+    @discardableResult
+    public static func resetPeakResidentBytes() -> Bool {
+        #if os(Linux)
+        guard let f = fopen("/proc/self/clear_refs", "w") else { return false }
+        let ok = fputs("5", f) >= 0
+        return fclose(f) == 0 && ok
+        #else
+        return false
+        #endif
+    }
+
     /// Current resident set size in bytes (VmRSS on Linux; the peak on macOS, which has no cheap current figure).
     public static func residentBytes() -> Int {
         #if os(Linux)

@@ -173,6 +173,11 @@ struct Bench: ParsableCommand {
         var read_bandwidth_gb_s: Double
         var decode_bound_tokens_per_s: Double
         var decode_fraction_of_bound: Double
+        /// The read test after each round's decode (this machine's bandwidth drifts between ~35 and ~65 GB/s
+        /// within minutes), and each round's decode over the bound of its own read test; the figures above are
+        /// their medians.
+        var read_bandwidth_gb_s_runs: [Double]
+        var decode_fraction_of_bound_runs: [Double]
         var peak_rss_mb: Double
         var rss_after_load_mb: Double
         var rounds: Int
@@ -337,8 +342,18 @@ struct Bench: ParsableCommand {
         var ours: [(prefills: [Prefill], decode: Double)] = []
         var theirs: [[String: Double]] = []
         var commit: String?, number: Int?
+        // The model's peak memory, read before each bandwidth probe (whose 1 GB buffer is the bench's own).
+        // Loading's peak counts too: read it before the first reset.
+        var peak = Measure.peakResidentBytes()
+        var probes: [Double] = []
+        let perRoundProbes = Measure.resetPeakResidentBytes()
         for _ in 0..<rounds {
             ours.append(try measureRound())
+            if perRoundProbes {
+                peak = max(peak, Measure.peakResidentBytes())
+                probes.append(Measure.readBandwidth(pool: pool))
+                Measure.resetPeakResidentBytes()
+            }
             if let llamaBench, let model {
                 let r = try runLlamaBench(binary: llamaBench, model: model, threads: pool.activeThreadCount, prompts: promptTokens, decode: decodeTokens)
                 theirs.append(r.rates)
@@ -375,10 +390,13 @@ struct Bench: ParsableCommand {
             adapterRate = Double(decodeTokens) / (Measure.now() - ta)
         }
         let batched = decodeBatch.isEmpty ? nil : try batchedDecode(llama, options: options)
-        // Peak memory before the bandwidth probe, whose 1 GB buffer is the bench's own, not the model's.
-        let peak = Measure.peakResidentBytes()
-        let bandwidth = Measure.readBandwidth(pool: pool)
+        peak = max(peak, Measure.peakResidentBytes())
+        // Without a peak reset (macOS), one probe after everything else.
+        if probes.isEmpty { probes = [Measure.readBandwidth(pool: pool)] }
         let bytes = llama.weights.bytesPerToken
+        let fractions = probes.count == decodeRuns.count
+            ? zip(decodeRuns, probes).map { $0 / ($1 / Double(bytes)) } : [decodeRate / (probes[0] / Double(bytes))]
+        let bandwidth = median(probes)
         let bound = bandwidth / Double(bytes)
         try printJSON(Report(
             preset: presetName, model: model, dtype: dtypeName, threads: pool.activeThreadCount, simd: simdLevel,
@@ -386,7 +404,8 @@ struct Bench: ParsableCommand {
             prefill_tokens_per_s: prefills[0].tokens_per_s, prefill: prefills, decode_tokens: decodeTokens,
             decode_tokens_per_s: decodeRate, decode_ms_per_token: 1000 / decodeRate,
             read_bandwidth_gb_s: bandwidth / 1e9, decode_bound_tokens_per_s: bound,
-            decode_fraction_of_bound: decodeRate / bound,
+            decode_fraction_of_bound: median(fractions),
+            read_bandwidth_gb_s_runs: probes.map { $0 / 1e9 }, decode_fraction_of_bound_runs: fractions,
             peak_rss_mb: Double(peak) / 1_048_576, rss_after_load_mb: Double(rssAfterLoad) / 1_048_576,
             rounds: rounds, decode_tokens_per_s_runs: decodeRuns, llamacpp: comparison,
             adapter_decode_tokens_per_s: adapterRate, adapter_decode_ratio: adapterRate.map { $0 / decodeRate },
