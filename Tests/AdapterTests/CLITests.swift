@@ -135,6 +135,26 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(obj["read_bandwidth_gb_s"] as? Double ?? 0, 0)
     }
 
+    /// With several rounds, the read test runs after each round's decode (Linux) and each round's decode is set
+    /// against its own test: one entry per round, and each fraction is that round's decode over its own bound.
+    func testBenchMeasuresTheBoundOncePerRound() throws {
+        let r = try run(["bench", "--preset", "tiny", "--decode-tokens", "4", "--prompt-tokens", "8", "--rounds", "3"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let bw = try XCTUnwrap(obj["read_bandwidth_gb_s_runs"] as? [Double])
+        let fr = try XCTUnwrap(obj["decode_fraction_of_bound_runs"] as? [Double])
+        let dec = try XCTUnwrap(obj["decode_tokens_per_s_runs"] as? [Double])
+        let bytes = try XCTUnwrap((obj["weight_bytes"] as? NSNumber)?.doubleValue)
+        #if os(Linux)
+        XCTAssertEqual(bw.count, 3)
+        #endif
+        XCTAssertEqual(fr.count, bw.count == 3 ? 3 : 1)
+        if bw.count == 3 {
+            for i in 0..<3 { XCTAssertEqual(fr[i], dec[i] / (bw[i] * 1e9 / bytes), accuracy: 1e-9 * fr[i]) }
+        }
+        XCTAssertEqual(obj["decode_fraction_of_bound"] as? Double ?? -1, fr.sorted()[fr.count / 2], accuracy: 1e-12)
+    }
+
     /// `--repeats` on a prefill/decode run is refused in one line that names `--rounds` (it used to be ignored, so
     /// one cold round was reported where several were asked for).
     func testBenchRepeatsOnPrefillAndDecodeIsOneErrorLineNamingRounds() throws {
