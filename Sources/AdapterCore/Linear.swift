@@ -56,10 +56,23 @@ let int8GemmAvailable: Bool = ck_gemm_q8act(0, nil, nil, 0, 32, 0, 0, nil, nil, 
 /// Runs the integer GEMM over rows `r0..<r1` of `weight`, reading its packed panels where it has them.
 @inline(__always)
 func int8Gemm(kind: Int32, weight w: Tensor, r0: Int, r1: Int, xq: UnsafePointer<Int8>, xd: UnsafePointer<Float>,
-              xs: UnsafePointer<Int32>, T: Int, levels: Int = 1, out: UnsafeMutablePointer<Float>) {
+              xs: UnsafePointer<Int32>, halves: UnsafePointer<Int32>?, T: Int, levels: Int = 1,
+              out: UnsafeMutablePointer<Float>) {
     let N = w.shape[0], K = w.shape[1]
     _ = ck_gemm_q8act_levels(kind, w.data, w.int8Panels?.base, w.int8Panels == nil ? 0 : N / 16 * 16,
-                             K, r0, r1, xq, xd, xs, T, levels, out, N)
+                             K, r0, r1, xq, xd, xs, halves, T, levels, out, N)
+}
+
+/// Runs `body` with the Q6_K GEMM's activation sums per 16 columns (`ck_q8act_half_sums`) of `rows` quantized rows
+/// of K bytes, computed once per product rather than once per chunk (in temporary, usually stack, memory: decoding
+/// calls this per matrix); nil without a Q6_K weight (`kinds`: the weights' GEMM kinds).
+func withQ6KHalfSums<Result>(_ xq: UnsafePointer<Int8>, rows: Int, K: Int, kinds: [Int32?],
+                             _ body: (UnsafePointer<Int32>?) -> Result) -> Result {
+    guard kinds.contains(4) else { return body(nil) }
+    return withUnsafeTemporaryAllocation(of: Int32.self, capacity: rows * K / 16) { h in
+        ck_q8act_half_sums(xq, rows * K, h.baseAddress!)
+        return body(UnsafePointer(h.baseAddress!))
+    }
 }
 
 /// Quantizes T rows of K floats into `levels` int8 levels each (token t at t·levels·K, a block's levels side by
@@ -131,11 +144,12 @@ func gemmInt8(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weigh
         quantizeActivations(inp + r.lowerBound * K, T: r.count, K: K, levels: levels, xq: xq + r.lowerBound * levels * K,
                             xd: xd + r.lowerBound * levels * nb, xs: xs + r.lowerBound * levels * nb)
     }
-    // Chunks of 64 rows (four panels), claimed by whichever thread is free. Q6_K: four chunks per thread, as each
-    // call first sums all T tokens' activations per 16 columns (reading 17 MB at 512 tokens of the down projection).
-    let chunk = kind == 4 ? max(64, N / (4 * pool.activeThreadCount) / 16 * 16) : 64
-    pool.parallelForDynamic(N, chunk: chunk) { r, _ in
-        int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, T: T, levels: levels, out: out)
+    withQ6KHalfSums(xq, rows: R, K: K, kinds: [kind]) { halves in
+        // Chunks of 64 rows (four panels), claimed by whichever thread is free.
+        pool.parallelForDynamic(N, chunk: 64) { r, _ in
+            int8Gemm(kind: kind, weight: weight, r0: r.lowerBound, r1: r.upperBound, xq: xq, xd: xd, xs: xs, halves: halves,
+                     T: T, levels: levels, out: out)
+        }
     }
     return true
 }
@@ -246,38 +260,41 @@ public func matvecGroup(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Fl
           withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, blocks * R)) { isum in
                 let xq = q8.baseAddress!, isums = isum.baseAddress!
                 if quantize { quantizeActivations(x, T: T, K: K, levels: levels, xq: xq, xd: xd, xs: isums) }
-                if legacyQuant && !int8 && quantKernelsUseBlockSums {
-                    for t in 0..<T { ck_block_sums32(x + t * K, xs + t * blocks, K) }
-                }
-                // Chunks of about 256 KB of weights (at most 16 per thread), claimed by whichever thread is free:
-                // a mat-vec streams memory, and a static half each stalls the step on the slower core.
-                let totalBytes = weights.reduce(0) { $0 + $1.dtype.byteCount(elements: K) * $1.shape[0] }
-                let threads = pool.activeThreadCount
-                let chunks = min(16 * threads, max(threads, totalBytes / (256 << 10)))
-                var chunk = max(max(1, 16384 / max(K, 1)), ((total + chunks - 1) / chunks + 3) / 4 * 4)
-                // The integer GEMM takes rows 16 at a time (one panel).
-                if viaGemm.contains(where: { $0 != nil }) { chunk = (chunk + 15) / 16 * 16 }
-                pool.parallelForDynamic(total, chunk: chunk) { r, _ in
-                    for (i, w) in weights.enumerated() {
-                        let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
-                        guard lo < hi else { continue }
-                        let N = w.shape[0]
-                        if let kind = viaGemm[i] {
-                            int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: xq, xd: xd, xs: isums, T: T, levels: levels, out: outs[i])
-                            continue
-                        }
-                        if T > 1, !int8, matmulRows(out: outs[i], x: x, xsum: xs, blocks: blocks, T: T, weight: w, rows: lo..<hi) { continue }
-                        var a = lo
-                        while a < hi {
-                            let b = min(hi, a + min(tile, hi - a))
-                            for t in 0..<T {
-                                if int8 {
-                                    let q = Int8Activations(qs: xq + t * K, d: xd + t * blocks, sums: isums + t * blocks)
-                                    if matvecRowsInt8(out: outs[i] + t * N, x: q, weight: w, rows: a..<b) { continue }
-                                }
-                                matvecRows(out: outs[i] + t * N, x: x + t * K, xsum: xs + t * blocks, weight: w, rows: a..<b)
+                withQ6KHalfSums(xq, rows: R, K: K, kinds: viaGemm) { halves in
+                    if legacyQuant && !int8 && quantKernelsUseBlockSums {
+                        for t in 0..<T { ck_block_sums32(x + t * K, xs + t * blocks, K) }
+                    }
+                    // Chunks of about 256 KB of weights (at most 16 per thread), claimed by whichever thread is free:
+                    // a mat-vec streams memory, and a static half each stalls the step on the slower core.
+                    let totalBytes = weights.reduce(0) { $0 + $1.dtype.byteCount(elements: K) * $1.shape[0] }
+                    let threads = pool.activeThreadCount
+                    let chunks = min(16 * threads, max(threads, totalBytes / (256 << 10)))
+                    var chunk = max(max(1, 16384 / max(K, 1)), ((total + chunks - 1) / chunks + 3) / 4 * 4)
+                    // The integer GEMM takes rows 16 at a time (one panel).
+                    if viaGemm.contains(where: { $0 != nil }) { chunk = (chunk + 15) / 16 * 16 }
+                    pool.parallelForDynamic(total, chunk: chunk) { r, _ in
+                        for (i, w) in weights.enumerated() {
+                            let lo = max(r.lowerBound, starts[i]) - starts[i], hi = min(r.upperBound, starts[i + 1]) - starts[i]
+                            guard lo < hi else { continue }
+                            let N = w.shape[0]
+                            if let kind = viaGemm[i] {
+                                int8Gemm(kind: kind, weight: w, r0: lo, r1: hi, xq: xq, xd: xd, xs: isums, halves: halves, T: T,
+                                         levels: levels, out: outs[i])
+                                continue
                             }
-                            a = b
+                            if T > 1, !int8, matmulRows(out: outs[i], x: x, xsum: xs, blocks: blocks, T: T, weight: w, rows: lo..<hi) { continue }
+                            var a = lo
+                            while a < hi {
+                                let b = min(hi, a + min(tile, hi - a))
+                                for t in 0..<T {
+                                    if int8 {
+                                        let q = Int8Activations(qs: xq + t * K, d: xd + t * blocks, sums: isums + t * blocks)
+                                        if matvecRowsInt8(out: outs[i] + t * N, x: q, weight: w, rows: a..<b) { continue }
+                                    }
+                                    matvecRows(out: outs[i] + t * N, x: x + t * K, xsum: xs + t * blocks, weight: w, rows: a..<b)
+                                }
+                                a = b
+                            }
                         }
                     }
                 }

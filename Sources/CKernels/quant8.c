@@ -733,11 +733,12 @@ static void panel_key_create(void) { pthread_key_create(&panel_key, free); }
 
 int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
                   const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, float *y, size_t ys) {
-    return ck_gemm_q8act_levels(kind, w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, 1, y, ys);
+    return ck_gemm_q8act_levels(kind, w, packed, packedRows, k, r0, r1, xq, xd, xsum, NULL, T, 1, y, ys);
 }
 
 int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                         const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys) {
+                         const int8_t *xq, const float *xd, const int32_t *xsum, const int32_t *halves, size_t T,
+                         size_t levels, float *y, size_t ys) {
 #ifdef CK_X86
     if (kind < 0 || kind > 4 || k % (kind >= 3 ? 256 : 32) != 0 || (levels != 1 && levels != 3) || !ck_cpu_has_vnni()) return 0;
     if (r0 >= r1) return 1;
@@ -745,10 +746,11 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
     // value whose destructor frees it when the thread ends.
     pthread_once(&panel_once, panel_key_create);
     struct q8act_panel_buf *buf = pthread_getspecific(panel_key);
-    // The panel, then (K-quants) its f32 scales, 32 per block, then (Q6_K) the sums of x per 16 columns.
+    // The panel, then (K-quants) its f32 scales, 32 per block, then (Q6_K, unless the caller has them) the sums of
+    // x per 16 columns.
     size_t need = q8act_panel_bytes(kind, k / 32) + (kind >= 3 ? k / 32 * 128 : 0);
-    size_t halves = kind == 4 ? (T * levels * k / 16 * 4 + 63) / 64 * 64 : 0;
-    need = (need + 63) / 64 * 64 + halves;
+    size_t halfBytes = kind == 4 && !halves ? (T * levels * k / 16 * 4 + 63) / 64 * 64 : 0;
+    need = (need + 63) / 64 * 64 + halfBytes;
     if (!buf || need > buf->capacity) {
         struct q8act_panel_buf *nb = aligned_alloc(64, (sizeof(struct q8act_panel_buf) + need + 63) / 64 * 64);
         if (!nb) return 0;
@@ -759,9 +761,12 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
     }
     uint8_t *panel = buf->data;
     if (kind == 4) {
-        int32_t *hs = (int32_t *)(buf->data + need - halves);
-        q8act_half_sums(xq, hs, T * levels * k);
-        xsum = hs;
+        if (!halves) {
+            int32_t *hs = (int32_t *)(buf->data + need - halfBytes);
+            q8act_half_sums(xq, hs, T * levels * k);
+            halves = hs;
+        }
+        xsum = halves;
     }
     if (kind == 0) gemm_q8act_q4_0(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
     else if (kind == 1) gemm_q8act_q4_1(w, packed, packedRows, k, r0, r1, xq, xd, xsum, T, (int)levels, y, ys, panel);
@@ -771,9 +776,20 @@ int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t pac
     return 1;
 #else
     (void)kind; (void)w; (void)packed; (void)packedRows; (void)k; (void)r0; (void)r1; (void)xq; (void)xd; (void)xsum;
-    (void)T; (void)levels; (void)y; (void)ys;
+    (void)halves; (void)T; (void)levels; (void)y; (void)ys;
     return 0;
 #endif
+}
+
+void ck_q8act_half_sums(const int8_t *x, size_t n, int32_t *dst) {
+#ifdef CK_X86
+    if (ck_cpu_has_vnni()) { q8act_half_sums(x, dst, n); return; }
+#endif
+    for (size_t i = 0; i < n / 16; i++) {
+        int32_t s = 0;
+        for (int c = 0; c < 16; c++) s += x[16 * i + c];
+        dst[i] = s;
+    }
 }
 
 // ---------------------------------------------------------------- dispatch

@@ -34,8 +34,15 @@ int ck_gemm_q8act(int kind, const void *w, const void *packed, size_t packedRows
 /// ck_gemm_q8act for T tokens of `levels` levels each (1, or 3 as ck_quantize_x_q8_levels writes them, token t's
 /// at xq + t·levels·k, xd and xsum + t·levels·k/32): y[t·ys + r] = Σ_l Σ_k W[r,k]·q_l[k]·d_l, the levels of a block
 /// scaled and added smallest first. Returns 0, doing nothing, where ck_gemm_q8act would, or for other level counts.
+/// halves (Q6_K, may be NULL): ck_q8act_half_sums of all T·levels·k activation bytes, which the caller computes once
+/// for a whole product instead of once per call (NULL: computed here, per call).
 int ck_gemm_q8act_levels(int kind, const void *w, const void *packed, size_t packedRows, size_t k, size_t r0, size_t r1,
-                         const int8_t *xq, const float *xd, const int32_t *xsum, size_t T, size_t levels, float *y, size_t ys);
+                         const int8_t *xq, const float *xd, const int32_t *xsum, const int32_t *halves, size_t T,
+                         size_t levels, float *y, size_t ys);
+
+/// dst[i] = the sum of the signed bytes x[16·i ..< 16·i + 16], n a multiple of 64: the per-16-column activation sums
+/// the Q6_K GEMM (kind 4) starts its integer sums from.
+void ck_q8act_half_sums(const int8_t *x, size_t n, int32_t *dst);
 
 /// Bytes of one 16-row panel of a kind-`kind` weight (see ck_gemm_q8act) with rows of k elements, as ck_q8act_pack
 /// writes it (Q4_0/Q4_1/Q8_0: the 16 rows' bytes).
