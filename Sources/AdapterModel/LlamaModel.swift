@@ -167,6 +167,13 @@ public final class LlamaModel: Sendable {
         try LlamaModel(config: config, weights: weights, adapter: adapter, pool: pool)
     }
 
+    /// Prefill positions per pass by default: as many as keep a pass's f32 activations within 32 MB, at least 64
+    /// (7B: 135, SmolLM2: 1065). 7B Q4_0/Q8_0/Q4_K_M prefilled 512 tokens 5-15% faster in pieces of 128 than in one
+    /// pass (F16 and `--int8-activations` the same), and SmolLM2 ~8% slower in pieces of 128 than whole.
+    public var autoPrefillChunk: Int {
+        max(64, (32 << 20) / (4 * (5 * config.dim + 2 * config.kvDim + 3 * config.hiddenDim)))
+    }
+
     /// Longest sequence a state of this model can hold.
     public var contextLength: Int { min(config.maxSeqLen, rope.maxPos) }
 
@@ -179,7 +186,24 @@ public final class LlamaModel: Sendable {
     /// label, so their logits are never needed); the buffer then holds T − logitsFrom rows.
     public func forward(tokens: [Int], state s: DecoderState, allLogits: Bool = false, logitsFrom: Int = 0,
                         record: ForwardRecord? = nil) throws -> UnsafeBufferPointer<Float> {
-        try forward(batch: [ForwardEntry(tokens: tokens, state: s, logitsFrom: allLogits ? logitsFrom : nil)], record: record)[0]
+        // A long prompt whose last logits are all that is wanted runs in pieces (`DecoderOptions.prefillChunk`),
+        // checked whole first so a bad prompt leaves the state as it was.
+        let chunk = s.options.prefillChunk > 0 ? s.options.prefillChunk : autoPrefillChunk
+        if !allLogits, record == nil, tokens.count > chunk {
+            guard s.length + tokens.count <= s.capacity else {
+                throw AdapterError.invalidArgument("sequence of \(s.length + tokens.count) tokens exceeds the context of \(s.capacity)")
+            }
+            if let t = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+                throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(config.vocabSize)")
+            }
+            var start = 0
+            while tokens.count - start > chunk {
+                _ = try forward(batch: [ForwardEntry(tokens: Array(tokens[start..<start + chunk]), state: s)])
+                start += chunk
+            }
+            return try forward(batch: [ForwardEntry(tokens: Array(tokens[start...]), state: s)])[0]
+        }
+        return try forward(batch: [ForwardEntry(tokens: tokens, state: s, logitsFrom: allLogits ? logitsFrom : nil)], record: record)[0]
     }
 
     /// Several sequences in one pass: every linear map runs once over all their rows (one pass over the

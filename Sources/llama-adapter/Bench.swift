@@ -38,6 +38,9 @@ struct Bench: ParsableCommand {
             help: "Prompt lengths for the prefill measurements (e.g. --prompt-tokens 128 512).")
     var promptTokens: [Int] = [128]
 
+    @Option(name: .customLong("prefill-chunk"), help: "Prompt tokens per pass of a long prefill (as generate's; 0: automatic).")
+    var prefillChunk: Int = 0
+
     @Option(name: .customLong("decode-tokens"), help: "Tokens to decode for the decode measurement (from an empty context, as llama-bench's tg test).")
     var decodeTokens: Int = 32
 
@@ -259,6 +262,7 @@ struct Bench: ParsableCommand {
               repeats >= 1, repeats <= 10_000 else {
             throw AdapterError.invalidArgument("token counts must be between 1 and 1048576, --repeats between 1 and 10000")
         }
+        guard prefillChunk >= 0 else { throw AdapterError.invalidArgument("--prefill-chunk must be 0 (automatic) or positive") }
         guard bucketMB > 0, bucketMB <= 4096 else { throw AdapterError.invalidArgument("--bucket-mb must be between 0 and 4096") }
         let mpi = try startMPIRank(timeout: 1800, bucketMB: bucketMB)
         defer { mpi?.finish() }
@@ -309,7 +313,7 @@ struct Bench: ParsableCommand {
         }
         let loadSeconds = Measure.now() - t0
         if train { return try runTrainBench(llama, presetName: presetName, dtypeName: dtypeName, pool: pool, mpi: mpi) }
-        let options = DecoderOptions(activations: int8Activations ? .int8 : .f32)
+        let options = DecoderOptions(activations: int8Activations ? .int8 : .f32, prefillChunk: prefillChunk)
         let config = llama.config
         guard longest <= llama.contextLength else {
             throw AdapterError.invalidArgument("prompt + decode tokens (\(longest)) exceed the model's context")
