@@ -187,8 +187,10 @@ public final class LlamaModel: Sendable {
     public func forward(tokens: [Int], state s: DecoderState, allLogits: Bool = false, logitsFrom: Int = 0,
                         record: ForwardRecord? = nil) throws -> UnsafeBufferPointer<Float> {
         // A long prompt whose last logits are all that is wanted runs in pieces (`DecoderOptions.prefillChunk`),
-        // checked whole first so a bad prompt leaves the state as it was.
-        let chunk = s.options.prefillChunk > 0 ? s.options.prefillChunk : autoPrefillChunk
+        // checked whole first so a bad prompt leaves the state as it was. The pieces are of equal size (within one)
+        // and longer than `matvecBatchLimit`, so each takes the prefill kernels a one-pass prefill takes: a short
+        // last piece would take the mat-vecs (other bits) and, with `--compat official`, a one-token step.
+        let chunk = max(s.options.prefillChunk > 0 ? s.options.prefillChunk : autoPrefillChunk, 2 * matvecBatchLimit + 2)
         if !allLogits, record == nil, tokens.count > chunk {
             guard s.length + tokens.count <= s.capacity else {
                 throw AdapterError.invalidArgument("sequence of \(s.length + tokens.count) tokens exceeds the context of \(s.capacity)")
@@ -196,10 +198,12 @@ public final class LlamaModel: Sendable {
             if let t = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
                 throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(config.vocabSize)")
             }
+            let pieces = (tokens.count + chunk - 1) / chunk
             var start = 0
-            while tokens.count - start > chunk {
-                _ = try forward(batch: [ForwardEntry(tokens: Array(tokens[start..<start + chunk]), state: s)])
-                start += chunk
+            for i in 0..<pieces - 1 {
+                let end = tokens.count * (i + 1) / pieces
+                _ = try forward(batch: [ForwardEntry(tokens: Array(tokens[start..<end]), state: s)])
+                start = end
             }
             return try forward(batch: [ForwardEntry(tokens: Array(tokens[start...]), state: s)])[0]
         }

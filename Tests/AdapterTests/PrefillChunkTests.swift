@@ -50,10 +50,17 @@ final class PrefillChunkTests: XCTestCase {
         let m = try model(.f16)
         let prompt = (0..<70).map { ($0 * 13 + 5) % Self.config.vocabSize }
         let whole = try run(m, prompt: prompt, chunk: 1024, activations: .f32, adapter: false)
-        // 50 + 20: the second piece starts inside a block of 32 queries of the one-pass prefill.
+        // 35 + 35: the second piece starts inside a block of 32 queries of the one-pass prefill.
         let odd = try run(m, prompt: prompt, chunk: 50, activations: .f32, adapter: false)
         XCTAssertEqual(whole.0, odd.0)
         XCTAssertEqual(whole.1, odd.1)
+        // 101 tokens in pieces of at most 50: 33 + 34 + 34, never 50 + 50 + 1 (a one-token piece takes the f16
+        // mat-vec, whose bits differ from the GEMM's).
+        let long = (0..<101).map { ($0 * 29 + 3) % Self.config.vocabSize }
+        let longWhole = try run(m, prompt: long, chunk: 1024, activations: .f32, adapter: false)
+        let longPieces = try run(m, prompt: long, chunk: 50, activations: .f32, adapter: false)
+        XCTAssertEqual(longWhole.0, longPieces.0)
+        XCTAssertEqual(longWhole.1, longPieces.1)
     }
 
     func testATooLongPromptLeavesTheStateAsItWas() throws {
