@@ -22,8 +22,8 @@ public struct DecoderOptions: Sendable, Equatable {
     public var activations: ActivationPrecision
 
     /// Prompt positions per pass of a long prefill (llama.cpp's micro-batch; 0: `LlamaModel.autoPrefillChunk`; at
-    /// least 34): a longer prompt runs in equal pieces of at most this many, so the prefill's activations stay this size whatever the prompt's
-    /// length. Every kernel computes a position independently of the positions run beside it, so the pieces give
+    /// least 34): a longer prompt runs in equal pieces of at most this many, so the prefill's activations stay this
+    /// size whatever the prompt's length. Every kernel computes a position independently of the positions run beside it, so the pieces give
     /// the logits of one pass bit for bit (`PrefillChunkTests`).
     public var prefillChunk: Int
 

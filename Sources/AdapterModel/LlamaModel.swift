@@ -192,12 +192,7 @@ public final class LlamaModel: Sendable {
         // last piece would take the mat-vecs (other bits) and, with `--compat official`, a one-token step.
         let chunk = max(s.options.prefillChunk > 0 ? s.options.prefillChunk : autoPrefillChunk, 2 * matvecBatchLimit + 2)
         if !allLogits, record == nil, tokens.count > chunk {
-            guard s.length + tokens.count <= s.capacity else {
-                throw AdapterError.invalidArgument("sequence of \(s.length + tokens.count) tokens exceeds the context of \(s.capacity)")
-            }
-            if let t = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
-                throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(config.vocabSize)")
-            }
+            try checkFits(tokens, state: s)
             let pieces = (tokens.count + chunk - 1) / chunk
             var start = 0
             for i in 0..<pieces - 1 {
@@ -224,12 +219,7 @@ public final class LlamaModel: Sendable {
         for e in batch {
             let T = e.tokens.count, startPos = e.state.length
             guard T > 0 else { throw AdapterError.invalidArgument("forward called with no tokens") }
-            guard startPos + T <= e.state.capacity else {
-                throw AdapterError.invalidArgument("sequence of \(startPos + T) tokens exceeds the context of \(e.state.capacity)")
-            }
-            for t in e.tokens where t < 0 || t >= c.vocabSize {
-                throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(c.vocabSize)")
-            }
+            try checkFits(e.tokens, state: e.state)
             if let f = e.logitsFrom, f < 0 || f >= T { throw AdapterError.invalidArgument("logitsFrom \(f) outside 0..<\(T)") }
             if record != nil, startPos != 0 { throw AdapterError.invalidArgument("a recording forward needs empty states") }
             if segments.contains(where: { $0.state === e.state }) { throw AdapterError.invalidArgument("one state appears twice in a batch") }
@@ -277,6 +267,16 @@ public final class LlamaModel: Sendable {
         linearForward(out: b.logits, inp: b.xb, weight: weights.output, T: rows, activations: activations, oneSequence: oneSequence,
                       pool: pool)
         return ranges.map { UnsafeBufferPointer(start: b.logits + $0.start * c.vocabSize, count: $0.count * c.vocabSize) }
+    }
+
+    /// Throws unless `tokens` fit after the state's positions and are all in the vocabulary.
+    func checkFits(_ tokens: [Int], state s: DecoderState) throws {
+        guard s.length + tokens.count <= s.capacity else {
+            throw AdapterError.invalidArgument("sequence of \(s.length + tokens.count) tokens exceeds the context of \(s.capacity)")
+        }
+        if let t = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+            throw AdapterError.invalidArgument("token id \(t) is outside the vocabulary of \(config.vocabSize)")
+        }
     }
 
     /// One sequence's place in a batched forward.
