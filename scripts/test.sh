@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The README's test command: installs missing system packages, fetches the SmolLM2 GGUF (cached in
-# .cache/, used by the real-model tests), then runs the whole test suite and prints one summary line.
+# The README's test command: installs missing system packages, fetches the SmolLM2 GGUF and the DINOv2-S
+# folder (cached in .cache/, used by the real-model tests), then runs the whole test suite and prints one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 bash scripts/fetch-smollm2.sh >/dev/null
+bash scripts/fetch-dinov2.sh >/dev/null
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-LLAMA_ADAPTER_REQUIRE_SMOLLM2=1 LLAMA_ADAPTER_REQUIRE_MPI=1 swift test 2>&1 | tee "$log"
+LLAMA_ADAPTER_REQUIRE_SMOLLM2=1 LLAMA_ADAPTER_REQUIRE_DINOV2=1 LLAMA_ADAPTER_REQUIRE_MPI=1 swift test 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # XCTest's last "Executed N tests, with F failures" line is the whole run; repeat it in the plain form.

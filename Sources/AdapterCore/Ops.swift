@@ -209,6 +209,13 @@ public func geluInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
     for i in 0..<n { let v = x[i]; x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
 }
 
+/// GELU with the tanh approximation (PyTorch `gelu(x, approximate="tanh")`, transformers' `gelu_pytorch_tanh`),
+/// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in place.
+public func geluTanhInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    let k: Float = 0.7978845608028654, c: Float = 0.044715
+    for i in 0..<n { let v = x[i]; x[i] = 0.5 * v * (1 + tanhf(k * (v + c * v * v * v))) }
+}
+
 /// Backward of `geluInPlace` (exact GELU, x·Φ(x)), n elements: dInp += dout·(Φ(x) + x·φ(x)).
 /// Saved from the forward: the pre-activation `inp` (the forward works in place, so keep a copy).
 public func geluBackward(dInp: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, n: Int) {

@@ -19,13 +19,13 @@ public final class ExpertPanel: @unchecked Sendable {
 
     /// The experts' text for the image at `path`. The caption expert asks `container`'s own visual adapter the
     /// official caption instruction ("Generate caption of this image", greedy, at most `captionTokens` tokens).
-    public func context(imagePath path: String, container: ModelContainer, channels: ChannelOrder = .bgr,
+    public func context(imagePath path: String, container: ModelContainer, channels: ChannelOrder? = nil,
                         captionTokens: Int = 64) throws -> String {
         try context(image: try ImageDecoder.decode(path: path), container: container, channels: channels, captionTokens: captionTokens)
     }
 
     /// The experts' text for an already decoded image (what the server gets from a `data:` URL).
-    public func context(image decoded: RGBImage, container: ModelContainer, channels: ChannelOrder = .bgr,
+    public func context(image decoded: RGBImage, container: ModelContainer, channels: ChannelOrder? = nil,
                         captionTokens: Int = 64) throws -> String {
         var outputs: [(ExpertKind, String)] = []
         for kind in kinds {
@@ -33,10 +33,10 @@ public final class ExpertPanel: @unchecked Sendable {
             case .ocr:
                 outputs.append((.ocr, try ocr!.recognize(decoded)))
             case .caption:
-                guard container.model.adapter?.visual != nil, let clip = container.clip else {
+                guard container.model.adapter?.visual != nil, container.clip != nil else {
                     throw AdapterError.invalidArgument("--expert caption needs an adapter with a visual branch (e.g. CAPTION-7B) and --clip")
                 }
-                let image = try container.encodeImage(pixels: try preprocessImage(decoded, channels: channels, size: clip.imageSize))
+                let image = try container.encodeImage(decoded, channels: channels)
                 let session = try container.makeSession(image: image)
                 let prompt = container.tokenizer.encodePrompt(PromptTemplate.alpaca("Generate caption of this image"))
                 let r = try session.generate(prompt: prompt, maxNewTokens: captionTokens, sampling: .greedy)

@@ -84,8 +84,8 @@ public final class ModelContainer: @unchecked Sendable {
     public let tokenizer: any Tokenizer
     /// The model's Jinja chat template, if it ships one.
     public let chatTemplate: ChatTemplate?
-    /// CLIP's visual tower, when given.
-    public let clip: CLIPVisionWeights?
+    /// The vision encoder (CLIP, DINOv2 or SigLIP) under the adapter's visual branch, when given.
+    public let clip: (any VisionEncoder)?
     /// Sampling defaults fitting this model (see `samplingDefaultsSource`).
     public let defaultSampling: SamplingParameters
     /// Where `defaultSampling` came from.
@@ -128,18 +128,23 @@ public final class ModelContainer: @unchecked Sendable {
         if let path = c.adapter {
             let adapter = try AdapterWeights.load(path: path, model: model.config)
             if adapter.visual != nil, c.clip == nil {
-                throw AdapterError.invalidArgument("\(path) has a visual branch, which needs CLIP weights: pass --clip PATH (e.g. ViT-L-14.pt)")
+                throw AdapterError.invalidArgument("\(path) has a visual branch, which needs its vision encoder: pass --clip PATH (e.g. ViT-L-14.pt or a DINOv2 folder)")
             }
             model = try model.with(adapter: adapter)
         } else if c.clip != nil {
             throw AdapterError.invalidArgument("--clip needs --adapter (a LLaMA-Adapter checkpoint with a visual branch)")
         }
-        var clip: CLIPVisionWeights?
+        var clip: (any VisionEncoder)?
         if let path = c.clip {
-            guard model.adapter?.visual != nil else {
+            guard let visual = model.adapter?.visual else {
                 throw AdapterError.invalidArgument("\(c.adapter ?? "the adapter") has no visual branch, so --clip cannot be used with it")
             }
-            clip = try CLIPVisionWeights.load(path: path)
+            let encoder = try loadVisionEncoder(path: path)
+            let want = visual.clipProjWeight.shape[1]
+            guard encoder.outputDim == want else {
+                throw AdapterError.shape("the adapter's clip_proj takes features of width \(want), but \(path) gives \(encoder.outputDim)")
+            }
+            clip = encoder
         }
         let chat: ChatTemplate?
         do { chat = try template.map { try ChatTemplate(source: $0) } } catch let e as ChatTemplateError {
@@ -158,7 +163,7 @@ public final class ModelContainer: @unchecked Sendable {
     }
 
     /// Wraps parts that are already loaded (tests, synthetic models).
-    public init(model: LlamaModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate? = nil, clip: CLIPVisionWeights? = nil,
+    public init(model: LlamaModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate? = nil, clip: (any VisionEncoder)? = nil,
                 defaultSampling: SamplingParameters = .official, samplingDefaultsSource: SamplingDefaultsSource = .official,
                 format: String = "memory", source: TensorSource? = nil) {
         self.model = model
@@ -261,17 +266,23 @@ public final class ModelContainer: @unchecked Sendable {
 
     // MARK: - Images
 
-    /// Encodes an image file (JPEG or PNG) for the adapter: CLIP transform in `channels` order, CLIP's visual
-    /// tower, then the adapter's visual branch.
-    public func encodeImage(path: String, channels: ChannelOrder = .bgr) throws -> ImageContext {
-        let clip = try requireVisual()
-        return try encodeImage(pixels: try preprocessImage(path: path, channels: channels, size: clip.imageSize))
+    /// Encodes an image file (JPEG or PNG) for the adapter: the encoder's transform in `channels` order (nil:
+    /// the encoder's default, BGR for CLIP as the official code, RGB for DINOv2 and SigLIP), the encoder, then
+    /// the adapter's visual branch.
+    public func encodeImage(path: String, channels: ChannelOrder? = nil) throws -> ImageContext {
+        try encodeImage(try ImageDecoder.decode(path: path), channels: channels)
     }
 
-    /// Encodes an already preprocessed image tensor [3, size, size].
+    /// Encodes a decoded image (see `encodeImage(path:channels:)`).
+    public func encodeImage(_ image: RGBImage, channels: ChannelOrder? = nil) throws -> ImageContext {
+        let clip = try requireVisual()
+        return try encodeImage(pixels: try clip.preprocess(image, channels: channels))
+    }
+
+    /// Encodes an already preprocessed image tensor [3, height, width].
     public func encodeImage(pixels: Tensor) throws -> ImageContext {
         let clip = try requireVisual()
-        let feats = try clipEncodeImage(clip, image: pixels, pool: model.pool)
+        let feats = try clip.encode(pixels, pool: model.pool)
         return ImageContext(visualQuery: try model.visualQuery(clipFeatures: feats))
     }
 
@@ -279,14 +290,14 @@ public final class ModelContainer: @unchecked Sendable {
     public func encodeBlankImage() throws -> ImageContext {
         if let cached = blankImage.withLock({ $0 }) { return cached }
         let clip = try requireVisual()
-        let context = try encodeImage(pixels: Tensor(zeros: [3, clip.imageSize, clip.imageSize]))
+        let context = try encodeImage(pixels: clip.blankPixels())
         blankImage.withLock { $0 = context }
         return context
     }
 
-    private func requireVisual() throws -> CLIPVisionWeights {
+    private func requireVisual() throws -> any VisionEncoder {
         guard model.adapter?.visual != nil else { throw AdapterError.invalidArgument("the model has no adapter with a visual branch") }
-        guard let clip else { throw AdapterError.invalidArgument("images need CLIP weights (--clip)") }
+        guard let clip else { throw AdapterError.invalidArgument("images need the adapter's vision encoder (--clip)") }
         return clip
     }
 

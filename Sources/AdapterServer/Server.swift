@@ -21,7 +21,7 @@ public struct ServerOptions: Sendable {
     /// Model id reported by `/v1/models` and in responses.
     public var modelName = "llama-adapter"
     /// Channel order CLIP is fed (the official pipeline: BGR).
-    public var channels: ChannelOrder = .bgr
+    public var channels: ChannelOrder?
 
     /// Defaults: loopback, port 8080, no key.
     public init() {}
@@ -353,8 +353,8 @@ public final class OpenAIServer: Sendable {
                     let decoded = try bytes.withUnsafeBytes { try ImageDecoder.decode(bytes: $0, name: "the image", maximumPixelCount: limit) }
                     let text = try experts?.context(image: decoded, container: container, channels: channels)
                     var prompts: AdapterPrompts?
-                    if visual, let clip = container.clip {
-                        let ctx = try container.encodeImage(pixels: try preprocessImage(decoded, channels: channels, size: clip.imageSize))
+                    if visual {
+                        let ctx = try container.encodeImage(decoded, channels: channels)
                         prompts = try container.model.makePrompts(visualQuery: ctx.visualQuery, fusion: .release)
                     }
                     cont.resume(returning: (text, prompts))

@@ -377,6 +377,7 @@ func encoderBlockBackward(dx: UnsafeMutablePointer<Float>, record rec: EncoderBl
     switch w.activation {
     case .gelu: geluBackward(dInp: dpre, dOut: dact, inp: rec.pre, n: T * h)
     case .quickGelu: quickGeluBackward(dInp: dpre, dOut: dact, inp: rec.pre, n: T * h)
+    case .geluTanh: preconditionFailure("the adapter's visual blocks use exact GELU")
     }
     linearBackward(dInp: dn, dWeight: g(p.fc1W), dBias: g(p.fc1B), dOut: dpre, inp: rec.ln2, weight: w.fc1Weight, T: T, pool: pool)
     layerNormBackward(dInp: dx, dWeight: g(p.ln2W), dBias: g(p.ln2B), dOut: dn, inp: rec.mid, weight: w.ln2Weight.floats, T: T, C: d, eps: w.eps)

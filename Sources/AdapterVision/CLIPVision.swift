@@ -220,17 +220,9 @@ public func clipEncodeImage(_ w: CLIPVisionWeights, image: Tensor, pool: ThreadP
         throw AdapterError.shape("image tensor has shape \(image.shape) but this CLIP expects [3, \(S), \(S)]")
     }
     let img = image.toF32().floats
-    let nPatch = g * g, T = nPatch + 1, K = 3 * p * p
-    let patches = UnsafeMutablePointer<Float>.allocate(capacity: nPatch * K)
+    let nPatch = g * g, T = nPatch + 1
+    let patches = patchRows(img, height: S, width: S, patch: p)
     defer { patches.deallocate() }
-    for gy in 0..<g { for gx in 0..<g {
-        let row = patches + (gy * g + gx) * K
-        var k = 0
-        for c in 0..<3 { for ky in 0..<p { for kx in 0..<p {
-            row[k] = img[c * S * S + (gy * p + ky) * S + gx * p + kx]
-            k += 1
-        } } }
-    } }
     let x = Tensor(zeros: [T, width])
     let xp = x.floats
     xp.update(from: w.classEmbedding.floats, count: width)

@@ -6,6 +6,8 @@ public enum MLPActivation: Sendable {
     case gelu
     /// CLIP's QuickGELU, x * sigmoid(1.702 x).
     case quickGelu
+    /// The tanh approximation of GELU (`gelu_pytorch_tanh`, SigLIP).
+    case geluTanh
 }
 
 /// A pre-norm transformer encoder block without masking or RoPE: the ViT block of CLIP
@@ -28,6 +30,9 @@ public struct EncoderBlockWeights: @unchecked Sendable {
     public var activation: MLPActivation
     /// LayerNorm epsilon (1e-5 for both CLIP and timm).
     public var eps: Float = 1e-5
+    /// DINOv2's LayerScale: per-channel factors [dim] on the attention and MLP branches before each residual
+    /// add (nil: none, as in CLIP and timm blocks). Inference only: the recording forward refuses them.
+    public var layerScale1: Tensor?, layerScale2: Tensor?
 
     /// Creates a block from its tensors (f32 norms and biases; matrices in any dtype).
     public init(ln1Weight: Tensor, ln1Bias: Tensor, qkvWeight: Tensor, qkvBias: Tensor?, projWeight: Tensor, projBias: Tensor?,
@@ -63,6 +68,7 @@ public struct EncoderBlockWeights: @unchecked Sendable {
         try check(fc1Weight, [hidden, d], "fc1 weight")
         try check(fc2Weight, [d, hidden], "fc2 weight")
         try check(fc1Bias, [hidden], "fc1 bias"); try check(fc2Bias, [d], "fc2 bias")
+        try check(layerScale1, [d], "layer_scale1"); try check(layerScale2, [d], "layer_scale2")
         guard heads > 0, d % heads == 0 else { throw AdapterError.shape("\(what): width \(d) is not divisible by \(heads) heads") }
     }
 }
@@ -114,6 +120,7 @@ public func encoderBlockForward(_ x: UnsafeMutablePointer<Float>, T: Int, block 
                                 record rec: EncoderBlockRecord? = nil, pool: ThreadPool = .shared) {
     let d = w.dim, h = w.hidden, hd = d / w.heads, heads = w.heads
     precondition(rec == nil || rec!.T == T, "encoder record for another length")
+    precondition(rec == nil || (w.layerScale1 == nil && w.layerScale2 == nil), "LayerScale blocks have no backward")
     let xb = UnsafeMutablePointer<Float>.allocate(capacity: T * max(d, h))
     let own = rec == nil ? UnsafeMutablePointer<Float>.allocate(capacity: T * (3 * d + d + h)) : nil
     defer { xb.deallocate(); own?.deallocate() }
@@ -127,6 +134,7 @@ public func encoderBlockForward(_ x: UnsafeMutablePointer<Float>, T: Int, block 
                      T: T, keyCount: T, mask: .none, nHeads: heads, nKVHeads: heads, headDim: hd,
                      record: rec.map { AttentionRecord(probs: $0.probs, promptProbs: nil) }, pool: pool)
     linearForward(out: xb, inp: att, weight: w.projWeight, bias: w.projBias?.floats, T: T, pool: pool)
+    if let s = w.layerScale1 { scaleColumns(xb, s.floats, T: T, C: d) }
     addInPlace(x, xb, T * d)
     if let rec { rec.mid.update(from: x, count: T * d) }
     let n2 = rec?.ln2 ?? xb
@@ -136,7 +144,17 @@ public func encoderBlockForward(_ x: UnsafeMutablePointer<Float>, T: Int, block 
     switch w.activation {
     case .gelu: geluInPlace(hid, T * h)
     case .quickGelu: quickGeluInPlace(hid, T * h)
+    case .geluTanh: geluTanhInPlace(hid, T * h)
     }
     linearForward(out: xb, inp: hid, weight: w.fc2Weight, bias: w.fc2Bias?.floats, T: T, pool: pool)
+    if let s = w.layerScale2 { scaleColumns(xb, s.floats, T: T, C: d) }
     addInPlace(x, xb, T * d)
+}
+
+/// x[t, c] *= s[c] for T rows of C columns (LayerScale).
+func scaleColumns(_ x: UnsafeMutablePointer<Float>, _ s: UnsafePointer<Float>, T: Int, C: Int) {
+    for t in 0..<T {
+        let row = x + t * C
+        for c in 0..<C { row[c] *= s[c] }
+    }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Pillow's resampling (`src/libImaging/Resample.c`, `ImagingResample`) for 8-bit RGB images,
 /// reproduced byte for byte: the CLIP transform resizes with `PIL.Image.resize(size, BICUBIC)`, and
 /// a different but "equally good" bicubic moves every pixel by a few levels, which moves the visual
@@ -38,6 +40,48 @@ public enum PillowResample {
         return 0.0
     }
 
+    /// Pillow's other separable filters (`Resample.c`), each with its support in input pixels at scale 1.
+    /// `resample` ids as Pillow and transformers' `preprocessor_config.json` number them: 1 LANCZOS,
+    /// 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING (0 NEAREST takes another code path in Pillow and is not offered).
+    public enum Filter: Int, Sendable, CaseIterable {
+        case lanczos = 1, bilinear = 2, bicubic = 3, box = 4, hamming = 5
+
+        /// Half-width of the kernel at scale 1.
+        var support: Double {
+            switch self {
+            case .box: return 0.5
+            case .bilinear, .hamming: return 1
+            case .bicubic: return 2
+            case .lanczos: return 3
+            }
+        }
+
+        /// The kernel, written term for term as Pillow's C so every double rounds the same way.
+        @inline(__always)
+        func weight(_ v: Double) -> Double {
+            switch self {
+            case .bicubic: return PillowResample.bicubic(v)
+            case .box: return v > -0.5 && v <= 0.5 ? 1 : 0
+            case .bilinear:
+                let x = v < 0 ? -v : v
+                return x < 1 ? 1 - x : 0
+            case .hamming:
+                let x = v < 0 ? -v : v
+                if x == 0 { return 1 }
+                if x >= 1 { return 0 }
+                let px = x * Double.pi
+                return sin(px) / px * (0.54 + 0.46 * cos(px))
+            case .lanczos:
+                func sinc(_ y: Double) -> Double {
+                    if y == 0 { return 1 }
+                    let py = y * Double.pi
+                    return sin(py) / py
+                }
+                return -3 <= v && v < 3 ? sinc(v) * sinc(v / 3) : 0
+            }
+        }
+    }
+
     /// Fixed-point coefficients of one pass: for output index i, `count[i]` taps starting at input
     /// index `start[i]`, with weights `weights[i * taps ..< i * taps + count[i]]`.
     struct Coefficients {
@@ -48,11 +92,11 @@ public enum PillowResample {
     }
 
     /// `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the whole input range (box 0..in).
-    static func coefficients(inSize: Int, outSize: Int) -> Coefficients {
+    static func coefficients(inSize: Int, outSize: Int, filter: Filter = .bicubic) -> Coefficients {
         // Pillow computes (in1 - in0) in float, then divides in double; for in < 2^24 that is exact.
         let scale = Double(Float(inSize) - Float(0)) / Double(outSize)
         let filterscale = scale < 1.0 ? 1.0 : scale
-        let support = 2.0 * filterscale
+        let support = filter.support * filterscale
         let taps = Int(support.rounded(.up)) * 2 + 1
         let ss = 1.0 / filterscale
         var start = [Int](repeating: 0, count: outSize)
@@ -70,7 +114,7 @@ public enum PillowResample {
             if xmax > inSize { xmax = inSize }
             xmax -= xmin
             for x in 0..<xmax {
-                let w = bicubic((Double(x + xmin) - center + 0.5) * ss)
+                let w = filter.weight((Double(x + xmin) - center + 0.5) * ss)
                 k[x] = w
                 ww += w
             }
@@ -96,18 +140,24 @@ public enum PillowResample {
     /// Resizes `image` to `width` x `height` exactly as Pillow 9.4's `Image.resize((width, height),
     /// Image.BICUBIC)` does for an RGB image. Both sizes must be at least 1.
     public static func resizeBicubic(_ image: RGBImage, width: Int, height: Int) -> RGBImage {
+        resize(image, width: width, height: height, filter: .bicubic)
+    }
+
+    /// Resizes `image` to `width` x `height` as Pillow 9.4's `Image.resize((width, height), filter)` does
+    /// for an RGB image (the path transformers' PIL-based image processors take).
+    public static func resize(_ image: RGBImage, width: Int, height: Int, filter: Filter) -> RGBImage {
         precondition(width > 0 && height > 0, "resize to \(width)x\(height)")
         let needHorizontal = width != image.width
         let needVertical = height != image.height
         if !needHorizontal && !needVertical { return image }
 
-        var vertical = coefficients(inSize: image.height, outSize: height)
+        var vertical = coefficients(inSize: image.height, outSize: height, filter: filter)
         let firstRow = vertical.start[0]
         let lastRow = vertical.start[height - 1] + vertical.count[height - 1]
 
         var current = image
         if needHorizontal {
-            let horizontal = coefficients(inSize: image.width, outSize: width)
+            let horizontal = coefficients(inSize: image.width, outSize: width, filter: filter)
             for i in 0..<height { vertical.start[i] -= firstRow }
             current = horizontalPass(image, coefficients: horizontal, outWidth: width,
                                      firstRow: firstRow, rowCount: lastRow - firstRow)

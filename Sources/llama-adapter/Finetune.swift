@@ -18,7 +18,8 @@ struct Finetune: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
-    @Option(help: "CLIP weights (needed when the adapter has a visual branch).")
+    @Option(name: [.customLong("clip"), .customLong("vision")],
+            help: "Vision encoder of the visual branch: OpenAI CLIP .pt, or a CLIP, DINOv2 or SigLIP folder (clip_proj is sized from its width).")
     var clip: String?
 
     @Option(help: "Adapter to start from (official .pth or .safetensors); without it the flags below make a new one.")
@@ -69,8 +70,8 @@ struct Finetune: ParsableCommand {
     @Option(help: "Seed of data order, augmentation and new adapters.")
     var seed: UInt64 = 0
 
-    @Option(help: "Channel order fed to CLIP (the official data sets read images with OpenCV: bgr).")
-    var channels: ChannelOrder = .bgr
+    @Option(help: "Channel order fed to the encoder (default: bgr for CLIP, as the official data sets read images with OpenCV; rgb for DINOv2 and SigLIP).")
+    var channels: ChannelOrder?
 
     @Option(name: .customLong("joint-ratio"), help: "Joint runs: caption steps to instruction steps, e.g. 1:1 or 1:3.")
     var jointRatio: String = "1:1"
@@ -99,7 +100,7 @@ struct Finetune: ParsableCommand {
     @Option(name: .customLong("v-embed-dim"), help: "New adapter: visual block width.")
     var vEmbedDim: Int = 768
 
-    @Option(name: .customLong("v-num-heads"), help: "New adapter: visual block heads.")
+    @Option(name: [.customLong("v-num-heads"), .customLong("v-heads")], help: "New adapter: visual block heads.")
     var vNumHeads: Int = 16
 
     @Option(help: "Where to write the trained adapter.")
@@ -170,12 +171,12 @@ struct Finetune: ParsableCommand {
             model: model.model, tokenizer: model.tokenizer, maxSeqLen: model.maxSeqLen ?? max(maxWords, 512), quantize: model.quantize,
             panels: .none))
         let base = container.model
-        let clipWeights = try clip.map { try CLIPVisionWeights.load(path: $0) }
+        let clipWeights = try clip.map { try loadVisionEncoder(path: $0) }
         var o = TrainingOptions()
         o.phase = phase; o.batchSize = batchSize; o.steps = steps; o.lr = lr; o.minLR = minLR
         o.weightDecay = weightDecay; o.warmupSteps = warmupSteps; o.accumSteps = accumSteps; o.maxWords = maxWords
         o.shuffle = !noShuffle; o.augment = !noAugment; o.seed = seed; o.compat = model.compat; o.clipGrad = clipGrad
-        o.channels = channels; o.earlyLayers = earlyLayers; o.deterministicReduce = deterministicReduce
+        o.channels = channels ?? clipWeights?.defaultChannels ?? .bgr; o.earlyLayers = earlyLayers; o.deterministicReduce = deterministicReduce
         let ratio = jointRatio.split(separator: ":").compactMap { Int($0) }
         guard ratio.count == 2 else { throw AdapterError.invalidArgument("--joint-ratio must look like 1:1") }
         o.jointRatio = (ratio[0], ratio[1])

@@ -60,14 +60,15 @@ struct AdapterOptions: ParsableArguments {
     @Option(help: "LLaMA-Adapter V2 checkpoint (official .pth: BIAS-7B, LORA-BIAS-7B, CAPTION-7B, ...).")
     var adapter: String?
 
-    @Option(help: "CLIP weights: OpenAI .pt (e.g. ViT-L-14.pt), a state dict with visual.* names, or a Hugging Face folder (needed by adapters with a visual branch).")
+    @Option(name: [.customLong("clip"), .customLong("vision")],
+            help: "Vision encoder under a visual adapter: OpenAI CLIP .pt (e.g. ViT-L-14.pt), a state dict with visual.* names, or a Hugging Face CLIP, DINOv2 or SigLIP folder.")
     var clip: String?
 
     @Option(help: "Image (JPEG or PNG) to ask about (default for a visual adapter: the all-zero image, as the official text-only path).")
     var image: String?
 
-    @Option(help: "Channel order fed to CLIP: bgr (the official cv2-based pipeline) or rgb.")
-    var channels: ChannelOrder = .bgr
+    @Option(help: "Channel order fed to the encoder: bgr or rgb (default: bgr for CLIP, as the official cv2-based pipeline; rgb for DINOv2 and SigLIP).")
+    var channels: ChannelOrder?
 
     @Option(help: "Where prompts enter: release (official checkpoints) or early (the paper's early fusion).")
     var fusion: FusionFlag = .release

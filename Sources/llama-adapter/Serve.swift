@@ -14,14 +14,15 @@ struct Serve: ParsableCommand {
     @Option(help: "LLaMA-Adapter V2 checkpoint (official .pth or safetensors).")
     var adapter: String?
 
-    @Option(help: "CLIP weights (for a visual adapter: request images become visual prompts).")
+    @Option(name: [.customLong("clip"), .customLong("vision")],
+            help: "Vision encoder (CLIP .pt, or a CLIP, DINOv2 or SigLIP folder) of a visual adapter: request images become visual prompts.")
     var clip: String?
 
     @Option(name: .customLong("expert"), help: "Expert run on request images whose text goes into the prompt as context: ocr or caption. Repeatable.")
     var experts: [ExpertKind] = []
 
-    @Option(help: "Channel order fed to CLIP: bgr (official) or rgb.")
-    var channels: ChannelOrder = .bgr
+    @Option(help: "Channel order fed to the encoder: bgr or rgb (default: bgr for CLIP as the official code, rgb for DINOv2 and SigLIP).")
+    var channels: ChannelOrder?
 
     @Option(help: "Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface).")
     var host: String = "127.0.0.1"

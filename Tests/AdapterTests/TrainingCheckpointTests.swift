@@ -46,7 +46,7 @@ final class TrainingCheckpointTests: XCTestCase {
         var o = TrainingOptions()
         o.maxWords = 160; o.shuffle = false; o.augment = false; o.compat = .official; o.batchSize = 2
         let t = try Trainer(base: container.model, store: try ParameterStore.load(path: out), tokenizer: container.tokenizer,
-                            clip: try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth")),
+                            clip: CLIPVisionEncoder(weights: try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth"))),
                             data: try TrainingDataset.load(path: Fixtures.path("training/data.json")), captionData: nil, options: o)
         let loss = try t.evaluate(batch: [0, 1], gradients: false)
         let expected = Self.check["batch0_loss_after"] as! Double

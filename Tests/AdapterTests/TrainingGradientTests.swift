@@ -25,7 +25,7 @@ final class TrainingGradientTests: XCTestCase {
     func tinyTrainer(phase: TrainingPhase, dataPath: String) throws -> Trainer {
         let container = try ModelContainer.load(ModelConfiguration(model: Fixtures.path("tiny_llama/model"), tokenizer: Self.tokenizerPath))
         let store = try ParameterStore.load(path: Fixtures.path("tiny_adapter/adapter_bias.pth"))
-        let clip = try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth"))
+        let clip = CLIPVisionEncoder(weights: try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth")))
         var o = TrainingOptions()
         o.phase = phase
         o.batchSize = 3
@@ -196,7 +196,7 @@ final class TrainingGradientTests: XCTestCase {
             .write(toFile: tsv, atomically: true, encoding: .utf8)
         let container = try ModelContainer.load(ModelConfiguration(model: Fixtures.path("tiny_llama/model"), tokenizer: Self.tokenizerPath))
         let store = try ParameterStore.load(path: Fixtures.path("tiny_adapter/adapter_bias.pth"))
-        let clip = try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth"))
+        let clip = CLIPVisionEncoder(weights: try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth")))
         var o = TrainingOptions()
         o.phase = .joint
         o.batchSize = 2

@@ -26,7 +26,7 @@ final class TrainingReferenceTests: XCTestCase {
         o.augment = false
         o.compat = .official
         return try Trainer(base: container.model, store: try ParameterStore.load(path: Fixtures.path(ref["adapter"] as! String)),
-                           tokenizer: container.tokenizer, clip: try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth")),
+                           tokenizer: container.tokenizer, clip: CLIPVisionEncoder(weights: try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth"))),
                            data: try TrainingDataset.load(path: Fixtures.path("training/data.json")), captionData: nil, options: o)
     }
 
