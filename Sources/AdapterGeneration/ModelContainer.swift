@@ -303,13 +303,20 @@ public final class ModelContainer: @unchecked Sendable {
 
     // MARK: - Sessions
 
+    /// Where prompts enter unless a session says otherwise: the early fusion a jointly trained adapter records
+    /// (`early_layers`), else the release's.
+    public var defaultFusion: Fusion {
+        model.adapter?.config.earlyLayers.map { .early(layers: $0) } ?? .release
+    }
+
     /// Opens a session: its own KV cache and scratch on this shared model. With an adapter, `image`
     /// selects the visual prompt (nil: the blank image for a visual adapter, as the official text-only
-    /// path); `fusion` says where prompts enter. `capacity` bounds the session's context.
-    public func makeSession(image: ImageContext? = nil, fusion: Fusion = .release, options: DecoderOptions = DecoderOptions(),
+    /// path); `fusion` says where prompts enter (nil: `defaultFusion`). `capacity` bounds the session's context.
+    public func makeSession(image: ImageContext? = nil, fusion: Fusion? = nil, options: DecoderOptions = DecoderOptions(),
                             capacity: Int? = nil) throws -> Session {
         var prompts: AdapterPrompts?
         var warnings: [String] = []
+        let fusion = fusion ?? defaultFusion
         if let adapter = model.adapter {
             var visual = image
             if visual == nil, adapter.visual != nil { visual = try encodeBlankImage() }

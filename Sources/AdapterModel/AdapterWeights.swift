@@ -29,6 +29,9 @@ public struct AdapterConfig: Equatable, Sendable {
     public var wBias = false
     public var wLora = false
     public var loraRank = 16
+    /// Early fusion the adapter was trained with (`early_layers` in its config: joint training writes it), so
+    /// sessions put the visual prompt where training did; nil: the release fusion.
+    public var earlyLayers: Int?
 
     /// Official defaults.
     public init() {}
@@ -146,6 +149,10 @@ public final class AdapterWeights: Sendable {
         // The 65B chat release calls them adapter_len / adapter_layer.
         ac.queryLen = int("query_len") ?? int("adapter_len") ?? ac.queryLen
         ac.queryLayer = int("query_layer") ?? int("adapter_layer") ?? ac.queryLayer
+        ac.earlyLayers = int("early_layers")
+        if let k = ac.earlyLayers, k < 1 || k > c.nLayers {
+            throw AdapterError.format("\(path): early_layers \(k) is outside the model's \(c.nLayers) layers")
+        }
         guard ac.queryLen >= 1, ac.queryLen <= 1 << 16, ac.queryLayer >= 0, ac.loraRank >= 1, ac.vEmbedDim >= 1, ac.vNumHeads >= 1,
               ac.vDepth >= 0, ac.vMlpRatio.isFinite, ac.vMlpRatio > 0 else {
             throw AdapterError.format("\(path): implausible adapter config (query_len \(ac.queryLen), query_layer \(ac.queryLayer), lora_rank \(ac.loraRank), v_embed_dim \(ac.vEmbedDim), v_num_heads \(ac.vNumHeads))")

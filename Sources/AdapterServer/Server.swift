@@ -104,7 +104,7 @@ public final class OpenAIServer: Sendable {
         self.logger = logger
         if container.model.adapter != nil {
             let blank = container.model.adapter?.visual != nil ? try container.encodeBlankImage().visualQuery : nil
-            textPrompts = try container.model.makePrompts(visualQuery: blank, fusion: .release)
+            textPrompts = try container.model.makePrompts(visualQuery: blank, fusion: container.defaultFusion)
         } else {
             textPrompts = nil
         }
@@ -355,7 +355,7 @@ public final class OpenAIServer: Sendable {
                     var prompts: AdapterPrompts?
                     if visual {
                         let ctx = try container.encodeImage(decoded, channels: channels)
-                        prompts = try container.model.makePrompts(visualQuery: ctx.visualQuery, fusion: .release)
+                        prompts = try container.model.makePrompts(visualQuery: ctx.visualQuery, fusion: container.defaultFusion)
                     }
                     cont.resume(returning: (text, prompts))
                 } catch {

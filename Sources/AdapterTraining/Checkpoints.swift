@@ -84,13 +84,14 @@ extension Trainer {
     /// What must match between the run that saved a state and the run that resumes it.
     public var fingerprint: String {
         let o = options
-        return ["phase=\(o.phase.rawValue)", "batch=\(o.batchSize)", "steps=\(o.steps)", "lr=\(o.lr)", "min_lr=\(o.minLR)",
+        return (["phase=\(o.phase.rawValue)", "batch=\(o.batchSize)", "steps=\(o.steps)", "lr=\(o.lr)", "min_lr=\(o.minLR)",
                 "wd=\(o.weightDecay)", "warmup=\(o.warmupSteps)", "accum=\(o.accumSteps)", "max_words=\(o.maxWords)",
                 "shuffle=\(o.shuffle)", "augment=\(o.augment)", "seed=\(o.seed)", "compat=\(o.compat.rawValue)",
                 "clip=\(o.clipGrad.map { "\($0)" } ?? "none")", "channels=\(o.channels.rawValue)",
                 "ratio=\(o.jointRatio.caption):\(o.jointRatio.instruction)", "early=\(o.earlyLayers.map(String.init) ?? "auto")",
                 "data=\(data?.samples.count ?? 0)", "captions=\(captionData?.samples.count ?? 0)",
-                "params=\(store.parameters.count):\(store.trainableCount)"].joined(separator: " ")
+                "params=\(store.parameters.count):\(store.trainableCount)"]
+            + (o.gateLRScale != 1 ? ["gate_lr=\(o.gateLRScale)"] : [])).joined(separator: " ")
     }
 
     /// Saves parameters, AdamW moments and steps, the step counter, data positions and

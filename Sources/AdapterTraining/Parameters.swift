@@ -75,7 +75,7 @@ public final class ParameterStore: TensorSource, @unchecked Sendable {
     public let parameters: [Parameter]
     private let byName: [String: Parameter]
     /// The checkpoint's `config` dict entries (`w_bias`, `w_lora`, `lora_rank`, architecture keys), in order.
-    public let config: [(String, PickleWriteValue)]
+    public private(set) var config: [(String, PickleWriteValue)]
     /// Where the initial values came from ("fresh" for a new adapter).
     public let origin: String
 
@@ -90,6 +90,11 @@ public final class ParameterStore: TensorSource, @unchecked Sendable {
         byName = map
         self.config = config
         self.origin = origin
+    }
+
+    /// Sets (or adds) a key of the checkpoint's `config` dict.
+    public func setConfig(_ key: String, _ value: PickleWriteValue) {
+        if let i = config.firstIndex(where: { $0.0 == key }) { config[i].1 = value } else { config.append((key, value)) }
     }
 
     /// The parameter called `name`.
@@ -122,6 +127,16 @@ public final class ParameterStore: TensorSource, @unchecked Sendable {
         let officialOrder = ["w_bias", "w_lora", "lora_rank"]
         config.sort { (officialOrder.firstIndex(of: $0.0) ?? 99, $0.0) < (officialOrder.firstIndex(of: $1.0) ?? 99, $1.0) }
         return try ParameterStore(parameters: params, config: config, origin: path)
+    }
+
+    /// The store as the official `pretrain` model loads it: that model is built with `w_bias = (phase ==
+    /// "finetune")`, so it has no bias parameters and `load_state_dict(strict=False)` ignores a checkpoint's
+    /// `llama.*.bias` keys. Returns a store without them (and `w_bias` false), or self when there are none.
+    public func droppingLlamaBiases() throws -> ParameterStore {
+        func isBias(_ n: String) -> Bool { n.hasPrefix("llama.") && n.hasSuffix(".bias") }
+        guard parameters.contains(where: { isBias($0.name) }) else { return self }
+        return try ParameterStore(parameters: parameters.filter { !isBias($0.name) },
+                                  config: config.map { $0.0 == "w_bias" ? ($0.0, .bool(false)) : $0 }, origin: origin)
     }
 
     // MARK: TensorSource

@@ -62,6 +62,12 @@ public struct TrainingOptions: Sendable, Equatable {
     public var clipGrad: Double?
     /// Channel order fed to CLIP (the official data sets read images with OpenCV: BGR).
     public var channels: ChannelOrder = .bgr
+    /// Learning-rate multiplier of the zero-initialised gates trained with the visual path (joint runs' early-fusion
+    /// gates, pretrain's gates; `--gate-lr-scale`, 1: the official single rate). With AdamW a parameter moves about
+    /// `lr` per step whatever its gradient, so gates that start at 0 stay within `steps × lr`: short runs on small
+    /// data need the visual prompt's gates to open faster than the matrices move. (Scaling the late adaption
+    /// prompts' gates as well made joint runs diverge.)
+    public var gateLRScale = 1.0
     /// Joint runs: this many caption steps, then this many instruction steps, repeated.
     public var jointRatio = (caption: 1, instruction: 1)
     /// Joint runs: early-fusion depth (default: the layers below the adaption prompts).
@@ -78,7 +84,7 @@ public struct TrainingOptions: Sendable, Equatable {
         a.phase == b.phase && a.batchSize == b.batchSize && a.steps == b.steps && a.lr == b.lr && a.minLR == b.minLR
             && a.weightDecay == b.weightDecay && a.warmupSteps == b.warmupSteps && a.accumSteps == b.accumSteps
             && a.maxWords == b.maxWords && a.shuffle == b.shuffle && a.augment == b.augment && a.seed == b.seed
-            && a.compat == b.compat && a.clipGrad == b.clipGrad && a.channels == b.channels
+            && a.compat == b.compat && a.clipGrad == b.clipGrad && a.channels == b.channels && a.gateLRScale == b.gateLRScale
             && a.jointRatio == b.jointRatio && a.earlyLayers == b.earlyLayers && a.deterministicReduce == b.deterministicReduce
     }
 }
@@ -157,7 +163,8 @@ public final class Trainer {
     public init(base: LlamaModel, store: ParameterStore, tokenizer: (any Tokenizer)?, clip: (any VisionEncoder)?,
                 data: TrainingDataset?, captionData: TrainingDataset?, options o: TrainingOptions) throws {
         self.base = base
-        self.store = store
+        // With --compat official, phase pretrain runs the official pretrain model, which has no biases at all.
+        self.store = o.phase == .pretrain && o.compat == .official ? try store.droppingLlamaBiases() : store
         self.tokenizer = tokenizer
         self.clip = clip
         self.data = data
@@ -173,13 +180,14 @@ public final class Trainer {
         guard o.lr.isFinite, o.lr >= 0, o.minLR.isFinite, o.minLR >= 0 else { throw AdapterError.invalidArgument("--lr and --min-lr must be finite and not negative") }
         guard o.weightDecay.isFinite, o.weightDecay >= 0 else { throw AdapterError.invalidArgument("--weight-decay must be finite and not negative") }
         if let c = o.clipGrad, !(c > 0 && c.isFinite) { throw AdapterError.invalidArgument("--clip-grad must be a positive number") }
+        guard o.gateLRScale.isFinite, o.gateLRScale > 0, o.gateLRScale <= 1000 else { throw AdapterError.invalidArgument("--gate-lr-scale must be between 0 and 1000") }
         adamConfig = { var a = AdamWConfig(); a.weightDecay = Float(o.weightDecay); return a }()
         // Fixed work splits make each sample's gradient independent of the thread count as well.
         if o.deterministicReduce { base.pool.fixedChunks = Trainer.deterministicChunks }
         schedule = LRSchedule(lr: o.lr, minLR: o.minLR, warmupSteps: o.warmupSteps, steps: o.steps)
         let c = base.config
-        let probe = try store.adapterWeights(model: c)
-        map = ParameterMap(store: store, config: c)
+        let probe = try self.store.adapterWeights(model: c)
+        map = ParameterMap(store: self.store, config: c)
         switch o.phase {
         case .joint:
             let ql = probe.config.queryLayer
@@ -191,15 +199,17 @@ public final class Trainer {
             guard captionData != nil, data != nil else { throw AdapterError.invalidArgument("--phase joint needs both --data (instructions) and --caption-data (captions)") }
             guard o.jointRatio.caption >= 1, o.jointRatio.instruction >= 1 else { throw AdapterError.invalidArgument("--joint-ratio needs two positive counts, e.g. 1:1") }
             fusion = .early(layers: k)
+            // Recorded in the checkpoint, so generate, serve and eval put the visual prompt where training did.
+            self.store.setConfig("early_layers", .int(k))
         default:
             fusion = .release
         }
         assignGroups(adapter: probe)
-        guard store.trainableCount > 0 else {
-            throw AdapterError.invalidArgument("phase \(o.phase.rawValue) trains nothing in this adapter (\(store.origin)): "
+        guard self.store.trainableCount > 0 else {
+            throw AdapterError.invalidArgument("phase \(o.phase.rawValue) trains nothing in this adapter (\(self.store.origin)): "
                 + (o.phase == .finetune ? "it has no norms, biases, scales or LoRA" : "it has no gates, prompts or visual branch"))
         }
-        for p in store.parameters where p.group != nil { adam[p.name] = AdamState(count: p.count) }
+        for p in self.store.parameters where p.group != nil { adam[p.name] = AdamState(count: p.count) }
         if data != nil || captionData != nil, tokenizer == nil { throw AdapterError.invalidArgument("training data needs a tokenizer") }
         for ds in [data, captionData].compactMap({ $0 }) {
             guard ds.samples.count >= o.batchSize else {
@@ -456,7 +466,9 @@ public final class Trainer {
             if coef < 1 { for p in trained { for i in 0..<p.count { p.grad![i] *= coef } } }
         }
         for p in trained {
-            adamWStep(values: p.values, grad: p.grad!, state: adam[p.name]!, lr: lr, weightDecay: p.decays ? Float(options.weightDecay) : 0,
+            // The gates trained with the visual path: joint runs' early-fusion gates, pretrain's gates.
+            let visualGate = p.group == TrainingGroup.caption.rawValue && (p.name.hasSuffix(".gate") || p.name.hasSuffix(".new_gate"))
+            adamWStep(values: p.values, grad: p.grad!, state: adam[p.name]!, lr: visualGate ? lr * options.gateLRScale : lr, weightDecay: p.decays ? Float(options.weightDecay) : 0,
                       config: adamConfig)
         }
         step += 1

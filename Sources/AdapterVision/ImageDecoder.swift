@@ -175,3 +175,15 @@ public enum ImageDecoder {
         return orientation
     }
 }
+
+extension RGBImage {
+    /// Writes the image as an 8-bit RGB PNG (libpng), e.g. for generated training data.
+    public func writePNG(to path: String) throws {
+        guard width > 0, height > 0 else { throw AdapterError.invalidArgument("cannot write an empty image to \(path)") }
+        var message = [CChar](repeating: 0, count: 64)
+        let status = pixels.withUnsafeBufferPointer { ci_write_png_rgb(path, Int32(width), Int32(height), $0.baseAddress, &message) }
+        guard status == 0 else {
+            throw AdapterError.io("cannot write \(path): \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        }
+    }
+}

@@ -348,4 +348,23 @@ static inline __attribute__((noinline)) int ci_decode_png(const unsigned char *d
     return CI_OK;
 }
 
+
+/// Writes an 8-bit RGB image as a PNG file with libpng's simplified API (which reports errors through the
+/// png_image struct, not longjmp). Returns 0 on success, else -1 with `message` (64 bytes) set.
+static inline int ci_write_png_rgb(const char *path, int width, int height, const unsigned char *rgb, char *message) {
+    png_image image;
+    memset(&image, 0, sizeof image);
+    image.version = PNG_IMAGE_VERSION;
+    image.width = (png_uint_32)width;
+    image.height = (png_uint_32)height;
+    image.format = PNG_FORMAT_RGB;
+    if (!png_image_write_to_file(&image, path, 0, rgb, width * 3, NULL)) {
+        strncpy(message, image.message, 63);
+        message[63] = 0;
+        png_image_free(&image);
+        return -1;
+    }
+    return 0;
+}
+
 #endif

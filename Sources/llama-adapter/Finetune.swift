@@ -73,6 +73,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Channel order fed to the encoder (default: bgr for CLIP, as the official data sets read images with OpenCV; rgb for DINOv2 and SigLIP).")
     var channels: ChannelOrder?
 
+    @Option(name: .customLong("gate-lr-scale"), help: "Learning-rate multiplier of the gates that carry the visual prompt (joint: the early-fusion gates; pretrain: all). Default 1, as the official runs; short runs see sooner with 10.")
+    var gateLRScale: Double = 1
+
     @Option(name: .customLong("joint-ratio"), help: "Joint runs: caption steps to instruction steps, e.g. 1:1 or 1:3.")
     var jointRatio: String = "1:1"
 
@@ -177,6 +180,7 @@ struct Finetune: ParsableCommand {
         o.weightDecay = weightDecay; o.warmupSteps = warmupSteps; o.accumSteps = accumSteps; o.maxWords = maxWords
         o.shuffle = !noShuffle; o.augment = !noAugment; o.seed = seed; o.compat = model.compat; o.clipGrad = clipGrad
         o.channels = channels ?? clipWeights?.defaultChannels ?? .bgr; o.earlyLayers = earlyLayers; o.deterministicReduce = deterministicReduce
+        o.gateLRScale = gateLRScale
         let ratio = jointRatio.split(separator: ":").compactMap { Int($0) }
         guard ratio.count == 2 else { throw AdapterError.invalidArgument("--joint-ratio must look like 1:1") }
         o.jointRatio = (ratio[0], ratio[1])
@@ -205,9 +209,9 @@ struct Finetune: ParsableCommand {
         let firstStep = trainer.step
         var tokensRun = 0
         if !quiet {
-            var line = "training \(store.trainableCount) of \(store.parameters.reduce(0) { $0 + $1.count }) adapter values (\(phase.rawValue)), steps \(trainer.step)..<\(steps)"
+            var line = "training \(trainer.store.trainableCount) of \(trainer.store.parameters.reduce(0) { $0 + $1.count }) adapter values (\(phase.rawValue)), steps \(trainer.step)..<\(steps)"
             if ranks > 1 {
-                let perStep = store.trainableCount * (deterministicReduce ? 8 : 4)
+                let perStep = trainer.store.trainableCount * (deterministicReduce ? 8 : 4)
                 line += " on \(ranks) ranks (allreduce \(String(format: "%.2f", Double(perStep) / 1e6)) MB of gradients per step)"
             }
             FileHandle.standardError.write(Data((line + "\n").utf8))
@@ -243,7 +247,7 @@ struct Finetune: ParsableCommand {
         }
         if progress { FileHandle.standardError.write(Data("\n".utf8)) }
         guard root else { return }
-        try store.write(to: out, format: format)
+        try trainer.store.write(to: out, format: format)
         if let plot { try writeLossPlot(history, to: plot) }
         if !self.logJSON, let last = history.last {
             FileHandle.standardError.write(Data("wrote \(out) (step \(trainer.step), last loss \(String(format: "%.4f", last.loss)))\n".utf8))

@@ -70,11 +70,11 @@ struct AdapterOptions: ParsableArguments {
     @Option(help: "Channel order fed to the encoder: bgr or rgb (default: bgr for CLIP, as the official cv2-based pipeline; rgb for DINOv2 and SigLIP).")
     var channels: ChannelOrder?
 
-    @Option(help: "Where prompts enter: release (official checkpoints) or early (the paper's early fusion).")
-    var fusion: FusionFlag = .release
+    @Option(help: "Where prompts enter: release (official checkpoints) or early (the paper's early fusion). Default: the early fusion a jointly trained adapter records, else release.")
+    var fusion: FusionFlag?
 
-    @Option(name: .customLong("early-layers"), help: "With --fusion early: layers that take the visual prompt.")
-    var earlyLayers: Int = 1
+    @Option(name: .customLong("early-layers"), help: "With --fusion early: layers that take the visual prompt (default: the adapter's recorded value, else 1).")
+    var earlyLayers: Int?
 
     @Option(name: .customLong("expert"),
             help: "Expert whose text about --image goes into the prompt as context (paper section 4.4): ocr (Tesseract) or caption (the visual adapter's own caption). Repeatable; works with text-only models too.")
@@ -85,7 +85,7 @@ struct AdapterOptions: ParsableArguments {
 
     func validate() throws {
         try applyImagePixelLimit(maxImagePixels)
-        guard earlyLayers >= 0 else { throw AdapterError.invalidArgument("--early-layers must be non-negative") }
+        guard (earlyLayers ?? 0) >= 0 else { throw AdapterError.invalidArgument("--early-layers must be non-negative") }
         if !experts.isEmpty, image == nil { throw AdapterError.invalidArgument("--expert needs --image (the image the expert reads)") }
     }
 
@@ -93,6 +93,15 @@ struct AdapterOptions: ParsableArguments {
     func expertText(_ container: ModelContainer) throws -> String? {
         guard !experts.isEmpty, let image else { return nil }
         return try ExpertPanel(experts).context(imagePath: image, container: container, channels: channels)
+    }
+
+    /// Where prompts enter: the flags, else what the adapter recorded (`ModelContainer.defaultFusion`).
+    func fusion(_ container: ModelContainer) -> Fusion {
+        switch fusion {
+        case .early?: return .early(layers: earlyLayers ?? container.model.adapter?.config.earlyLayers ?? 1)
+        case .release?: return .release
+        case nil: return earlyLayers.map { .early(layers: $0) } ?? container.defaultFusion
+        }
     }
 
     /// Whether the image also enters as a visual prompt (an adapter with a visual branch); otherwise only experts read it.
@@ -117,8 +126,7 @@ func openSession(_ container: ModelContainer, _ m: ModelOptions, _ a: AdapterOpt
         }
         image = try container.encodeImage(path: path, channels: a.channels)
     }
-    let fusion: Fusion = a.fusion == .early ? .early(layers: a.earlyLayers) : .release
-    let session = try container.makeSession(image: image, fusion: fusion, options: m.decoderOptions, capacity: capacity)
+    let session = try container.makeSession(image: image, fusion: a.fusion(container), options: m.decoderOptions, capacity: capacity)
     for w in session.warnings { FileHandle.standardError.write(Data(("warning: " + w + "\n").utf8)) }
     return session
 }

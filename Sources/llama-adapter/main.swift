@@ -10,7 +10,7 @@ struct LlamaAdapterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llama-adapter",
         abstract: "LLaMA-Adapter V2 in Swift: run, score and inspect LLaMA models and adapters on the CPU.",
-        subcommands: [Generate.self, Chat.self, Score.self, Tokenize.self, Preprocess.self, Inspect.self, Bench.self, Finetune.self, Export.self, Serve.self])
+        subcommands: [Generate.self, Chat.self, Score.self, Tokenize.self, Preprocess.self, EncodeImage.self, Inspect.self, Bench.self, Finetune.self, Export.self, Serve.self, Shapes.self, Eval.self])
 }
 
 /// Put before every error line: under mpirun, the rank ("rank 1: ") when the job has several.

@@ -292,6 +292,50 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual((r.json["usage"] as! [String: Any])["prompt_tokens"] as? Int, (c["tokens"] as! [Int]).count)
     }
 
+    /// A visual adapter on DINOv2 grown here by joint training (a few steps on a tiny shapes world, tiny model and
+    /// DINOv2) records its early fusion; `serve` answers an image question sent as a `data:` URL exactly as
+    /// `generate --image` does, without any fusion or channel flag.
+    func testJointlyTrainedDinov2AdapterAnswersOverHTTPAsGenerateDoes() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("joint-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try ShapesWorldWriter(images: 8, seed: 5).write(to: dir)
+        let container = try ModelContainer.load(ModelConfiguration(model: Fixtures.path("tiny_llama/model"),
+                                                                   tokenizer: Fixtures.path("tiny_llama/tokenizer.model")))
+        let encoder = try loadVisionEncoder(path: Fixtures.path("vision/dinov2_tiny"))
+        var spec = AdapterSpec()
+        spec.bias = true; spec.queryLayer = 1; spec.queryLen = 2; spec.visual = true
+        spec.vEmbedDim = 16; spec.vDepth = 1; spec.vNumHeads = 2
+        let store = try ParameterStore.fresh(spec, model: container.model, clipDim: encoder.outputDim, seed: 1)
+        var o = TrainingOptions()
+        o.phase = .joint; o.batchSize = 2; o.steps = 6; o.lr = 2e-2; o.maxWords = 96; o.augment = false; o.channels = .rgb
+        let trainer = try Trainer(base: container.model, store: store, tokenizer: container.tokenizer, clip: encoder,
+                                  data: try TrainingDataset.load(path: dir + "/questions.json"),
+                                  captionData: try TrainingDataset.load(path: dir + "/captions.tsv"), options: o)
+        while trainer.step < o.steps { _ = try trainer.trainStep() }
+        let adapter = dir + "/adapter.pth"
+        try trainer.store.write(to: adapter, format: .pytorch)
+        let args = ["--model", Fixtures.path("tiny_llama/model"), "--tokenizer", Fixtures.path("tiny_llama/tokenizer.model"),
+                    "--adapter", adapter, "--clip", Fixtures.path("vision/dinov2_tiny")]
+        let image = dir + "/images/00000.png"
+        let cli = try CLIRunner.run(["generate"] + args + ["--image", image, "--prompt", "What color is the circle?",
+                                                          "--temperature", "0", "--max-new-tokens", "8", "--json"])
+        XCTAssertEqual(cli.status, 0, cli.stderr)
+        let expected = try JSONSerialization.jsonObject(with: Data(cli.stdout.utf8)) as! [String: Any]
+        let s = try ServerProcess(args)
+        let png = try Data(contentsOf: URL(fileURLWithPath: image))
+        let body: [String: Any] = [
+            "messages": [["role": "user", "content": [["type": "text", "text": "What color is the circle?"],
+                                                      ["type": "image_url", "image_url": ["url": "data:image/png;base64," + png.base64EncodedString()]]]]],
+            "max_tokens": 8, "temperature": 0]
+        let r = try http(s.port, "POST", "/v1/chat/completions", json: body)
+        XCTAssertEqual(r.status, 200, r.body)
+        let message = ((r.json["choices"] as! [[String: Any]])[0]["message"] as! [String: Any])
+        XCTAssertEqual(message["content"] as? String, expected["text"] as? String)
+        // Joint training recorded its early fusion (2 layers, the last one for the adaption prompt).
+        let early = try AdapterWeights.load(path: adapter, model: container.model.config)
+        XCTAssertEqual(early.config.earlyLayers, 1)
+    }
+
     func testStreamedChatEqualsThePlainAnswerAndEndsWithDone() throws {
         let s = try ServerProcess(Self.tiny)
         let body: [String: Any] = ["messages": [["role": "user", "content": "Tell me about alpacas."]], "max_tokens": 12, "temperature": 0,

@@ -11,7 +11,7 @@ final class TrainingReferenceTests: XCTestCase {
         return try! JSONSerialization.jsonObject(with: data) as! [String: Any]
     }()
 
-    func trainer(phase: String) throws -> Trainer {
+    func trainer(phase: String, adapter: String? = nil) throws -> Trainer {
         let ref = (Self.golden["phases"] as! [String: Any])[phase] as! [String: Any]
         let container = try ModelContainer.load(ModelConfiguration(model: Fixtures.path("tiny_llama/model"),
                                                                    tokenizer: Fixtures.path("tiny_llama/tokenizer.model")))
@@ -25,14 +25,14 @@ final class TrainingReferenceTests: XCTestCase {
         o.shuffle = false
         o.augment = false
         o.compat = .official
-        return try Trainer(base: container.model, store: try ParameterStore.load(path: Fixtures.path(ref["adapter"] as! String)),
+        return try Trainer(base: container.model, store: try ParameterStore.load(path: Fixtures.path(adapter ?? ref["adapter"] as! String)),
                            tokenizer: container.tokenizer, clip: CLIPVisionEncoder(weights: try CLIPVisionWeights.load(path: Fixtures.path("tiny_adapter/clip_tiny.pth"))),
                            data: try TrainingDataset.load(path: Fixtures.path("training/data.json")), captionData: nil, options: o)
     }
 
-    func check(phase: String) throws {
+    func check(phase: String, adapter: String? = nil) throws {
         let ref = (Self.golden["phases"] as! [String: Any])[phase] as! [String: Any]
-        let t = try trainer(phase: phase)
+        let t = try trainer(phase: phase, adapter: adapter)
         XCTAssertEqual(Set(t.store.parameters.filter { $0.group != nil }.map(\.name)), Set(ref["trainable"] as! [String]), "trainable set")
         let steps = ref["steps"] as! [[String: Double]]
         for (k, expected) in steps.enumerated() {
@@ -57,4 +57,14 @@ final class TrainingReferenceTests: XCTestCase {
 
     func testFinetunePhaseMatchesTheOfficialTrainingStep() throws { try check(phase: "finetune") }
     func testPretrainPhaseMatchesTheOfficialTrainingStep() throws { try check(phase: "pretrain") }
+
+    /// The official pretrain model has no biases (`w_bias = phase == "finetune"`), so starting it from a BIAS
+    /// checkpoint ignores the checkpoint's bias keys: with --compat official, adapter_bias.pth gives exactly the
+    /// golden run of adapter_pretrain.pth (the same file without its biases), and the biases are not written back.
+    func testOfficialPretrainFromABiasAdapterIgnoresItsBiases() throws {
+        try check(phase: "pretrain", adapter: "tiny_adapter/adapter_bias.pth")
+        let t = try trainer(phase: "pretrain", adapter: "tiny_adapter/adapter_bias.pth")
+        XCTAssertFalse(t.store.parameters.contains { $0.name.hasPrefix("llama.") && $0.name.hasSuffix(".bias") })
+        guard case .bool(false)? = t.store.config.first(where: { $0.0 == "w_bias" })?.1 else { return XCTFail("w_bias is not false") }
+    }
 }

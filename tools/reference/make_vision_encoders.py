@@ -2,7 +2,7 @@
 """Golden fixtures for the Hugging Face vision encoders (DINOv2, SigLIP, CLIP) and their slow image processors.
 
 Run with the reference venv (Debian torch 1.13, transformers 4.46.3, numpy, Pillow 9.4, safetensors):
-    /work/venv-ref/bin/python tools/reference/make_vision_encoders.py
+    .venv-ref/bin/python tools/reference/make_vision_encoders.py
 The script refuses other transformers / Pillow versions, because the byte-level behaviour of the slow (PIL
 based) image processors and of the position-embedding interpolation is what the fixtures pin down.
 The venv's numpy is 2.x while Debian's torch was built against numpy 1.x: the "compiled using NumPy 1.x"
