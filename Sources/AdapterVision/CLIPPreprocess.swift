@@ -68,39 +68,17 @@ public struct CLIPPreprocessor: Sendable {
         Int((Double(full - crop) / 2.0).rounded(.toNearestOrEven))
     }
 
+    /// The same transform as an `ImagePreprocessor` (which carries out both steps below).
+    public var general: ImagePreprocessor { .officialCLIP(size: size, channels: channels) }
+
     /// Resize and center-crop: the `size` x `size` 8-bit image that ToTensor receives, channels in
-    /// the input's order. It determines the tensor exactly.
-    public func resizedAndCropped(_ image: RGBImage) -> RGBImage {
-        let (w, h) = Self.resizedSize(width: image.width, height: image.height, size: size)
-        let resized = PillowResample.resizeBicubic(image, width: w, height: h)
-        // The short side is exactly `size` and the long side at least `size`, so torchvision never
-        // pads here.
-        let top = Self.centerCropOffset(full: h, crop: size)
-        let left = Self.centerCropOffset(full: w, crop: size)
-        return resized.cropped(x: left, y: top, width: size, height: size)
-    }
+    /// the input's order. It determines the tensor exactly. (The short side is exactly `size` and the long side
+    /// at least `size`, so torchvision never pads here.)
+    public func resizedAndCropped(_ image: RGBImage) -> RGBImage { general.resizedAndCropped(image) }
 
     /// ToTensor + Normalize of an already cropped RGB image: a (3, h, w) f32 tensor whose channel 0
-    /// is blue for `.bgr` and red for `.rgb`.
-    public func normalize(_ crop: RGBImage) -> Tensor {
-        let plane = crop.width * crop.height
-        let tensor = Tensor(zeros: [3, crop.height, crop.width], dtype: .f32)
-        let out = tensor.floats
-        crop.pixels.withUnsafeBufferPointer { px in
-            for c in 0..<3 {
-                // Source channel in the RGB-ordered crop for tensor channel c.
-                let source = channels == .rgb ? c : 2 - c
-                let m = Self.mean[c], s = Self.std[c]
-                let dst = out + c * plane
-                for i in 0..<plane {
-                    // Two float32 operations in torch's order: x / 255, then (x - mean) / std.
-                    let x = Float(px[i * 3 + source]) / 255
-                    dst[i] = (x - m) / s
-                }
-            }
-        }
-        return tensor
-    }
+    /// is blue for `.bgr` and red for `.rgb` (x / 255, then (x - mean) / std, both in float32 as torch does).
+    public func normalize(_ crop: RGBImage) -> Tensor { general.normalize(crop) }
 
     /// The full transform of a decoded image: a (3, size, size) f32 tensor.
     public func callAsFunction(_ image: RGBImage) -> Tensor {
