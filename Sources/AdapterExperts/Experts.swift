@@ -47,14 +47,31 @@ public final class ExpertPanel: @unchecked Sendable {
     }
 }
 
-/// A prompt with expert context, as the official Alpaca with-input template carries it (`### Input:`): with
-/// `template` alpaca the context is the input (after the user's own input, if any); with other templates it
-/// precedes the question in the user's text.
-public func promptWithContext(_ prompt: String, context: String, template: PromptTemplate, input: String?) -> (prompt: String, input: String?) {
-    switch template {
-    case .alpaca:
+/// Where the experts' text goes in the prompt (`--context-layout`; measured on examples/documents, see the README).
+public enum ContextLayout: String, CaseIterable, Sendable {
+    /// The paper's way: the Alpaca template's `### Input:` (other templates: `before`).
+    case input
+    /// "Context:\n{text}\n\n{question}" in the user's text.
+    case before
+    /// "{question}\n\n{text}" in the user's text (the experts' text opens with its own "Text in the image:").
+    case after
+    /// The text fenced as a document, then the question: "Document:\n\"\"\"\n{text}\n\"\"\"\n\n{question}".
+    case document
+}
+
+/// A prompt with expert context laid out as `layout` says: with `.input` and the alpaca template the context is
+/// the input (after the user's own input, if any), as the official with-input template carries it; otherwise
+/// it joins the question in the user's text.
+public func promptWithContext(_ prompt: String, context: String, template: PromptTemplate, input: String?,
+                              layout: ContextLayout = .input) -> (prompt: String, input: String?) {
+    switch (layout, template) {
+    case (.input, .alpaca):
         return (prompt, input.map { $0.isEmpty ? context : $0 + "\n\n" + context } ?? context)
-    case .chat, .raw:
+    case (.input, _), (.before, _):
         return ("Context:\n" + context + "\n\n" + prompt, input)
+    case (.after, _):
+        return (prompt + "\n\n" + context, input)
+    case (.document, _):
+        return ("Document:\n\"\"\"\n" + context + "\n\"\"\"\n\n" + prompt, input)
     }
 }

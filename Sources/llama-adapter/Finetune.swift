@@ -251,6 +251,10 @@ struct Finetune: ParsableCommand {
         if let plot { try writeLossPlot(history, to: plot) }
         if !self.logJSON, let last = history.last {
             FileHandle.standardError.write(Data("wrote \(out) (step \(trainer.step), last loss \(String(format: "%.4f", last.loss)))\n".utf8))
+            if trainer.imagesEncoded + trainer.imagesFromCache > 0 {
+                // The frozen encoder's saving: features reused instead of recomputed (augmentation off).
+                FileHandle.standardError.write(Data("images: \(trainer.imagesEncoded) encoded, \(trainer.imagesFromCache) from the feature cache\n".utf8))
+            }
         }
     }
 }

@@ -35,7 +35,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         let container = try loadContainer(modelOptions, adapterOptions)
         let context = try adapterOptions.expertText(container)
-        let prompt = container.tokenizer.encodePrompt(try promptOptions.formatted(container, context: context))
+        let prompt = container.tokenizer.encodePrompt(try promptOptions.formatted(container, context: context, layout: adapterOptions.contextLayout))
         let params = try sampling.parameters(container)
         // The sequence needs at most prompt + new tokens positions (the official total_len), so the cache is no larger.
         let positions = prompt.count.addingReportingOverflow(maxNewTokens)
@@ -73,6 +73,6 @@ struct Score: ParsableCommand {
         let container = try loadContainer(modelOptions, adapterOptions)
         let session = try openSession(container, modelOptions, adapterOptions, capacity: 1)
         let context = try adapterOptions.expertText(container)
-        try printJSON(try session.score(prompt: try promptOptions.formatted(container, context: context), continuation: continuation))
+        try printJSON(try session.score(prompt: try promptOptions.formatted(container, context: context, layout: adapterOptions.contextLayout), continuation: continuation))
     }
 }

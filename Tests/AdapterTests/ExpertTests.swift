@@ -30,6 +30,14 @@ final class ExpertTests: XCTestCase {
         XCTAssertEqual(expertContext([(.ocr, "a"), (.caption, "b")]), "Text in the image:\na\n\nCaption of the image:\nb")
     }
 
+    /// The other layouts put the context around the question in the user's text, whatever the template.
+    func testContextLayouts() {
+        XCTAssertEqual(promptWithContext("Q", context: "C", template: .alpaca, input: nil, layout: .before).prompt, "Context:\nC\n\nQ")
+        XCTAssertNil(promptWithContext("Q", context: "C", template: .alpaca, input: nil, layout: .before).input)
+        XCTAssertEqual(promptWithContext("Q", context: "C", template: .chat, input: nil, layout: .document).prompt, "Document:\n\"\"\"\nC\n\"\"\"\n\nQ")
+        XCTAssertTrue(promptWithContext("Q", context: "C", template: .chat, input: nil, layout: .after).prompt.hasPrefix("Q\n\n"))
+    }
+
     func testSmolLM2AnswersFromAReceiptThroughTheOCRExpert() throws {
         let model = try Fixtures.smolLM2()
         let r = try CLIRunner.run(["generate", "--model", model, "--image", Fixtures.path("ocr/receipt.png"), "--expert", "ocr",
