@@ -48,7 +48,10 @@ struct Chat: ParsableCommand {
                 continue
             }
             do {
-                let message = pendingContext.map { "Context:\n" + $0 + "\n\n" + input } ?? input
+                // The experts' text opens the first message, laid out as --context-layout says (input: before).
+                let message = pendingContext.map {
+                    promptWithContext(input, context: $0, template: .chat, input: nil, layout: adapterOptions.contextLayout).prompt
+                } ?? input
                 pendingContext = nil
                 _ = try chat.respond(to: message, maxNewTokens: maxNewTokens, sampling: try sampling.parameters(container, turn: turn),
                                      onText: { writeOut($0); return true })
