@@ -403,69 +403,47 @@ public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
         && gemmInt8(out: out, inp: inp, weight: weight, T: T, levels: 3, pool: pool) { return }
     let N = weight.shape[0], K = weight.shape[1]
     let rowBytes = weight.dtype.byteCount(elements: K)
-    if ck_gemm_available() != 0 {
-        // AVX-512: our own kernel reads f16 rows directly and other dtypes from 32-row f32 panels that stay in
-        // L2 while every token passes (OpenBLAS repacked each converted tile per call: 57 vs 100 GFLOP/s on a
-        // core at 64 tokens, 28 vs 88 at 16).
-        // Rows per chunk: for converted dtypes about 512 KB of f32 (it must stay in a core's 1 MB L2 beside the
-        // tokens), 4 to 32 rows.
-        let panel = weight.dtype == .f16 ? 32 : max(4, min(32, ((512 << 10) / (K * 4)) & ~3))
-        if weight.dtype == .f16 || weight.dtype == .f32 {
-            // Read in place: the kernels convert f16 in registers.
-            pool.parallelForDynamic(N, chunk: panel) { r, _ in
-                if weight.dtype == .f16 {
-                    _ = ck_gemm_f16(weight.data.assumingMemoryBound(to: UInt16.self), inp, K, out, N, T, K, r.lowerBound, r.upperBound)
-                } else {
-                    _ = ck_gemm_f32(weight.data.assumingMemoryBound(to: Float.self), K, inp, K, out, N, T, K, r.lowerBound, r.upperBound)
-                }
+    // Our own kernel (every SIMD path has one) reads f16 rows directly and other dtypes from 32-row f32 panels
+    // that stay in L2 while every token passes (OpenBLAS repacked each converted tile per call: 57 vs 100 GFLOP/s
+    // on an AVX-512 core at 64 tokens, 28 vs 88 at 16), and, unlike OpenBLAS, gives each token the same bits
+    // whatever the other tokens of the call.
+    // Rows per chunk: for converted dtypes about 512 KB of f32 (it must stay in a core's 1 MB L2 beside the
+    // tokens), 4 to 32 rows.
+    let panel = weight.dtype == .f16 ? 32 : max(4, min(32, ((512 << 10) / (K * 4)) & ~3))
+    if weight.dtype == .f16 || weight.dtype == .f32 {
+        // Read in place: the kernels convert f16 in registers.
+        pool.parallelForDynamic(N, chunk: panel) { r, _ in
+            if weight.dtype == .f16 {
+                _ = ck_gemm_f16(weight.data.assumingMemoryBound(to: UInt16.self), inp, K, out, N, T, K, r.lowerBound, r.upperBound)
+            } else {
+                _ = ck_gemm_f32(weight.data.assumingMemoryBound(to: Float.self), K, inp, K, out, N, T, K, r.lowerBound, r.upperBound)
             }
-            return
-        }
-        let threads = pool.activeThreadCount
-        // Weights repacked for the integer GEMM (their file pages given back) are read from their panels, whole
-        // panels at a time, through the ggml rows they hold (K-quant panels cannot give them back: their rows are
-        // read from the file again).
-        let panels = weight.int8Panels.flatMap { p in int8GemmKind(weight).flatMap { $0 >= 3 ? nil : (p, $0) } }
-        let packedRows = panels == nil ? 0 : N / 16 * 16
-        let chunk = panels == nil ? panel : max(16, panel / 16 * 16)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * chunk * K)
-        let rowScratch = UnsafeMutableRawPointer.allocate(byteCount: panels == nil ? 1 : threads * chunk * rowBytes, alignment: 64)
-        defer { scratch.deallocate(); rowScratch.deallocate() }
-        pool.parallelForDynamic(N, chunk: chunk) { r, thread in
-            let mine = scratch + thread * chunk * K
-            let fromPanels = min(r.upperBound, packedRows) - r.lowerBound
-            if let (p, kind) = panels, fromPanels > 0 {
-                let rows = rowScratch + thread * chunk * rowBytes
-                ck_q8act_unpack(kind, p.base, K, r.lowerBound, r.lowerBound + fromPanels, rows)
-                convertToFloat(dtype: weight.dtype, src: rows, dst: mine, count: fromPanels * K)
-            }
-            let done = max(0, fromPanels)
-            if done < r.count {
-                convertToFloat(dtype: weight.dtype, src: weight.data + (r.lowerBound + done) * rowBytes, dst: mine + done * K,
-                               count: (r.count - done) * K)
-            }
-            _ = ck_gemm_f32(mine, K, inp, K, out + r.lowerBound, N, T, K, 0, r.count)
         }
         return
     }
-    if weight.dtype == .f32 {
-        let wp = weight.data.assumingMemoryBound(to: Float.self)
-        pool.parallelFor(N, minChunk: 16) { r in
-            BLAS.gemmABt(m: T, n: r.count, k: K, a: inp, lda: K, b: wp + r.lowerBound * K, ldb: K,
-                         c: out + r.lowerBound, ldc: N)
+    let threads = pool.activeThreadCount
+    // Weights repacked for the integer GEMM (their file pages given back) are read from their panels, whole
+    // panels at a time, through the ggml rows they hold (K-quant panels cannot give them back: their rows are
+    // read from the file again).
+    let panels = weight.int8Panels.flatMap { p in int8GemmKind(weight).flatMap { $0 >= 3 ? nil : (p, $0) } }
+    let packedRows = panels == nil ? 0 : N / 16 * 16
+    let chunk = panels == nil ? panel : max(16, panel / 16 * 16)
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * chunk * K)
+    let rowScratch = UnsafeMutableRawPointer.allocate(byteCount: panels == nil ? 1 : threads * chunk * rowBytes, alignment: 64)
+    defer { scratch.deallocate(); rowScratch.deallocate() }
+    pool.parallelForDynamic(N, chunk: chunk) { r, thread in
+        let mine = scratch + thread * chunk * K
+        let fromPanels = min(r.upperBound, packedRows) - r.lowerBound
+        if let (p, kind) = panels, fromPanels > 0 {
+            let rows = rowScratch + thread * chunk * rowBytes
+            ck_q8act_unpack(kind, p.base, K, r.lowerBound, r.lowerBound + fromPanels, rows)
+            convertToFloat(dtype: weight.dtype, src: rows, dst: mine, count: fromPanels * K)
         }
-        return
-    }
-    let tileRows = max(16, min(256, (1 << 20) / max(K, 1)))
-    pool.parallelFor(N, minChunk: 16) { r in
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * K)
-        defer { scratch.deallocate() }
-        var r0 = r.lowerBound
-        while r0 < r.upperBound {
-            let rows = min(tileRows, r.upperBound - r0)
-            convertToFloat(dtype: weight.dtype, src: weight.data + r0 * rowBytes, dst: scratch, count: rows * K)
-            BLAS.gemmABt(m: T, n: rows, k: K, a: inp, lda: K, b: scratch, ldb: K, c: out + r0, ldc: N)
-            r0 += rows
+        let done = max(0, fromPanels)
+        if done < r.count {
+            convertToFloat(dtype: weight.dtype, src: weight.data + (r.lowerBound + done) * rowBytes, dst: mine + done * K,
+                           count: (r.count - done) * K)
         }
+        _ = ck_gemm_f32(mine, K, inp, K, out + r.lowerBound, N, T, K, 0, r.count)
     }
 }

@@ -151,6 +151,22 @@ public func attendHead(q: UnsafePointer<Float>, keys: UnsafePointer<Float>, valu
 /// Name of the SIMD level the C kernels use on this CPU.
 public var simdLevel: String { String(cString: ck_simd_level()) }
 
+/// Checks LLAMA_ADAPTER_SIMD (a cap on the kernels' instruction set, lower only): an unknown name, or a level of
+/// another architecture, is an error rather than a silent fall back to the best path.
+public func checkSIMDCap(environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+    guard let v = environment["LLAMA_ADAPTER_SIMD"], !v.isEmpty else { return }
+    #if arch(x86_64)
+    let ours = ["generic", "avx2", "avx512", "vnni"]
+    #elseif arch(arm64)
+    let ours = ["generic", "neon", "dotprod"]
+    #else
+    let ours = ["generic"]
+    #endif
+    guard ours.contains(v) else {
+        throw AdapterError.invalidArgument("LLAMA_ADAPTER_SIMD=\(v) is not a level of this CPU's architecture (expected one of \(ours.joined(separator: ", ")))")
+    }
+}
+
 /// Mean and 1/sqrt(biased variance + eps) of one row, shared by LayerNorm's forward and backward.
 @inline(__always)
 private func layerNormStatistics(_ x: UnsafePointer<Float>, _ C: Int, _ eps: Float) -> (mean: Float, rstd: Float) {

@@ -1,6 +1,7 @@
 // Kernels with per-function target attributes; one copy per SIMD level, picked at run time.
 #include "ckernels.h"
 #include <string.h>
+#include <stdlib.h>
 #include <math.h>
 
 #include "ck_common.h"
@@ -52,39 +53,60 @@ static void f16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = h2f(src[i]);
 }
 
-static void matvec_f16_generic(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; r++) {
-        const uint16_t *row = w + r * k;
-        float acc = 0;
-        for (size_t i = 0; i < k; i++) acc += h2f(row[i]) * x[i];
-        y[r] = acc;
+// Dot product in 8 interleaved partial sums (lane j takes elements i ≡ j mod 8), reduced in hsum256's order
+// (j + j+4, then (0+1) + (2+3)), then the k mod 8 tail in order: the portable mat-vecs and GEMM share it, so a
+// token's outputs have the same bits whichever of them computes it. LOAD converts one weight to float.
+#define CK_DOT8_GENERIC(NAME, TW, LOAD)                                                                        \
+    static inline float NAME(const TW *w, const float *x, size_t k) {                                          \
+        float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                                 \
+        size_t i = 0;                                                                                          \
+        for (; i + 8 <= k; i += 8)                                                                             \
+            for (int j = 0; j < 8; j++) p[j] += LOAD(w[i + j]) * x[i + j];                                     \
+        float acc = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));                        \
+        for (; i < k; i++) acc += LOAD(w[i]) * x[i];                                                           \
+        return acc;                                                                                            \
     }
-}
+#define CK_ID_GENERIC(v) (v)
+CK_DOT8_GENERIC(dot8_f32_generic, float, CK_ID_GENERIC)
+CK_DOT8_GENERIC(dot8_f16_generic, uint16_t, h2f)
+CK_DOT8_GENERIC(dot8_bf16_generic, uint16_t, bf16_to_float)
 
-static float dot_f32_generic(const float *a, const float *b, size_t n) {
-    float acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        acc0 += a[i] * b[i];
-        acc1 += a[i + 1] * b[i + 1];
-        acc2 += a[i + 2] * b[i + 2];
-        acc3 += a[i + 3] * b[i + 3];
-    }
-    for (; i < n; i++) acc0 += a[i] * b[i];
-    return (acc0 + acc1) + (acc2 + acc3);
+static float dot_f32_generic(const float *a, const float *b, size_t n) { return dot8_f32_generic(a, b, n); }
+
+static void matvec_f16_generic(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) y[r] = dot8_f16_generic(w + r * k, x, k);
 }
 
 static void matvec_f32_generic(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; r++) y[r] = dot_f32_generic(w + r * k, x, k);
+    for (size_t r = r0; r < r1; r++) y[r] = dot8_f32_generic(w + r * k, x, k);
 }
 
 static void matvec_bf16_generic(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; r++) {
-        const uint16_t *row = w + r * k;
-        float acc = 0;
-        for (size_t i = 0; i < k; i++) acc += bf16_to_float(row[i]) * x[i];
-        y[r] = acc;
+    for (size_t r = r0; r < r1; r++) y[r] = dot8_bf16_generic(w + r * k, x, k);
+}
+
+// Portable prefill GEMM: each output is dot8_f32_generic of its row and token (the mat-vec's bits, whatever T).
+// f16 rows are converted once per row into a small buffer (exact), then read by every token from L1.
+static void gemm_f32_generic(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T,
+                             size_t k, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++)
+        for (size_t t = 0; t < T; t++) out[t * ldo + r] = dot8_f32_generic(w + r * ldw, x + t * ldx, k);
+}
+
+static void gemm_f16_generic(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T,
+                             size_t k, size_t r0, size_t r1) {
+    float stackRow[4096];
+    float *row = k <= 4096 ? stackRow : malloc(k * sizeof(float));
+    if (!row) {  // no memory for the row: convert on the fly (the same values, so the same bits)
+        for (size_t r = r0; r < r1; r++)
+            for (size_t t = 0; t < T; t++) out[t * ldo + r] = dot8_f16_generic(w + r * k, x + t * ldx, k);
+        return;
     }
+    for (size_t r = r0; r < r1; r++) {
+        f16_to_f32_generic(w + r * k, row, k);
+        for (size_t t = 0; t < T; t++) out[t * ldo + r] = dot8_f32_generic(row, x + t * ldx, k);
+    }
+    if (row != stackRow) free(row);
 }
 
 static void axpy_f32_generic(float a, const float *x, float *y, size_t n) {
@@ -175,6 +197,62 @@ CK_ROWS4_256(matvec_f16_avx2, uint16_t, CK_LOAD_F16_256, h2f)
 CK_ROWS4_256(matvec_bf16_avx2, uint16_t, CK_LOAD_BF16_256, bf16_to_float)
 CK_ROWS4_256(matvec_f32_avx2, float, CK_LOAD_F32_256, CK_ID256)
 
+// Full unrolling keeps the accumulator arrays in registers (otherwise clang zeroed a 1.5 KB stack copy per call).
+#define CK_UNROLL _Pragma("clang loop unroll(full)")
+
+// ---------------------------------------------------------------- prefill GEMM (AVX2)
+// out[t][r] = dot(W[r], x[t]) for blocks of 4 weight rows (or 1) and up to 3 tokens: each output is one 8-wide
+// FMA chain along k, reduced by hsum256, then the k % 8 tail by scalar fmaf — the arithmetic of the mat-vecs
+// above, so a token's outputs have the same bits whether it goes through the mat-vec (T <= 16) or this GEMM, and
+// whatever the other tokens of the call. 12 accumulators, 3 token vectors and one weight vector fill the 16
+// registers; each weight vector is loaded (and converted) once for all tokens of the block.
+#define CK_GEMM_UK_256(NAME, TW, LOAD, SCALAR, R, NT)                                                          \
+    TGT_AVX2 static void NAME##_##R##x##NT(const TW *w, size_t ldw, const float *x, size_t ldx, size_t k,      \
+                                           float *c, size_t ldc) {                                             \
+        __m256 a[NT][R];                                                                                       \
+        CK_UNROLL for (int t = 0; t < NT; t++)                                                                 \
+            CK_UNROLL for (int r = 0; r < R; r++) a[t][r] = _mm256_setzero_ps();                               \
+        size_t i = 0;                                                                                          \
+        for (; i + 8 <= k; i += 8) {                                                                           \
+            __m256 xv[NT];                                                                                     \
+            CK_UNROLL for (int t = 0; t < NT; t++) xv[t] = _mm256_loadu_ps(x + t * ldx + i);                   \
+            CK_UNROLL for (int r = 0; r < R; r++) {                                                            \
+                __m256 v = LOAD(w + r * ldw + i);                                                              \
+                CK_UNROLL for (int t = 0; t < NT; t++) a[t][r] = _mm256_fmadd_ps(v, xv[t], a[t][r]);           \
+            }                                                                                                  \
+        }                                                                                                      \
+        CK_UNROLL for (int t = 0; t < NT; t++)                                                                 \
+            CK_UNROLL for (int r = 0; r < R; r++) {                                                            \
+                float y = hsum256(a[t][r]);                                                                    \
+                for (size_t j = i; j < k; j++) y = fmaf(SCALAR(w[r * ldw + j]), x[t * ldx + j], y);            \
+                c[t * ldc + r] = y;                                                                            \
+            }                                                                                                  \
+    }
+#define CK_GEMM_FAMILY_256(NAME, TW, LOAD, SCALAR)                                                             \
+    CK_GEMM_UK_256(NAME, TW, LOAD, SCALAR, 4, 1) CK_GEMM_UK_256(NAME, TW, LOAD, SCALAR, 4, 2)                  \
+    CK_GEMM_UK_256(NAME, TW, LOAD, SCALAR, 4, 3) CK_GEMM_UK_256(NAME, TW, LOAD, SCALAR, 1, 1)                  \
+    CK_GEMM_UK_256(NAME, TW, LOAD, SCALAR, 1, 2) CK_GEMM_UK_256(NAME, TW, LOAD, SCALAR, 1, 3)                  \
+    typedef void (*NAME##_fn)(const TW *, size_t, const float *, size_t, size_t, float *, size_t);            \
+    static const NAME##_fn NAME##_4[4] = {0, NAME##_4x1, NAME##_4x2, NAME##_4x3};                              \
+    static const NAME##_fn NAME##_1[4] = {0, NAME##_1x1, NAME##_1x2, NAME##_1x3};                              \
+    /* Panels of up to 32 rows (about 256 KB) stay in L2 while every token passes over them. */              \
+    static void NAME(const TW *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T,   \
+                     size_t k, size_t r0, size_t r1) {                                                         \
+        size_t pr = ((256u << 10) / (k * sizeof(TW) + 1)) & ~(size_t)3;                                        \
+        pr = pr < 4 ? 4 : pr > 32 ? 32 : pr;                                                                   \
+        for (size_t p0 = r0; p0 < r1; p0 += pr) {                                                              \
+            size_t p1 = p0 + pr < r1 ? p0 + pr : r1;                                                           \
+            for (size_t t = 0; t < T; t += 3) {                                                                \
+                size_t nt = T - t < 3 ? T - t : 3;                                                             \
+                size_t r = p0;                                                                                 \
+                for (; r + 4 <= p1; r += 4) NAME##_4[nt](w + r * ldw, ldw, x + t * ldx, ldx, k, out + t * ldo + r, ldo); \
+                for (; r < p1; r++) NAME##_1[nt](w + r * ldw, ldw, x + t * ldx, ldx, k, out + t * ldo + r, ldo); \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+CK_GEMM_FAMILY_256(gemm_f16_avx2, uint16_t, CK_LOAD_F16_256, h2f)
+CK_GEMM_FAMILY_256(gemm_f32_avx2, float, CK_LOAD_F32_256, CK_ID256)
+
 TGT_AVX2 static void axpy_f32_avx2(float a, const float *x, float *y, size_t n) {
     __m256 va = _mm256_set1_ps(a);
     size_t i = 0;
@@ -197,8 +275,6 @@ TGT_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n)
 }
 
 
-// Full unrolling keeps the accumulator arrays in registers (otherwise clang zeroed a 1.5 KB stack copy per call).
-#define CK_UNROLL _Pragma("clang loop unroll(full)")
 
 // One row at a time with four accumulators over 64-wide steps (then 16-wide steps into the first, and a scalar
 // tail): on Zen 4 this streams 7B f16 rows at the measured read bandwidth (47.6 of 48 GB/s, 2 threads), where
@@ -361,6 +437,18 @@ CK_GEMM_FAMILY(gemm_f32_avx512, float, CK_LOAD_F32_512, CK_LD_F32_M)
 
 static int g_level = -1, g_vnni = -1;
 
+// LLAMA_ADAPTER_SIMD caps the kernels' instruction set (lower only), so one machine can run and measure every
+// path below its own: generic < avx2 < avx512 < vnni on x86. Returns the cap's rank, or 3 (none) when unset or
+// unknown (the Swift side rejects unknown values with a clear error before any kernel runs).
+static int simd_cap(void) {
+    const char *e = getenv("LLAMA_ADAPTER_SIMD");
+    if (!e || !*e) return 3;
+    if (!strcmp(e, "generic")) return 0;
+    if (!strcmp(e, "avx2")) return 1;
+    if (!strcmp(e, "avx512")) return 2;
+    return 3;
+}
+
 int ck_cpu_level(void) {
     if (g_level >= 0) return g_level;
     int l = CK_GENERIC;
@@ -369,6 +457,8 @@ int ck_cpu_level(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = CK_AVX2;
     if (l == CK_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) l = CK_AVX512;
 #endif
+    int cap = simd_cap();
+    if (cap < 3 && l > cap) l = cap;
     g_level = l;
     return l;
 }
@@ -378,8 +468,9 @@ int ck_cpu_has_vnni(void) {
     int v = 0;
 #ifdef CK_X86
     __builtin_cpu_init();
-    v = __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    v = __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && ck_cpu_level() >= CK_AVX512;
 #endif
+    if (simd_cap() < 3) v = 0;
     g_vnni = v;
     return v;
 }
@@ -388,7 +479,7 @@ static inline int level(void) { return ck_cpu_level(); }
 
 const char *ck_simd_level(void) {
     switch (level()) {
-    case CK_AVX512: return "avx512";
+    case CK_AVX512: return ck_cpu_has_vnni() ? "vnni" : "avx512";
     case CK_AVX2: return "avx2";
     default: return "generic";
     }
@@ -439,22 +530,24 @@ void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_
     matvec_bf16_generic(w, x, y, k, r0, r1);
 }
 
-int ck_gemm_available(void) { return level() >= CK_AVX512; }
+int ck_gemm_available(void) { return 1; }
 
 int ck_gemm_f16(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
 #ifdef CK_X86
     if (level() >= CK_AVX512) { gemm_f16_avx512(w, k, x, ldx, out, ldo, T, k, r0, r1); return 1; }
+    if (level() >= CK_AVX2) { gemm_f16_avx2(w, k, x, ldx, out, ldo, T, k, r0, r1); return 1; }
 #endif
-    (void)w; (void)x; (void)ldx; (void)out; (void)ldo; (void)T; (void)k; (void)r0; (void)r1;
-    return 0;
+    gemm_f16_generic(w, x, ldx, out, ldo, T, k, r0, r1);
+    return 1;
 }
 
 int ck_gemm_f32(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
 #ifdef CK_X86
     if (level() >= CK_AVX512) { gemm_f32_avx512(w, ldw, x, ldx, out, ldo, T, k, r0, r1); return 1; }
+    if (level() >= CK_AVX2) { gemm_f32_avx2(w, ldw, x, ldx, out, ldo, T, k, r0, r1); return 1; }
 #endif
-    (void)w; (void)ldw; (void)x; (void)ldx; (void)out; (void)ldo; (void)T; (void)k; (void)r0; (void)r1;
-    return 0;
+    gemm_f32_generic(w, ldw, x, ldx, out, ldo, T, k, r0, r1);
+    return 1;
 }
 
 float ck_dot_f32(const float *a, const float *b, size_t n) {
@@ -475,12 +568,15 @@ void ck_axpy_f32(float a, const float *x, float *y, size_t n) {
 
 // ---------------------------------------------------------------- attention
 
+// The sum in 8 interleaved partial sums reduced as hsum256 pairs them (j + j+4, then 0+1 and 2+3): one chain of
+// n dependent adds lost up to n ulps at long rows, and this way the portable path gives the AVX2 path's bits.
 static void softmax_generic(float *x, size_t n) {
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) if (x[i] > m) m = x[i];
-    float sum = 0;
-    for (size_t i = 0; i < n; i++) { float e = expf(x[i] - m); x[i] = e; sum += e; }
-    float inv = 1.0f / sum;
+    float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i < n; i++) { float e = expf(x[i] - m); x[i] = e; p[i % 8] += e; }
+    float q0 = p[0] + p[4], q1 = p[1] + p[5], q2 = p[2] + p[6], q3 = p[3] + p[7];
+    float inv = 1.0f / ((q0 + q1) + (q2 + q3));
     for (size_t i = 0; i < n; i++) x[i] *= inv;
 }
 
@@ -545,6 +641,96 @@ TGT_AVX512 static void expf_avx512(const float *x, float *y, size_t n) {
     }
 }
 
+// ---------------------------------------------------------------- e^x, 8 lanes (AVX2)
+// The same computation as exp8_core_avx512 (glibc's FMA expf, bit for bit), in two 4-lane double halves; the
+// table lookup is a gather of k mod 32.
+TGT_AVX2 static inline __attribute__((always_inline)) __m256d exp4_core_avx2(__m128 xf) {
+    const __m256d n_ln2 = _mm256_set1_pd(0x1.71547652b82fep+0 * 32), shift = _mm256_set1_pd(0x1.8p+52);
+    const __m256d c3 = _mm256_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32);
+    const __m256d c2 = _mm256_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32), c1 = _mm256_set1_pd(0x1.62e42ff0c52d6p-1 / 32);
+    __m256d xd = _mm256_cvtps_pd(xf);
+    __m256d kd = _mm256_add_pd(_mm256_mul_pd(n_ln2, xd), shift);
+    __m256i ki = _mm256_castpd_si256(kd);
+    kd = _mm256_sub_pd(kd, shift);
+    __m256d r = _mm256_fmsub_pd(n_ln2, xd, kd);
+    __m256i t = _mm256_i64gather_epi64((const long long *)ck_exp2_32nd, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8);
+    __m256d sc = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64(ki, 47)));
+    __m256d hi = _mm256_fmadd_pd(c3, r, c2), y = _mm256_fmadd_pd(c1, r, _mm256_set1_pd(1));
+    y = _mm256_fmadd_pd(hi, _mm256_mul_pd(r, r), y);
+    return _mm256_mul_pd(y, sc);
+}
+
+/// e^x per lane, as glibc's expf: +inf above log(2^128), 0 below log(2^-150) (and for -inf), NaN stays NaN.
+TGT_AVX2 static inline __attribute__((always_inline)) __m256 expf8_avx2(__m256 x) {
+    __m128 lo = _mm256_cvtpd_ps(exp4_core_avx2(_mm256_castps256_ps128(x)));
+    __m128 hi = _mm256_cvtpd_ps(exp4_core_avx2(_mm256_extractf128_ps(x, 1)));
+    __m256 e = _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
+    __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ);
+    __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    e = _mm256_blendv_ps(e, _mm256_set1_ps(INFINITY), over);
+    e = _mm256_blendv_ps(e, _mm256_setzero_ps(), under);
+    return _mm256_blendv_ps(e, _mm256_add_ps(x, x), nan);
+}
+
+// Lanes of an 8-wide step that hold data when `left` elements remain, for maskload/maskstore.
+TGT_AVX2 static inline __m256i tail8(size_t left) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left >= 8 ? 8 : (int)left), idx);
+}
+
+TGT_AVX2 static void expf_avx2(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = tail8(n - i);
+        _mm256_maskstore_ps(y + i, m, expf8_avx2(_mm256_maskload_ps(x + i, m)));
+    }
+}
+
+// As softmax_avx512 with 8 lanes: the masked-off lanes load 0 and are zeroed after e^x, so they add nothing.
+TGT_AVX2 static void softmax_avx2(float *x, size_t n) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = tail8(n - i);
+        mv = _mm256_max_ps(mv, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_maskload_ps(x + i, m), _mm256_castsi256_ps(m)));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    __m256 mx = _mm256_set1_ps(_mm_cvtss_f32(m4)), sum = _mm256_setzero_ps();
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = tail8(n - i);
+        __m256 e = _mm256_and_ps(expf8_avx2(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), mx)), _mm256_castsi256_ps(m));
+        _mm256_maskstore_ps(x + i, m, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / hsum256(sum));
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = tail8(n - i);
+        _mm256_maskstore_ps(x + i, m, _mm256_mul_ps(_mm256_maskload_ps(x + i, m), inv));
+    }
+}
+
+// a / (1 + e^-a) · b in the scalar loop's float operations, so the same bits.
+TGT_AVX2 static void swiglu_avx2(float *out, const float *a, const float *b, size_t n) {
+    const __m256 one = _mm256_set1_ps(1), sign = _mm256_set1_ps(-0.0f);
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = tail8(n - i);
+        __m256 x = _mm256_maskload_ps(a + i, m);
+        __m256 e = expf8_avx2(_mm256_xor_ps(x, sign));
+        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_maskload_ps(b + i, m)));
+    }
+}
+
+// x / (1 + e^(-1.702·x)) in place, the scalar loop's float operations (CLIP's QuickGELU), so the same bits.
+TGT_AVX2 static void quick_gelu_avx2(float *x, size_t n) {
+    const __m256 one = _mm256_set1_ps(1), c = _mm256_set1_ps(-1.702f);
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = tail8(n - i);
+        __m256 v = _mm256_maskload_ps(x + i, m);
+        _mm256_maskstore_ps(x + i, m, _mm256_div_ps(v, _mm256_add_ps(one, expf8_avx2(_mm256_mul_ps(c, v)))));
+    }
+}
+
 // The maximum and the exponentials lane-parallel; the sum in 16 lanes, reduced at the end (the scalar loop's one
 // chain of dependent adds cost as much as its expf calls). Same result to an ulp or so of the sum, not the same bits.
 TGT_AVX512 static void softmax_avx512(float *x, size_t n) {
@@ -592,6 +778,7 @@ TGT_AVX512 static void quick_gelu_avx512(float *x, size_t n) {
 void ck_quick_gelu(float *x, size_t n) {
 #ifdef CK_X86
     if (level() >= CK_AVX512) { quick_gelu_avx512(x, n); return; }
+    if (level() >= CK_AVX2) { quick_gelu_avx2(x, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) { float v = x[i]; x[i] = v / (1 + expf(-1.702f * v)); }
 }
@@ -599,6 +786,7 @@ void ck_quick_gelu(float *x, size_t n) {
 void ck_softmax(float *x, size_t n) {
 #ifdef CK_X86
     if (level() >= CK_AVX512) { softmax_avx512(x, n); return; }
+    if (level() >= CK_AVX2) { softmax_avx2(x, n); return; }
 #endif
     softmax_generic(x, n);
 }
@@ -606,6 +794,7 @@ void ck_softmax(float *x, size_t n) {
 void ck_expf(const float *x, float *y, size_t n) {
 #ifdef CK_X86
     if (level() >= CK_AVX512) { expf_avx512(x, y, n); return; }
+    if (level() >= CK_AVX2) { expf_avx2(x, y, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) y[i] = expf(x[i]);
 }
@@ -613,6 +802,7 @@ void ck_expf(const float *x, float *y, size_t n) {
 void ck_swiglu(float *out, const float *a, const float *b, size_t n) {
 #ifdef CK_X86
     if (level() >= CK_AVX512) { swiglu_avx512(out, a, b, n); return; }
+    if (level() >= CK_AVX2) { swiglu_avx2(out, a, b, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) { float x = a[i]; out[i] = x / (1 + expf(-x)) * b[i]; }
 }
@@ -673,10 +863,36 @@ TGT_AVX512 static void attend_head_avx512(const float *q, const float *k, const 
 }
 #endif
 
+#ifdef CK_X86
+// One head on AVX2 (hd a multiple of 8, up to 128): each score one 8-wide FMA chain and hsum256; the values with
+// positions outer and the head's 8-lane chunks inner, one accumulator per chunk (at most 16 registers for hd 128),
+// so the chains of the chunks run side by side and nothing is stored until the end.
+TGT_AVX2 static void attend_head_avx2(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,
+                                      float scale, float *scores, float *out) {
+    for (size_t p = 0; p < n; p++) {
+        const float *kp = k + p * stride;
+        __m256 s = _mm256_setzero_ps();
+        for (size_t i = 0; i < hd; i += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kp + i), s);
+        scores[p] = hsum256(s) * scale;
+    }
+    softmax_avx2(scores, n);
+    __m256 acc[16];
+    size_t nc = hd / 8;
+    for (size_t c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
+    for (size_t p = 0; p < n; p++) {
+        __m256 sp = _mm256_set1_ps(scores[p]);
+        const float *vp = v + p * stride;
+        for (size_t c = 0; c < nc; c++) acc[c] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(vp + 8 * c), acc[c]);
+    }
+    for (size_t c = 0; c < nc; c++) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+#endif
+
 void ck_attend_head(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,
                     float scale, float *scores, float *out) {
 #ifdef CK_X86
     if (hd % 16 == 0 && level() >= CK_AVX512) { attend_head_avx512(q, k, v, n, hd, stride, scale, scores, out); return; }
+    if (hd % 8 == 0 && hd <= 128 && level() >= CK_AVX2) { attend_head_avx2(q, k, v, n, hd, stride, scale, scores, out); return; }
 #endif
     // One dispatch per head instead of two calls per cached position (decode at 300+ positions was
     // spending 11% of its time in call overhead of tiny dot/axpy calls).

@@ -36,6 +36,7 @@ ck_keep_large_allocations()
 installTerminationNote("interrupted")
 
 do {
+    try checkSIMDCap()
     var command = try LlamaAdapterCommand.parseAsRoot()
     try command.run()
 } catch let error where error is AdapterError || error is TokenizerError || error is GenerationError || error is SamplingError {

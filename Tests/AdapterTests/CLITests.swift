@@ -15,6 +15,29 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains(needle), "expected '\(needle)' in: \(r.stderr)", file: file, line: line)
     }
 
+    /// LLAMA_ADAPTER_SIMD caps the kernels' path (bench reports it), never raises it, and rejects what is not a
+    /// level of this architecture with one error line.
+    func testSIMDCapIsReportedByBenchAndUnknownLevelsAreRefused() throws {
+        func simd(_ level: String?) throws -> String? {
+            let r = try CLIRunner.run(["bench", "--prompt-tokens", "4", "--decode-tokens", "2", "--rounds", "1"],
+                                      environment: level.map { ["LLAMA_ADAPTER_SIMD": $0] } ?? [:])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            return obj?["simd"] as? String
+        }
+        XCTAssertEqual(try simd("generic"), "generic")
+        #if arch(x86_64)
+        let order = ["generic", "avx2", "avx512", "vnni"]
+        let native = try XCTUnwrap(try simd(nil))
+        let top = try XCTUnwrap(order.firstIndex(of: native), native)
+        for (i, level) in order.enumerated() {
+            XCTAssertEqual(try simd(level), order[min(i, top)], "cap \(level) on a \(native) CPU")
+        }
+        assertOneLineError(try CLIRunner.run(["bench"], environment: ["LLAMA_ADAPTER_SIMD": "neon"]), mentioning: "LLAMA_ADAPTER_SIMD=neon")
+        #endif
+        assertOneLineError(try CLIRunner.run(["bench"], environment: ["LLAMA_ADAPTER_SIMD": "sse9"]), mentioning: "LLAMA_ADAPTER_SIMD=sse9")
+    }
+
     func testGenerateJSONGivesReferenceGreedyTokens() throws {
         let c = Fixtures.tinyLlama.cases[1]
         let r = try run(["generate", "--model", Fixtures.path("tiny_llama/model"), "--prompt", c.prompt,

@@ -87,11 +87,14 @@ enum CLIRunner {
         return nil
     }()
 
-    static func run(_ args: [String], stdin: String? = nil) throws -> Run {
+    static func run(_ args: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> Run {
         let bin = try XCTUnwrap(binary, "llama-adapter binary not found next to the test bundle")
         let p = Process()
         p.executableURL = bin
         p.arguments = args
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

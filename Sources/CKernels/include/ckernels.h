@@ -19,10 +19,11 @@ void ck_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void ck_matvec_f16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
 /// y[r] = dot(W[r, :], x) for rows r in [r0, r1); W is f32 row-major with `k` columns.
 void ck_matvec_f32(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
-/// 1 when ck_gemm_f16/ck_gemm_f32 compute (AVX-512), 0 when the caller must use BLAS instead.
+/// 1: ck_gemm_f16/ck_gemm_f32 compute on every path (AVX-512, AVX2 and the portable C), each output with the
+/// token's outputs independent of the other tokens of the call (prefill is batch invariant bit for bit).
 int ck_gemm_available(void);
 /// out[t * ldo + r] = dot(W[r, :], x[t * ldx ...]) for rows r in [r0, r1) and tokens t < T; W is f16 row-major
-/// with `k` columns. Returns 0 (nothing computed) where the CPU lacks AVX-512: the caller then uses BLAS.
+/// with `k` columns. Returns 1.
 int ck_gemm_f16(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1);
 /// As ck_gemm_f16 for f32 rows `ldw` floats apart.
 int ck_gemm_f32(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1);
@@ -49,7 +50,8 @@ void ck_quick_gelu(float *x, size_t n);
 void ck_attend_head(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,
                     float scale, float *scores, float *out);
 
-/// Returns a short name of the SIMD level the kernels dispatch to ("avx512", "avx2", "generic").
+/// Returns a short name of the SIMD level the kernels dispatch to ("vnni", "avx512", "avx2", "generic"), after the
+/// LLAMA_ADAPTER_SIMD cap.
 const char *ck_simd_level(void);
 
 #endif
