@@ -33,11 +33,19 @@ let package = Package(
                 .target(name: "CBLAS", condition: .when(platforms: [.linux])),
             ]
         ),
-        // libjpeg-turbo and libpng for image decoding.
+        // libjpeg-turbo and libpng for image decoding, each found through pkg-config (one name per system library,
+        // hence two targets) so that Homebrew's /opt/homebrew works as well as Debian's /usr.
+        .systemLibrary(
+            name: "CJPEG",
+            path: "Sources/CJPEG",
+            pkgConfig: "libjpeg",
+            providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]
+        ),
         .systemLibrary(
             name: "CImageCodecs",
             path: "Sources/CImageCodecs",
-            providers: [.apt(["libjpeg62-turbo-dev", "libpng-dev"]), .brew(["jpeg-turbo", "libpng"])]
+            pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"]), .brew(["libpng"])]
         ),
         // Tesseract's C API for the OCR expert.
         .systemLibrary(
@@ -55,7 +63,7 @@ let package = Package(
             providers: [.apt(["libopenmpi-dev", "openmpi-bin"]), .brew(["open-mpi"])]
         ),
         .target(name: "AdapterFormats", dependencies: ["AdapterCore"]),
-        .target(name: "AdapterVision", dependencies: ["AdapterCore", "AdapterFormats", "CImageCodecs"]),
+        .target(name: "AdapterVision", dependencies: ["AdapterCore", "AdapterFormats", "CJPEG", "CImageCodecs"]),
         .target(name: "AdapterTokenizers", dependencies: []),
         .target(name: "AdapterModel", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision"]),
         .target(name: "AdapterGeneration", dependencies: ["AdapterCore", "AdapterFormats", "AdapterVision", "AdapterModel", "AdapterTokenizers"]),

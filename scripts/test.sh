@@ -26,7 +26,8 @@ case "$(uname -m)" in
       lower+=(avx2)
     fi
     [[ " $flags " == *" avx2 "* ]] && lower+=(generic) ;;
-  *) lower+=(generic) ;;
+  # ARM64 runs the portable path only (no NEON kernels yet), so there is no lower path to add.
+  *) ;;
 esac
 kernels='ExpKernelTests|QuantKernelTests|KQuantKernelTests|BatchKernelTests|Int8ActivationTests|LevelActivationTests|PrefillChunkTests|BatchedForwardTests|LlamaModelTests|GGUFLlamaTests|AdapterModelTests|AdapterVariantTests|BackwardTests|TrainingReferenceTests|VisionEncoderTests|SessionTests'
 for level in ${lower[@]+"${lower[@]}"}; do
