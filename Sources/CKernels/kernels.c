@@ -864,9 +864,21 @@ TGT_AVX512 static void attend_head_avx512(const float *q, const float *k, const 
 #endif
 
 #ifdef CK_X86
-// One head on AVX2 (hd a multiple of 8, up to 128): each score one 8-wide FMA chain and hsum256; the values with
-// positions outer and the head's 8-lane chunks inner, one accumulator per chunk (at most 16 registers for hd 128),
-// so the chains of the chunks run side by side and nothing is stored until the end.
+// out[8·c ..] = Σ_p scores[p]·v[p·stride + 8·c ..] for NC chunks of 8 (a constant after inlining, so the
+// accumulators stay in registers).
+TGT_AVX2 static inline __attribute__((always_inline)) void attend_values_avx2(const float *scores, const float *v, size_t n,
+                                                                             size_t stride, const int NC, float *out) {
+    __m256 acc[16];
+    for (int c = 0; c < NC; c++) acc[c] = _mm256_setzero_ps();
+    for (size_t p = 0; p < n; p++) {
+        __m256 sp = _mm256_set1_ps(scores[p]);
+        for (int c = 0; c < NC; c++) acc[c] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(v + p * stride + 8 * c), acc[c]);
+    }
+    for (int c = 0; c < NC; c++) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
+// One head on AVX2 (hd a multiple of 8): each score one 8-wide FMA chain and hsum256; the values with positions
+// outer and the head's 8-lane chunks inner, one accumulator per chunk, so the chunks' chains run side by side.
 TGT_AVX2 static void attend_head_avx2(const float *q, const float *k, const float *v, size_t n, size_t hd, size_t stride,
                                       float scale, float *scores, float *out) {
     for (size_t p = 0; p < n; p++) {
@@ -876,15 +888,9 @@ TGT_AVX2 static void attend_head_avx2(const float *q, const float *k, const floa
         scores[p] = hsum256(s) * scale;
     }
     softmax_avx2(scores, n);
-    __m256 acc[16];
-    size_t nc = hd / 8;
-    for (size_t c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
-    for (size_t p = 0; p < n; p++) {
-        __m256 sp = _mm256_set1_ps(scores[p]);
-        const float *vp = v + p * stride;
-        for (size_t c = 0; c < nc; c++) acc[c] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(vp + 8 * c), acc[c]);
-    }
-    for (size_t c = 0; c < nc; c++) _mm256_storeu_ps(out + 8 * c, acc[c]);
+    if (hd == 64) { attend_values_avx2(scores, v, n, stride, 8, out); return; }
+    if (hd == 128) { attend_values_avx2(scores, v, n, stride, 16, out); return; }
+    for (size_t c = 0; c < hd / 8; c++) attend_values_avx2(scores, v + 8 * c, n, stride, 1, out + 8 * c);
 }
 #endif
 
@@ -892,7 +898,7 @@ void ck_attend_head(const float *q, const float *k, const float *v, size_t n, si
                     float scale, float *scores, float *out) {
 #ifdef CK_X86
     if (hd % 16 == 0 && level() >= CK_AVX512) { attend_head_avx512(q, k, v, n, hd, stride, scale, scores, out); return; }
-    if (hd % 8 == 0 && hd <= 128 && level() >= CK_AVX2) { attend_head_avx2(q, k, v, n, hd, stride, scale, scores, out); return; }
+    if (hd % 8 == 0 && level() >= CK_AVX2) { attend_head_avx2(q, k, v, n, hd, stride, scale, scores, out); return; }
 #endif
     // One dispatch per head instead of two calls per cached position (decode at 300+ positions was
     // spending 11% of its time in call overhead of tiny dot/axpy calls).
