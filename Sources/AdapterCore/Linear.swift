@@ -21,11 +21,11 @@ public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
 }
 
 /// True for weights whose few-row products are faster through the GEMM kernel than through per-row mat-vecs:
-/// float types (the quantized ones have multi-vector kernels that expand each block once for all rows), on CPUs
-/// where that kernel exists. (With 8-bit activations, Q4_0/Q4_1/Q8_0 take the integer GEMM from 2 rows on, on
+/// float types (the quantized ones have multi-vector kernels that expand each block once for all rows). (With
+/// 8-bit activations, Q4_0/Q4_1/Q8_0 take the integer GEMM from 2 rows on, on
 /// AVX-512 VNNI machines; see `matvecGroup`.)
 public func prefersGemm(_ weight: Tensor, T: Int) -> Bool {
-    T > 1 && [.f16, .bf16, .f32].contains(weight.dtype) && ck_gemm_available() != 0
+    T > 1 && [.f16, .bf16, .f32].contains(weight.dtype)
 }
 
 /// The kind `ck_gemm_q8act` takes for this weight (0: Q4_0, 1: Q4_1, 2: Q8_0, 3: Q4_K, 4: Q6_K), when this CPU runs
@@ -388,10 +388,9 @@ public func matvec(out y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, 
     matvecGroup(outs: [y], x: x, weights: [weight], pool: pool)
 }
 
-/// GEMM against a weight of any dtype. With AVX-512, our own kernel (`ck_gemm_f16`/`ck_gemm_f32`) on row chunks
-/// claimed by free threads, each token's outputs computed alone (the same whatever else shares the call);
-/// elsewhere each thread takes a band of weight rows, converts it tile by tile into its own f32 scratch and
-/// multiplies with BLAS (single-threaded inside). With `activations: .int8`, Q4_0/Q4_1/Q8_0 take the integer
+/// GEMM against a weight of any dtype: our own kernel (`ck_gemm_f16`/`ck_gemm_f32`, every SIMD path) on row chunks
+/// claimed by free threads, each token's outputs computed alone (the same whatever else shares the call); dtypes
+/// other than f16/f32 are converted chunk by chunk into per-thread f32 panels first. With `activations: .int8`, Q4_0/Q4_1/Q8_0 take the integer
 /// GEMM where the CPU has one (`gemmInt8`).
 public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, T: Int,
                        activations: ActivationPrecision = .f32, pool: ThreadPool = .shared) {
@@ -414,9 +413,9 @@ public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
         // Read in place: the kernels convert f16 in registers.
         pool.parallelForDynamic(N, chunk: panel) { r, _ in
             if weight.dtype == .f16 {
-                _ = ck_gemm_f16(weight.data.assumingMemoryBound(to: UInt16.self), inp, K, out, N, T, K, r.lowerBound, r.upperBound)
+                ck_gemm_f16(weight.data.assumingMemoryBound(to: UInt16.self), inp, K, out, N, T, K, r.lowerBound, r.upperBound)
             } else {
-                _ = ck_gemm_f32(weight.data.assumingMemoryBound(to: Float.self), K, inp, K, out, N, T, K, r.lowerBound, r.upperBound)
+                ck_gemm_f32(weight.data.assumingMemoryBound(to: Float.self), K, inp, K, out, N, T, K, r.lowerBound, r.upperBound)
             }
         }
         return
@@ -444,6 +443,6 @@ public func gemmWeight(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
             convertToFloat(dtype: weight.dtype, src: weight.data + (r.lowerBound + done) * rowBytes, dst: mine + done * K,
                            count: (r.count - done) * K)
         }
-        _ = ck_gemm_f32(mine, K, inp, K, out + r.lowerBound, N, T, K, 0, r.count)
+        ck_gemm_f32(mine, K, inp, K, out + r.lowerBound, N, T, K, 0, r.count)
     }
 }

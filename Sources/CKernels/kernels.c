@@ -533,24 +533,20 @@ void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_
     matvec_bf16_generic(w, x, y, k, r0, r1);
 }
 
-int ck_gemm_available(void) { return 1; }
-
-int ck_gemm_f16(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
+void ck_gemm_f16(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
 #ifdef CK_X86
-    if (level() >= CK_AVX512) { gemm_f16_avx512(w, k, x, ldx, out, ldo, T, k, r0, r1); return 1; }
-    if (level() >= CK_AVX2) { gemm_f16_avx2(w, k, x, ldx, out, ldo, T, k, r0, r1); return 1; }
+    if (level() >= CK_AVX512) { gemm_f16_avx512(w, k, x, ldx, out, ldo, T, k, r0, r1); return; }
+    if (level() >= CK_AVX2) { gemm_f16_avx2(w, k, x, ldx, out, ldo, T, k, r0, r1); return; }
 #endif
     gemm_f16_generic(w, x, ldx, out, ldo, T, k, r0, r1);
-    return 1;
 }
 
-int ck_gemm_f32(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
+void ck_gemm_f32(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1) {
 #ifdef CK_X86
-    if (level() >= CK_AVX512) { gemm_f32_avx512(w, ldw, x, ldx, out, ldo, T, k, r0, r1); return 1; }
-    if (level() >= CK_AVX2) { gemm_f32_avx2(w, ldw, x, ldx, out, ldo, T, k, r0, r1); return 1; }
+    if (level() >= CK_AVX512) { gemm_f32_avx512(w, ldw, x, ldx, out, ldo, T, k, r0, r1); return; }
+    if (level() >= CK_AVX2) { gemm_f32_avx2(w, ldw, x, ldx, out, ldo, T, k, r0, r1); return; }
 #endif
     gemm_f32_generic(w, ldw, x, ldx, out, ldo, T, k, r0, r1);
-    return 1;
 }
 
 float ck_dot_f32(const float *a, const float *b, size_t n) {

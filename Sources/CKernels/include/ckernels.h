@@ -19,14 +19,12 @@ void ck_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void ck_matvec_f16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
 /// y[r] = dot(W[r, :], x) for rows r in [r0, r1); W is f32 row-major with `k` columns.
 void ck_matvec_f32(const float *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
-/// 1: ck_gemm_f16/ck_gemm_f32 compute on every path (AVX-512, AVX2 and the portable C), each output with the
-/// token's outputs independent of the other tokens of the call (prefill is batch invariant bit for bit).
-int ck_gemm_available(void);
 /// out[t * ldo + r] = dot(W[r, :], x[t * ldx ...]) for rows r in [r0, r1) and tokens t < T; W is f16 row-major
-/// with `k` columns. Returns 1.
-int ck_gemm_f16(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1);
+/// with `k` columns. Every SIMD path (AVX-512, AVX2, portable C) has its own kernel, and each gives a token's
+/// outputs the same bits whatever the other tokens of the call (prefill is batch invariant).
+void ck_gemm_f16(const uint16_t *w, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1);
 /// As ck_gemm_f16 for f32 rows `ldw` floats apart.
-int ck_gemm_f32(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1);
+void ck_gemm_f32(const float *w, size_t ldw, const float *x, size_t ldx, float *out, size_t ldo, size_t T, size_t k, size_t r0, size_t r1);
 
 /// y[r] = dot(W[r, :], x) for rows r in [r0, r1); W is bf16 row-major with `k` columns.
 void ck_matvec_bf16(const uint16_t *w, const float *x, float *y, size_t k, size_t r0, size_t r1);
